@@ -1,0 +1,85 @@
+"""Domain errors to HTTP, in one place. Bodies are ``{"error": {"code", "message", "fields"}}``
+and never carry a submitted value."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from fiduciary.errors import (
+    FiduciaryError,
+    Forbidden,
+    Gone,
+    IntegrityFailure,
+    InvalidInput,
+    NotFound,
+    Unauthenticated,
+)
+
+log = logging.getLogger("fiduciary.api")
+
+_STATUS: list[tuple[type[FiduciaryError], int]] = [
+    (InvalidInput, 422),
+    (NotFound, 404),
+    (Gone, 410),
+    (Unauthenticated, 401),
+    (Forbidden, 403),
+    (IntegrityFailure, 409),
+]
+_HTTP_CODES = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 406: "not_acceptable", 413: "payload_too_large",
+               415: "unsupported_media_type"}
+
+
+def error_body(code: str, message: str, fields: list[dict[str, str]] | None = None,
+               **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": code, "message": message, **extra}
+    if fields:
+        body["fields"] = fields
+    return {"error": body}
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(FiduciaryError)
+    async def _domain(_: Request, exc: FiduciaryError) -> JSONResponse:
+        status = next((s for cls, s in _STATUS if isinstance(exc, cls)), 400)
+        extra: dict[str, Any] = {}
+        if isinstance(exc, Forbidden):
+            extra["reason"] = exc.reason
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return JSONResponse(
+            error_body(exc.code, exc.message, [f.as_dict() for f in exc.fields], **extra),
+            status_code=status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # Pydantic's errors echo the input; keep only where and why.
+        fields = []
+        for err in exc.errors():
+            loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+            fields.append({"field": ".".join(loc) or "body", "reason": str(err.get("msg"))})
+        return JSONResponse(
+            error_body("invalid_input", "request rejected: malformed body or parameters",
+                       fields), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _fault(request: Request, exc: Exception) -> JSONResponse:
+        ref = uuid.uuid4().hex[:12]
+        # Type only: a driver's message can quote parameters, and logs must stay value-free.
+        log.error("internal error ref=%s on %s %s: %s", ref, request.method, request.url.path,
+                  type(exc).__name__)
+        return JSONResponse(error_body("internal_error",
+                                       f"internal server error (reference {ref})"),
+                            status_code=500)

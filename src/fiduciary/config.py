@@ -1,0 +1,37 @@
+"""One settings object: environment variables ``FIDUCIARY_*``, overridden by CLI flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FIDUCIARY_", extra="ignore")
+
+    #: Where the embedded database, keyring and logs live.
+    data_dir: Path = Path("./fiduciary-data")
+    #: A SQLAlchemy URL; unset means SQLite in ``data_dir``. PostgreSQL: ``postgresql+psycopg://…``.
+    database_url: str | None = None
+    #: Base64 of 32 bytes. Unset means a generated ``master.key`` file in ``data_dir``.
+    master_key: SecretStr | None = None
+    #: A data-map YAML replacing the default insurance map.
+    datamap: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+    #: Seconds an unwrapped subject key stays in memory.
+    dek_cache_seconds: float = 300.0
+    #: Exposes bench-only endpoints (plaintext baseline). Never enable in production.
+    bench_endpoints: bool = False
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'fiduciary.db').resolve()}"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"

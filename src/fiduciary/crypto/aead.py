@@ -1,0 +1,84 @@
+"""Field and key encryption: AES-256-GCM with associated data that binds every ciphertext to
+its place, so a ciphertext moved elsewhere fails to open instead of revealing data.
+
+Layout of a field ciphertext: ``0x01 ‖ dek_version (u32 BE) ‖ nonce (12) ‖ ciphertext+tag``.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+FIELD_FORMAT = 0x01
+_HEADER = struct.Struct(">BI")
+_NONCE = 12
+KEY_BYTES = 32
+
+
+class DecryptionError(Exception):
+    """Raised for every kind of decryption failure; deliberately says nothing more."""
+
+    def __init__(self) -> None:
+        super().__init__("decryption failed")
+
+
+def associated_data(label: bytes, *parts: str | int) -> bytes:
+    """Length-prefixed encoding, so no two different part lists give the same bytes."""
+    out = bytearray(label)
+    for part in parts:
+        b = str(part).encode()
+        out += struct.pack(">I", len(b)) + b
+    return bytes(out)
+
+
+def new_key() -> bytes:
+    return os.urandom(KEY_BYTES)
+
+
+def seal(key: bytes, plaintext: bytes, ad: bytes) -> bytes:
+    """``nonce ‖ ciphertext+tag`` under ``key``: for wrapping keys."""
+    nonce = os.urandom(_NONCE)
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, ad)
+
+
+def open_sealed(key: bytes, sealed: bytes, ad: bytes) -> bytes:
+    try:
+        return AESGCM(key).decrypt(sealed[:_NONCE], sealed[_NONCE:], ad)
+    except (InvalidTag, ValueError):
+        raise DecryptionError() from None
+
+
+class FieldCipher:
+    """Encrypts the fields of one subject's records under that subject's data key (DEK)."""
+
+    __slots__ = ("_aead", "dek_version", "subject_id")
+
+    def __init__(self, subject_id: str, dek: bytes, dek_version: int) -> None:
+        self._aead = AESGCM(dek)
+        self.subject_id = subject_id
+        self.dek_version = dek_version
+
+    def _ad(self, collection: str, record_id: str, field: str, dek_version: int) -> bytes:
+        return associated_data(b"fiduciary-field/1", collection, record_id, field,
+                               self.subject_id, dek_version)
+
+    def encrypt(self, collection: str, record_id: str, field: str, plaintext: bytes) -> bytes:
+        nonce = os.urandom(_NONCE)
+        ad = self._ad(collection, record_id, field, self.dek_version)
+        return (_HEADER.pack(FIELD_FORMAT, self.dek_version) + nonce
+                + self._aead.encrypt(nonce, plaintext, ad))
+
+    def decrypt(self, collection: str, record_id: str, field: str, blob: bytes) -> bytes:
+        try:
+            fmt, version = _HEADER.unpack_from(blob)
+            if fmt != FIELD_FORMAT or version != self.dek_version:
+                raise DecryptionError()
+            start = _HEADER.size
+            nonce = blob[start:start + _NONCE]
+            ad = self._ad(collection, record_id, field, version)
+            return self._aead.decrypt(nonce, blob[start + _NONCE:], ad)
+        except (InvalidTag, ValueError, struct.error):
+            raise DecryptionError() from None

@@ -1,0 +1,179 @@
+"""The data map: what Fiduciary may hold, why, how sensitive it is, and for how long."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Classification(StrEnum):
+    """Sensitivity, in ascending order; everything from ``personal`` up is encrypted at rest."""
+
+    PUBLIC = "public"
+    INTERNAL = "internal"
+    PERSONAL = "personal"
+    FINANCIAL = "financial"
+    GOVERNMENT_ID = "government_id"
+    SPECIAL_CATEGORY = "special_category"
+
+    @property
+    def rank(self) -> int:
+        return list(Classification).index(self)
+
+    @property
+    def encrypted(self) -> bool:
+        return self.rank >= Classification.PERSONAL.rank
+
+
+class FieldType(StrEnum):
+    STRING = "string"
+    TEXT = "text"
+    DATE = "date"
+    DATETIME = "datetime"
+    INTEGER = "integer"
+    DECIMAL = "decimal"
+    BOOLEAN = "boolean"
+    ENUM = "enum"
+
+
+class LawfulBasis(StrEnum):
+    """GDPR Art. 6(1)."""
+
+    CONSENT = "consent"
+    CONTRACT = "contract"
+    LEGAL_OBLIGATION = "legal_obligation"
+    VITAL_INTERESTS = "vital_interests"
+    PUBLIC_TASK = "public_task"
+    LEGITIMATE_INTERESTS = "legitimate_interests"
+
+
+class SpecialCategoryCondition(StrEnum):
+    """GDPR Art. 9(2): required in addition to a lawful basis for special-category data."""
+
+    EXPLICIT_CONSENT = "explicit_consent"
+    EMPLOYMENT_SOCIAL_SECURITY = "employment_social_security"
+    VITAL_INTERESTS = "vital_interests"
+    LEGAL_CLAIMS = "legal_claims"
+    SUBSTANTIAL_PUBLIC_INTEREST = "substantial_public_interest"
+    HEALTH_CARE = "health_care"
+    PUBLIC_HEALTH = "public_health"
+
+
+#: Masking strategies a field may declare (applied by the access layer).
+MASKING_STRATEGIES = frozenset(
+    {"clear", "redact", "last4", "last3", "state_last3", "year_only", "email", "initial",
+     "token"}
+)
+
+#: Retention clocks that are not a field of the collection.
+RETENTION_EVENTS = frozenset(
+    {"created", "updated", "last_policy_or_claim_end", "consent_withdrawn"}
+)
+
+
+@dataclass(frozen=True)
+class Purpose:
+    name: str
+    description: str = ""
+    consent_required: bool = False
+    pseudonymised_only: bool = False
+
+
+@dataclass(frozen=True)
+class RetentionRule:
+    """Keep for ``period`` (ISO 8601 duration such as ``P7Y``) counted from ``start``."""
+
+    period: str | None
+    start: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    type: FieldType
+    classification: Classification
+    purposes: frozenset[str]
+    format: str | None = None
+    searchable: bool = False
+    required: bool = False
+    masking: str = "clear"
+    values: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    max_length: int | None = None
+    description: str = ""
+
+    @property
+    def encrypted(self) -> bool:
+        return self.classification.encrypted
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "type": self.type.value,
+            "classification": self.classification.value,
+            "purposes": sorted(self.purposes),
+            "searchable": self.searchable,
+            "required": self.required,
+            "masking": self.masking,
+            "encrypted": self.encrypted,
+        }
+        if self.format:
+            out["format"] = self.format
+        if self.values:
+            out["values"] = list(self.values)
+        return out
+
+
+@dataclass(frozen=True)
+class CollectionSpec:
+    name: str
+    lawful_basis: LawfulBasis
+    retention: RetentionRule
+    fields: dict[str, FieldSpec]
+    description: str = ""
+    special_category_condition: SpecialCategoryCondition | None = None
+
+    @property
+    def searchable_fields(self) -> list[FieldSpec]:
+        return [f for f in self.fields.values() if f.searchable]
+
+    @property
+    def required_fields(self) -> list[FieldSpec]:
+        return [f for f in self.fields.values() if f.required]
+
+
+@dataclass(frozen=True)
+class DataMap:
+    purposes: dict[str, Purpose]
+    collections: dict[str, CollectionSpec]
+    source: str = "<default>"
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "purposes": {
+                p.name: {
+                    "description": p.description,
+                    "consent_required": p.consent_required,
+                    "pseudonymised_only": p.pseudonymised_only,
+                }
+                for p in self.purposes.values()
+            },
+            "collections": {
+                c.name: {
+                    "description": c.description,
+                    "lawful_basis": c.lawful_basis.value,
+                    "special_category_condition": (
+                        c.special_category_condition.value
+                        if c.special_category_condition
+                        else None
+                    ),
+                    "retention": {"period": c.retention.period, "from": c.retention.start},
+                    "fields": {f.name: f.as_dict() for f in c.fields.values()},
+                }
+                for c in self.collections.values()
+            },
+        }

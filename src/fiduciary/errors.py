@@ -1,0 +1,103 @@
+"""The domain error tree. Services raise these; only ``fiduciary.api`` maps them to HTTP.
+
+::
+
+    FiduciaryError
+     ├── InvalidInput          a request or row that breaks the data map (names every field)
+     ├── NotFound              an unknown collection, record or subject
+     ├── Gone                  a subject that existed and was erased
+     ├── Unauthenticated       no credential, or one that is unknown, revoked or expired
+     ├── Forbidden             authenticated, but not for this (``reason`` is a stable code)
+     ├── IntegrityFailure      stored ciphertext that does not authenticate (tampered or moved)
+     ├── DataMapInvalid        a data-map file that does not validate (names file, collection, field)
+     └── ConfigurationError    settings or a keyring that cannot be used
+
+No message or attribute of these ever carries a field value: they name fields, never contents.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    """One offending field and why, without its value."""
+
+    field: str
+    reason: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "reason": self.reason}
+
+
+class FiduciaryError(Exception):
+    """Base of every error Fiduciary raises on purpose."""
+
+    code = "error"
+
+    def __init__(self, message: str, fields: list[FieldProblem] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields or []
+
+
+class InvalidInput(FiduciaryError):
+    """The request or row is rejected as a whole; ``fields`` names every offending field."""
+
+    code = "invalid_input"
+
+    @classmethod
+    def from_problems(cls, problems: list[FieldProblem], what: str = "request") -> InvalidInput:
+        names = ", ".join(sorted({p.field for p in problems}))
+        return cls(f"{what} rejected; offending fields: {names}", problems)
+
+
+class NotFound(FiduciaryError):
+    """The collection, record or subject does not exist (or is not visible)."""
+
+    code = "not_found"
+
+    def __init__(self, message: str, code: str = "not_found") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Gone(FiduciaryError):
+    """The subject existed and has been erased."""
+
+    code = "subject_erased"
+
+
+class Unauthenticated(FiduciaryError):
+    """No usable credential was presented."""
+
+    code = "unauthenticated"
+
+
+class Forbidden(FiduciaryError):
+    """The principal may not do this; ``reason`` is a code such as ``purpose_not_allowed``."""
+
+    code = "forbidden"
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class IntegrityFailure(FiduciaryError):
+    """Stored ciphertext failed authentication: it was altered or copied from elsewhere."""
+
+    code = "integrity_error"
+
+
+class DataMapInvalid(FiduciaryError):
+    """A data map did not validate; ``fields`` carries ``file: collection.field`` locations."""
+
+    code = "datamap_invalid"
+
+
+class ConfigurationError(FiduciaryError):
+    """The settings, data directory or keyring cannot be used as configured."""
+
+    code = "configuration_error"

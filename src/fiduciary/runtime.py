@@ -1,0 +1,64 @@
+"""The composition root: builds every service from one :class:`Settings`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fiduciary.access import ApiKeyService
+from fiduciary.clock import Clock, SystemClock
+from fiduciary.config import Settings
+from fiduciary.crypto.keyring import KEYRING_FILE, FileKeyring, open_file_keyring
+from fiduciary.datamap import DataMap, load
+from fiduciary.errors import ConfigurationError
+from fiduciary.storage import Database
+from fiduciary.vault import SubjectKeys, VaultService
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    datamap: DataMap
+    db: Database
+    keyring: FileKeyring
+    vault: VaultService
+    api_keys: ApiKeyService
+    clock: Clock = field(default_factory=SystemClock)
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+def is_initialised(settings: Settings) -> bool:
+    return (settings.data_dir / KEYRING_FILE).exists()
+
+
+def open_runtime(settings: Settings, *, create: bool = False,
+                 clock: Clock | None = None) -> Runtime:
+    """Open (or with ``create``, initialise) the data directory, keyring and database."""
+    clock = clock or SystemClock()
+    data_dir = settings.data_dir
+    if create:
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        settings.log_dir.mkdir(exist_ok=True, mode=0o700)
+    elif not is_initialised(settings):
+        raise ConfigurationError(
+            f"{data_dir} is not an initialised Fiduciary data directory: run "
+            f"'fiduciary init --data-dir {data_dir}' first")
+    datamap = load(settings.datamap)
+    master = settings.master_key.get_secret_value() if settings.master_key else None
+    keyring = open_file_keyring(data_dir, master, create)
+    db = Database(settings.resolved_database_url())
+    db.migrate()
+    _tighten(data_dir)
+    keys = SubjectKeys(keyring, clock, cache_seconds=settings.dek_cache_seconds)
+    vault = VaultService(db, datamap, keyring, clock, keys)
+    return Runtime(settings, datamap, db, keyring, vault, ApiKeyService(db, clock), clock)
+
+
+def _tighten(data_dir: Path) -> None:
+    # The data directory holds the database and keyring: owner only.
+    for p in [data_dir, *data_dir.iterdir()]:
+        if p.is_file() or p.is_dir():
+            os.chmod(p, 0o700 if p.is_dir() else 0o600)

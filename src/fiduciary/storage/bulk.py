@@ -1,0 +1,31 @@
+"""Batch inserts shared by the importer and the plaintext baseline of the benchmarks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from fiduciary.storage.schema import blind_index, records, subject_keys, subjects
+
+
+@dataclass
+class Batch:
+    subjects: list[dict[str, Any]] = field(default_factory=list)
+    subject_keys: list[dict[str, Any]] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    index: list[dict[str, Any]] = field(default_factory=list)
+
+    def extend(self, other: Batch) -> None:
+        self.subjects += other.subjects
+        self.subject_keys += other.subject_keys
+        self.records += other.records
+        self.index += other.index
+
+
+def insert_batch(conn: Connection, batch: Batch) -> None:
+    for table, rows in ((subjects, batch.subjects), (subject_keys, batch.subject_keys),
+                        (records, batch.records), (blind_index, batch.index)):
+        if rows:
+            conn.execute(table.insert(), rows)

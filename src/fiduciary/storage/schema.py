@@ -1,0 +1,98 @@
+"""Tables (SQLAlchemy Core). Every customer-data table carries ``subject_id`` so the schema can
+shard by subject; values above ``internal`` are stored only as ciphertext in ``records.sealed``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Stores UTC; always returns timezone-aware datetimes, on SQLite as on PostgreSQL."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+ID = sa.String(36)
+
+subjects = sa.Table(
+    "subjects",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False, server_default="active"),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
+#: One data key per subject, wrapped by a KEK version of the keyring.
+subject_keys = sa.Table(
+    "subject_keys",
+    metadata,
+    sa.Column("subject_id", ID, sa.ForeignKey("subjects.id"), primary_key=True),
+    sa.Column("dek_version", sa.Integer, nullable=False),
+    sa.Column("kek_version", sa.Integer, nullable=False, index=True),
+    sa.Column("wrapped_dek", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
+records = sa.Table(
+    "records",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("subject_id", ID, sa.ForeignKey("subjects.id"), nullable=False, index=True),
+    sa.Column("collection", sa.String(64), nullable=False, index=True),
+    #: JSON of public and internal fields.
+    sa.Column("clear", sa.Text, nullable=False),
+    #: JSON of field -> base64 AES-GCM ciphertext.
+    sa.Column("sealed", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+#: Equality search without decryption: a keyed digest per searchable field of each record.
+blind_index = sa.Table(
+    "blind_index",
+    metadata,
+    sa.Column("record_id", ID, sa.ForeignKey("records.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("field", sa.String(64), primary_key=True),
+    sa.Column("collection", sa.String(64), nullable=False),
+    sa.Column("subject_id", ID, nullable=False),
+    sa.Column("digest", sa.LargeBinary, nullable=False, index=True),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("role", sa.String(64), nullable=False),
+    sa.Column("secret_hash", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=True),
+    sa.Column("revoked_at", UTCDateTime(), nullable=True),
+)

@@ -1,0 +1,7 @@
+"""The record service and subject data keys."""
+
+from fiduciary.vault.keys import SubjectKeys
+from fiduciary.vault.records import Record
+from fiduciary.vault.service import Subject, VaultService
+
+__all__ = ["Record", "Subject", "SubjectKeys", "VaultService"]

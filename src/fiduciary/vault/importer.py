@@ -1,0 +1,210 @@
+"""Bulk import of CSV or JSON-lines files: good rows are committed in batches, every bad row is
+reported with its line number and reasons (never its values), and no row is half-written."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import sqlalchemy as sa
+
+from fiduciary.datamap import CollectionSpec
+from fiduciary.datamap.values import ValueRejected, from_text
+from fiduciary.errors import FieldProblem, InvalidInput
+from fiduciary.storage.bulk import Batch, insert_batch
+from fiduciary.storage.schema import subject_keys, subjects
+from fiduciary.vault.records import _dumps
+from fiduciary.vault.service import VaultService, new_id
+
+log = logging.getLogger("fiduciary.import")
+
+#: A parsed row: (line number, field values) or (line number, problems found while parsing).
+ParsedRow = tuple[int, dict[str, Any] | list[FieldProblem]]
+
+
+@dataclass
+class ImportReport:
+    read: int = 0
+    imported: int = 0
+    rejected: int = 0
+    subjects_created: int = 0
+    created_subject_ids: list[str] = field(default_factory=list, repr=False)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"read": self.read, "imported": self.imported, "rejected": self.rejected,
+                "subjects_created": self.subjects_created}
+
+
+def read_rows(path: Path, spec: CollectionSpec, fh: TextIO) -> Iterator[ParsedRow]:
+    """CSV (by ``.csv``) or JSON lines (anything else), one parsed row at a time."""
+    if path.suffix.lower() == ".csv":
+        yield from _csv_rows(spec, fh)
+    else:
+        yield from _jsonl_rows(fh)
+
+
+def _csv_rows(spec: CollectionSpec, fh: TextIO) -> Iterator[ParsedRow]:
+    reader = csv.DictReader(fh)
+    for raw in reader:
+        line = reader.line_num
+        row: dict[str, Any] = {}
+        problems: list[FieldProblem] = []
+        if None in raw:
+            problems.append(FieldProblem("row", "more cells than header columns"))
+        for name, text in raw.items():
+            if name is None or text is None:
+                continue
+            f = spec.fields.get(name)
+            try:
+                value = from_text(f, text) if f else (text or None)
+            except ValueRejected as exc:
+                problems.append(FieldProblem(name, str(exc)))
+                continue
+            if value is not None:
+                row[name] = value
+        yield line, problems or row
+
+
+def _jsonl_rows(fh: TextIO) -> Iterator[ParsedRow]:
+    for line, text in enumerate(fh, start=1):
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            yield line, [FieldProblem("row", "not valid JSON")]
+            continue
+        if not isinstance(obj, dict):
+            yield line, [FieldProblem("row", "expected a JSON object")]
+            continue
+        yield line, {k: v for k, v in obj.items() if v is not None}
+
+
+class Importer:
+    def __init__(self, vault: VaultService, batch_size: int = 1000) -> None:
+        self.vault = vault
+        self.batch_size = batch_size
+
+    def run(
+        self,
+        collection: str,
+        rows: Iterable[ParsedRow],
+        purpose: str,
+        reject: Callable[[int, list[FieldProblem]], None],
+        progress: Callable[[int], None] | None = None,
+    ) -> ImportReport:
+        spec = self.vault.collection(collection)
+        purpose = self.vault.check_purpose(spec, purpose)
+        report = ImportReport()
+        pending: list[tuple[int, str | None, dict[str, Any]]] = []
+        for line, parsed in rows:
+            report.read += 1
+            if isinstance(parsed, list):
+                self._reject(report, reject, line, parsed)
+                continue
+            subject_id = parsed.pop("subject_id", None)
+            problems: list[FieldProblem] = []
+            if subject_id is not None and not isinstance(subject_id, str):
+                problems.append(FieldProblem("subject_id", "expected a string"))
+            try:
+                values, _ = self.vault.validate_write(spec, parsed, purpose, partial=False)
+            except InvalidInput as exc:
+                problems += exc.fields
+            if problems:
+                self._reject(report, reject, line, problems)
+                continue
+            pending.append((line, subject_id, values))
+            if len(pending) >= self.batch_size:
+                self._flush(spec, pending, report, reject)
+                if progress:
+                    progress(report.read)
+                pending = []
+        if pending:
+            self._flush(spec, pending, report, reject)
+        if progress:
+            progress(report.read)
+        return report
+
+    @staticmethod
+    def _reject(report: ImportReport, reject: Callable[[int, list[FieldProblem]], None],
+                line: int, problems: list[FieldProblem]) -> None:
+        report.rejected += 1
+        reject(line, problems)
+
+    def _flush(self, spec: CollectionSpec, pending: list[tuple[int, str | None, dict[str, Any]]],
+               report: ImportReport, reject: Callable[[int, list[FieldProblem]], None]) -> None:
+        known = self._existing_keys({s for _, s, _ in pending if s})
+        keys = self.vault.keys
+        now = self.vault.clock.now()
+        prepared: list[tuple[int, Batch]] = []
+        for line, subject_id, values in pending:
+            one = Batch()
+            if subject_id is None:
+                subject_id = new_id()
+                key_row, cipher = keys.new_key_row(subject_id, remember=False)
+                one.subjects.append({"id": subject_id, "status": "active", "created_at": now})
+                one.subject_keys.append(key_row)
+            elif subject_id in known:
+                r = known[subject_id]
+                cipher = keys.open_row(subject_id, r.dek_version, r.kek_version, r.wrapped_dek)
+            else:
+                self._reject(report, reject, line, [FieldProblem("subject_id",
+                                                                  "unknown or erased subject")])
+                continue
+            record_id = new_id()
+            clear, sealed = self.vault.codec.seal(spec, record_id, cipher, values)
+            one.records.append({"id": record_id, "subject_id": subject_id,
+                                "collection": spec.name, "clear": _dumps(clear),
+                                "sealed": _dumps(sealed), "created_at": now, "updated_at": now})
+            one.index = self.vault.codec.index_rows(spec, record_id, subject_id, values)
+            prepared.append((line, one))
+        if not prepared:
+            return
+        whole = Batch()
+        for _, one in prepared:
+            whole.extend(one)
+        try:
+            with self.vault.db.write() as conn:
+                insert_batch(conn, whole)
+            self._count(report, prepared)
+            return
+        except sa.exc.DBAPIError as exc:
+            log.warning("batch insert failed (%s); retrying row by row", type(exc).__name__)
+        for line, one in prepared:
+            try:
+                with self.vault.db.write() as conn:
+                    insert_batch(conn, one)
+                self._count(report, [(line, one)])
+            except sa.exc.DBAPIError:
+                self._reject(report, reject, line, [FieldProblem("row", "could not be stored")])
+
+    @staticmethod
+    def _count(report: ImportReport, stored: list[tuple[int, Batch]]) -> None:
+        report.imported += len(stored)
+        for _, b in stored:
+            report.created_subject_ids += [s["id"] for s in b.subjects]
+        report.subjects_created = len(report.created_subject_ids)
+
+    def _existing_keys(self, ids: set[str]) -> dict[str, Any]:
+        if not ids:
+            return {}
+        with self.vault.db.read() as conn:
+            rows = conn.execute(
+                sa.select(subject_keys.c.subject_id, subject_keys.c.dek_version,
+                          subject_keys.c.kek_version, subject_keys.c.wrapped_dek)
+                .join(subjects, subjects.c.id == subject_keys.c.subject_id)
+                .where(subject_keys.c.subject_id.in_(ids), subjects.c.status == "active")
+            ).all()
+        return {r.subject_id: r for r in rows}
+
+
+def write_reject(fh: TextIO) -> Callable[[int, list[FieldProblem]], None]:
+    """A reject sink writing one JSON line per bad row: line number and reasons, no values."""
+    def _write(line: int, problems: list[FieldProblem]) -> None:
+        fh.write(_dumps({"line": line, "errors": [p.as_dict() for p in problems]}) + "\n")
+    return _write
