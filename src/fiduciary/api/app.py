@@ -1,6 +1,5 @@
 """The FastAPI application: routers per feature, auth as a dependency, errors mapped here."""
 
-from __future__ import annotations
 
 from typing import Annotated, Any
 

@@ -1,7 +1,6 @@
 """Bench-only endpoints (``FIDUCIARY_BENCH_ENDPOINTS=true``): the plaintext baseline that
 ``bench/api_reads.py`` measures the vault against. Never enabled in production."""
 
-from __future__ import annotations
 
 import json
 from collections.abc import Callable
