@@ -164,7 +164,7 @@ def fill(vault: VaultService, subjects: int, seed: int | None = None,
 
     def rows(collection: str, items: list[dict[str, Any]]) -> Iterator[ParsedRow]:
         for i, item in enumerate(items, start=1):
-            yield i, {k: v for k, v in item.items() if v is not None}
+            yield i, {k: v for k, v in item.items() if v is not None}, []
 
     people = [gen.person() for _ in range(subjects)]
     reports = {"persons": importer.run(

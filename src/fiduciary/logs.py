@@ -8,21 +8,25 @@ import logging.handlers
 from pathlib import Path
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_installed: list[logging.Handler] = []
 
 
 def configure(level: str = "info", log_dir: Path | None = None) -> None:
+    """(Re)install Fiduciary's handlers; handlers installed by others (pytest) stay."""
     root = logging.getLogger()
-    for h in list(root.handlers):
+    for h in _installed:
         root.removeHandler(h)
+        h.close()
+    _installed.clear()
     root.setLevel(level.upper())
     stderr = logging.StreamHandler()
-    stderr.setFormatter(logging.Formatter(FORMAT))
-    root.addHandler(stderr)
+    _installed.append(stderr)
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        file = logging.handlers.RotatingFileHandler(
-            log_dir / "fiduciary.log", maxBytes=50_000_000, backupCount=5)
-        file.setFormatter(logging.Formatter(FORMAT))
-        root.addHandler(file)
+        _installed.append(logging.handlers.RotatingFileHandler(
+            log_dir / "fiduciary.log", maxBytes=50_000_000, backupCount=5))
+    for h in _installed:
+        h.setFormatter(logging.Formatter(FORMAT))
+        root.addHandler(h)
     # Alembic and SQLAlchemy are noisy at info; their warnings still show.
     logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -23,8 +23,8 @@ from fiduciary.vault.service import VaultService, new_id
 
 log = logging.getLogger("fiduciary.import")
 
-#: A parsed row: (line number, field values) or (line number, problems found while parsing).
-ParsedRow = tuple[int, dict[str, Any] | list[FieldProblem]]
+#: A parsed row: (line number, field values, problems found while parsing).
+ParsedRow = tuple[int, dict[str, Any], list[FieldProblem]]
 
 
 @dataclass
@@ -67,7 +67,7 @@ def _csv_rows(spec: CollectionSpec, fh: TextIO) -> Iterator[ParsedRow]:
                 continue
             if value is not None:
                 row[name] = value
-        yield line, problems or row
+        yield line, row, problems
 
 
 def _jsonl_rows(fh: TextIO) -> Iterator[ParsedRow]:
@@ -77,12 +77,12 @@ def _jsonl_rows(fh: TextIO) -> Iterator[ParsedRow]:
         try:
             obj = json.loads(text)
         except ValueError:
-            yield line, [FieldProblem("row", "not valid JSON")]
+            yield line, {}, [FieldProblem("row", "not valid JSON")]
             continue
         if not isinstance(obj, dict):
-            yield line, [FieldProblem("row", "expected a JSON object")]
+            yield line, {}, [FieldProblem("row", "expected a JSON object")]
             continue
-        yield line, {k: v for k, v in obj.items() if v is not None}
+        yield line, {k: v for k, v in obj.items() if v is not None}, []
 
 
 class Importer:
@@ -102,19 +102,20 @@ class Importer:
         purpose = self.vault.check_purpose(spec, purpose)
         report = ImportReport()
         pending: list[tuple[int, str | None, dict[str, Any]]] = []
-        for line, parsed in rows:
+        for line, parsed, problems in rows:
             report.read += 1
-            if isinstance(parsed, list):
-                self._reject(report, reject, line, parsed)
+            if any(p.field == "row" for p in problems):
+                self._reject(report, reject, line, problems)
                 continue
             subject_id = parsed.pop("subject_id", None)
-            problems: list[FieldProblem] = []
             if subject_id is not None and not isinstance(subject_id, str):
                 problems.append(FieldProblem("subject_id", "expected a string"))
             try:
                 values, _ = self.vault.validate_write(spec, parsed, purpose, partial=False)
             except InvalidInput as exc:
-                problems += exc.fields
+                # A cell that failed to parse is already reported; skip its "required" echo.
+                named = {p.field for p in problems}
+                problems += [p for p in exc.fields if p.field not in named]
             if problems:
                 self._reject(report, reject, line, problems)
                 continue
