@@ -30,7 +30,7 @@ from fiduciary.demo import DemoGenerator
 from fiduciary.errors import FieldProblem
 from fiduciary.runtime import Runtime, open_runtime
 from fiduciary.storage.bulk import Batch, insert_batch
-from fiduciary.vault.importer import ImportReport, Importer, ParsedRow
+from fiduciary.vault.importer import Importer, ImportReport, ParsedRow
 from fiduciary.vault.records import _dumps
 from fiduciary.vault.service import VaultService, new_id
 
@@ -154,7 +154,8 @@ def fresh_database_url(database_url: str | None, label: str) -> Iterator[str | N
                 with suppress(FileNotFoundError):
                     os.unlink(f"{path}{suffix}")
     else:
-        raise SystemExit(f"unsupported --database-url for a benchmark: {describe_url(database_url)}")
+        raise SystemExit("unsupported --database-url for a benchmark: "
+                         f"{describe_url(database_url)}")
 
 
 @contextmanager
@@ -235,7 +236,7 @@ def progress_logger(total: int, what: str, every: int = 100_000) -> Callable[[in
     last = [0]
 
     def report(done: int) -> None:
-        if done - last[0] >= every or done == total:
+        if done - last[0] >= every or (done == total and last[0] != total):
             last[0] = done
             rate = done / max(time.perf_counter() - start, 1e-9)
             log(f"{what}: {done:,}/{total:,} ({rate:,.0f} rows/s)")

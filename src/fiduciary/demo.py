@@ -14,7 +14,7 @@ from typing import Any
 from faker import Faker
 
 from fiduciary.errors import FieldProblem
-from fiduciary.vault.importer import ImportReport, Importer, ParsedRow
+from fiduciary.vault.importer import Importer, ImportReport, ParsedRow
 from fiduciary.vault.service import VaultService
 
 REGIONS = ["northeast", "southeast", "midwest", "southwest", "west"]
@@ -57,7 +57,8 @@ class DemoGenerator:
             "state": state,
             "region": r.choice(REGIONS),
             "national_id": f.ssn(),
-            "drivers_licence_number": f"{r.choice('ABCDEFGHJKLMNPRSTWY')}{r.randint(0, 9_999_999):07d}",
+            "drivers_licence_number": f"{r.choice('ABCDEFGHJKLMNPRSTWY')}"
+                                      f"{r.randint(0, 9_999_999):07d}",
             "drivers_licence_state": state,
             "passport_number": f.passport_number(),
             "occupation": f.job()[:120],
@@ -178,9 +179,11 @@ def fill(vault: VaultService, subjects: int, seed: int | None = None,
         if progress and done % 100 == 0:
             progress(done)
     for collection, items in by_collection.items():
-        reports[collection] = importer.run(
-            collection, rows(collection, items), PURPOSE[collection],
-            lambda line, p, c=collection: problems.append((c, line, p)))
+        def note(line: int, found: list[FieldProblem], c: str = collection) -> None:
+            problems.append((c, line, found))
+
+        reports[collection] = importer.run(collection, rows(collection, items),
+                                           PURPOSE[collection], note)
     if problems:
         first = problems[0]
         raise RuntimeError(f"demo data did not validate: {len(problems)} rows, first "

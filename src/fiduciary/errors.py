@@ -9,7 +9,7 @@
      ├── Unauthenticated       no credential, or one that is unknown, revoked or expired
      ├── Forbidden             authenticated, but not for this (``reason`` is a stable code)
      ├── IntegrityFailure      stored ciphertext that does not authenticate (tampered or moved)
-     ├── DataMapInvalid        a data-map file that does not validate (names file, collection, field)
+     ├── DataMapInvalid        a data-map file that does not validate (names its place)
      └── ConfigurationError    settings or a keyring that cannot be used
 
 No message or attribute of these ever carries a field value: they name fields, never contents.

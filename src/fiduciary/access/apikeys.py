@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from fiduciary.clock import Clock
-from fiduciary.errors import InvalidInput, FieldProblem, NotFound, Unauthenticated
+from fiduciary.errors import FieldProblem, InvalidInput, NotFound, Unauthenticated
 from fiduciary.storage import Database
 from fiduciary.storage.schema import api_keys
 

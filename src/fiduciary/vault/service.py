@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection
 
 from fiduciary.clock import Clock
 from fiduciary.crypto.blind_index import BlindIndexer
@@ -300,7 +300,7 @@ class VaultService:
             after = rows[-1].id
 
     # -- internals -----------------------------------------------------------------------------
-    def _record_row(self, conn: Connection, spec: CollectionSpec, record_id: str) -> Row[Any]:
+    def _record_row(self, conn: Connection, spec: CollectionSpec, record_id: str) -> Any:
         row = conn.execute(
             sa.select(*_RECORD_COLUMNS).select_from(_RECORD_FROM)
             .where(records.c.id == record_id, records.c.collection == spec.name)
@@ -310,7 +310,8 @@ class VaultService:
                            code="record_not_found")
         return row
 
-    def _open(self, row: Row[Any], spec: CollectionSpec, purpose: str) -> Record:
+    def _open(self, row: Any, spec: CollectionSpec, purpose: str) -> Record:
+        """Decrypt a joined record row (``_RECORD_COLUMNS``) for ``purpose``."""
         clear: dict[str, Any] = json.loads(row.clear)
         sealed: dict[str, str] = json.loads(row.sealed)
         allowed = {n for n, f in spec.fields.items() if purpose in f.purposes}
