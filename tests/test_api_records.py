@@ -228,3 +228,16 @@ def test_api_keys_are_stored_hashed(rt: Runtime) -> None:
     for row in table_rows(rt, "api_keys"):
         assert secret.encode() not in bytes(row["secret_hash"])  # type: ignore[arg-type]
         assert secret not in str(row)
+
+
+def test_odd_ids_are_not_found_not_server_errors(client: TestClient) -> None:
+    for bad in ("%00", "x%00y", "a" * 500, "../../etc"):
+        assert client.get(f"/v1/collections/persons/records/{bad}?purpose={PA}"
+                          ).status_code == 404, bad
+        assert client.get(f"/v1/subjects/{bad}/records?purpose={PA}").status_code == 404
+    r = client.post(f"/v1/collections/persons/records?purpose={PA}",
+                    json={"subject_id": "\u0000", "data": PERSON})
+    assert r.status_code == 422
+    anon = TestClient(client.app)
+    r = anon.post("/v1/subjects", headers={"Authorization": "Bearer fdy_\u0000\u0000_x"})
+    assert r.status_code == 401

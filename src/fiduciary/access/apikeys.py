@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,6 +20,7 @@ from fiduciary.storage import Database
 from fiduciary.storage.schema import api_keys
 
 PREFIX = "fdy"
+_KEY_ID = re.compile(r"^[0-9a-f]{16}$")
 DEFAULT_ROLE = "service"
 
 
@@ -81,7 +83,7 @@ class ApiKeyService:
         if not token:
             raise failure
         parts = token.split("_", 2)
-        if len(parts) != 3 or parts[0] != PREFIX:
+        if len(parts) != 3 or parts[0] != PREFIX or not _KEY_ID.match(parts[1]):
             raise failure
         with self.db.read() as conn:
             row = conn.execute(sa.select(api_keys).where(api_keys.c.id == parts[1])).first()
@@ -99,6 +101,8 @@ class ApiKeyService:
                 for r in rows]
 
     def revoke(self, key_id: str) -> None:
+        if not _KEY_ID.match(key_id):
+            raise NotFound(f"API key {key_id} not found", code="api_key_not_found")
         with self.db.write() as conn:
             done = conn.execute(
                 api_keys.update().where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -27,6 +28,12 @@ apikeys_app = typer.Typer(help="Service API keys.", no_args_is_help=True)
 app.add_typer(datamap_app, name="datamap")
 app.add_typer(keys_app, name="keys")
 app.add_typer(apikeys_app, name="apikeys")
+
+@app.callback()
+def _main() -> None:
+    # Files Fiduciary creates (database, WAL, keyring, logs, exports) are the owner's alone.
+    os.umask(0o077)
+
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)

@@ -19,7 +19,7 @@ from fiduciary.errors import FieldProblem, InvalidInput
 from fiduciary.storage.bulk import Batch, insert_batch
 from fiduciary.storage.schema import subject_keys, subjects
 from fiduciary.vault.records import _dumps
-from fiduciary.vault.service import VaultService, new_id
+from fiduciary.vault.service import VaultService, is_id, new_id
 
 log = logging.getLogger("fiduciary.import")
 
@@ -139,7 +139,7 @@ class Importer:
 
     def _flush(self, spec: CollectionSpec, pending: list[tuple[int, str | None, dict[str, Any]]],
                report: ImportReport, reject: Callable[[int, list[FieldProblem]], None]) -> None:
-        known = self._existing_keys({s for _, s, _ in pending if s})
+        known = self._existing_keys({s for _, s, _ in pending if s and is_id(s)})
         keys = self.vault.keys
         now = self.vault.clock.now()
         prepared: list[tuple[int, Batch]] = []

@@ -4,6 +4,7 @@ data minimisation on the way in and per-field encryption at rest."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from fiduciary.vault.keys import SubjectKeys
 from fiduciary.vault.records import Record, RecordCodec, _dumps
 
 MAX_SEARCH_LIMIT = 1000
+_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 _RECORD_COLUMNS = (
     records.c.id, records.c.subject_id, records.c.collection, records.c.clear, records.c.sealed,
@@ -43,6 +45,12 @@ class Subject:
 
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+def is_id(value: object) -> bool:
+    """Ids are UUIDs; anything else is unknown without asking the database (which may reject
+    bytes such as NUL outright)."""
+    return isinstance(value, str) and bool(_ID.match(value))
 
 
 class VaultService:
@@ -74,7 +82,9 @@ class VaultService:
             return self._subject(conn, subject_id)
 
     def _subject(self, conn: Connection, subject_id: str) -> Subject:
-        row = conn.execute(sa.select(subjects).where(subjects.c.id == subject_id)).first()
+        row = None
+        if is_id(subject_id):
+            row = conn.execute(sa.select(subjects).where(subjects.c.id == subject_id)).first()
         if row is None:
             raise NotFound(f"subject {subject_id} not found", code="subject_not_found")
         if row.status == "erased":
@@ -163,7 +173,8 @@ class VaultService:
         record_id = new_id()
         with self.db.write() as conn:
             row = conn.execute(
-                sa.select(subjects.c.status).where(subjects.c.id == subject_id)).first()
+                sa.select(subjects.c.status).where(subjects.c.id == subject_id)
+            ).first() if is_id(subject_id) else None
             if row is None or row.status != "active":
                 reason = "unknown subject" if row is None else "subject has been erased"
                 raise InvalidInput.from_problems([FieldProblem("subject_id", reason)], "write")
@@ -304,7 +315,7 @@ class VaultService:
         row = conn.execute(
             sa.select(*_RECORD_COLUMNS).select_from(_RECORD_FROM)
             .where(records.c.id == record_id, records.c.collection == spec.name)
-        ).first()
+        ).first() if is_id(record_id) else None
         if row is None:
             raise NotFound(f"record {record_id} not found in collection {spec.name!r}",
                            code="record_not_found")
