@@ -125,7 +125,7 @@ def serve(
                 rt.api_keys.revoke(k.id)
         _, token = rt.api_keys.create("quickstart")
         banner = [f"API key (shown once): {token}",
-                  "Try: curl -H 'Authorization: Bearer <key>' "
+                  f"Try: curl -H 'Authorization: Bearer {token}' "
                   f"'http://{settings.host}:{settings.port}/v1/collections/persons/search"
                   "?purpose=customer_service' -d '{\"where\":{\"region\":\"west\"}}' "
                   "-H 'Content-Type: application/json'"]
