@@ -49,8 +49,9 @@ def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -
 
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str) -> Settings:
+    # Real Argon2id at a lower cost than production, so the suite stays quick.
     return Settings(data_dir=tmp_path / "data", database_url=database_url,
-                    master_key=None, datamap=None)
+                    master_key=None, datamap=None, argon2_time_cost=1, argon2_memory_kib=8192)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 
+from fiduciary.access import SYSTEM
 from fiduciary.config import Settings
 from fiduciary.runtime import Runtime, open_runtime
 from tests.test_import_export import cli
@@ -17,9 +18,9 @@ def test_rotation_rewraps_every_key_while_reads_and_writes_continue(
 ) -> None:
     records = []
     for i in range(60):
-        s = rt.vault.create_subject().id
+        s = rt.vault.create_subject(SYSTEM).id
         records.append(rt.vault.create_record(
-            "persons", s, {"first_name": f"N{i}", "last_name": "R",
+            SYSTEM, "persons", s, {"first_name": f"N{i}", "last_name": "R",
                            "national_id": f"123-45-{1000 + i}"}, PA))
     errors: list[BaseException] = []
     stop = threading.Event()
@@ -32,11 +33,11 @@ def test_rotation_rewraps_every_key_while_reads_and_writes_continue(
             while not stop.is_set():
                 r = records[i % len(records)]
                 other.vault.keys.forget(r.subject_id)
-                got = other.vault.get_record("persons", r.id, PA)
+                got = other.vault.get_record(SYSTEM, "persons", r.id, PA)
                 assert got.data["national_id"] == r.data["national_id"]
-                s = other.vault.create_subject().id
-                other.vault.create_record("persons", s, {"first_name": "W", "last_name": "W"},
-                                          PA)
+                s = other.vault.create_subject(SYSTEM).id
+                other.vault.create_record(SYSTEM, "persons", s,
+                                          {"first_name": "W", "last_name": "W"}, PA)
                 i += 1
         except BaseException as exc:  # surfaced below
             errors.append(exc)
@@ -63,7 +64,7 @@ def test_rotation_rewraps_every_key_while_reads_and_writes_continue(
     fresh = open_runtime(settings)
     try:
         for r in records[:5]:
-            assert fresh.vault.get_record("persons", r.id, PA).data == r.data
+            assert fresh.vault.get_record(SYSTEM, "persons", r.id, PA).data == r.data
     finally:
         fresh.close()
 

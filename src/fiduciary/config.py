@@ -19,6 +19,11 @@ class Settings(BaseSettings):
     master_key: SecretStr | None = None
     #: A data-map YAML replacing the default insurance map.
     datamap: Path | None = None
+    #: A policy-pack YAML replacing the default insurance pack.
+    policy: Path | None = None
+    #: Argon2id cost for staff passwords (defaults: argon2-cffi's RFC 9106 low-memory profile).
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65536
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"

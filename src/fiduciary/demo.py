@@ -13,6 +13,7 @@ from typing import Any
 
 from faker import Faker
 
+from fiduciary.access.principal import SYSTEM
 from fiduciary.errors import FieldProblem
 from fiduciary.vault.importer import Importer, ImportReport, ParsedRow
 from fiduciary.vault.service import VaultService
@@ -169,7 +170,7 @@ def fill(vault: VaultService, subjects: int, seed: int | None = None,
 
     people = [gen.person() for _ in range(subjects)]
     reports = {"persons": importer.run(
-        "persons", rows("persons", people), PURPOSE["persons"],
+        SYSTEM, "persons", rows("persons", people), PURPOSE["persons"],
         lambda line, p: problems.append(("persons", line, p)))}
     owners = reports["persons"].created_subject_ids
     by_collection: dict[str, list[dict[str, Any]]] = {}
@@ -182,7 +183,7 @@ def fill(vault: VaultService, subjects: int, seed: int | None = None,
         def note(line: int, found: list[FieldProblem], c: str = collection) -> None:
             problems.append((c, line, found))
 
-        reports[collection] = importer.run(collection, rows(collection, items),
+        reports[collection] = importer.run(SYSTEM, collection, rows(collection, items),
                                            PURPOSE[collection], note)
     if problems:
         first = problems[0]

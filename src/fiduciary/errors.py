@@ -70,18 +70,25 @@ class Gone(FiduciaryError):
 
 
 class Unauthenticated(FiduciaryError):
-    """No usable credential was presented."""
+    """No usable credential was presented; ``reason`` is ``unauthenticated`` or
+    ``mfa_required``."""
 
     code = "unauthenticated"
 
+    def __init__(self, message: str, reason: str = "unauthenticated") -> None:
+        super().__init__(message)
+        self.reason = reason
+
 
 class Forbidden(FiduciaryError):
-    """The principal may not do this; ``reason`` is a code such as ``purpose_not_allowed``."""
+    """The principal may not do this; ``reason`` is a code such as ``purpose_not_allowed``;
+    ``fields`` names the denied fields where that helps (never their values)."""
 
     code = "forbidden"
 
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, reason: str,
+                 fields: list[FieldProblem] | None = None) -> None:
+        super().__init__(message, fields)
         self.reason = reason
 
 

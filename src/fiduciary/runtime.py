@@ -6,7 +6,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from argon2 import PasswordHasher
+
 from fiduciary.access import ApiKeyService
+from fiduciary.access.passwords import Passwords
+from fiduciary.access.policy import PolicyEngine, load_policy
+from fiduciary.access.reviews import AccessReviewService
+from fiduciary.access.users import UserService
 from fiduciary.clock import Clock, SystemClock
 from fiduciary.config import Settings
 from fiduciary.crypto.keyring import KEYRING_FILE, FileKeyring, open_file_keyring
@@ -24,6 +30,9 @@ class Runtime:
     keyring: FileKeyring
     vault: VaultService
     api_keys: ApiKeyService
+    users: UserService
+    policy: PolicyEngine
+    reviews: AccessReviewService
     clock: Clock = field(default_factory=SystemClock)
 
     def close(self) -> None:
@@ -47,14 +56,22 @@ def open_runtime(settings: Settings, *, create: bool = False,
             f"{data_dir} is not an initialised Fiduciary data directory: run "
             f"'fiduciary init --data-dir {data_dir}' first")
     datamap = load(settings.datamap)
+    policy = PolicyEngine(load_policy(settings.policy, datamap), datamap)
     master = settings.master_key.get_secret_value() if settings.master_key else None
     keyring = open_file_keyring(data_dir, master, create)
     db = Database(settings.resolved_database_url())
     db.migrate()
     _tighten(data_dir)
     keys = SubjectKeys(keyring, clock, cache_seconds=settings.dek_cache_seconds)
-    vault = VaultService(db, datamap, keyring, clock, keys)
-    return Runtime(settings, datamap, db, keyring, vault, ApiKeyService(db, clock), clock)
+    passwords = Passwords(policy.pack.settings.password_min_length, PasswordHasher(
+        time_cost=settings.argon2_time_cost, memory_cost=settings.argon2_memory_kib))
+    users = UserService(db, clock, keyring, policy, passwords)
+    vault = VaultService(db, datamap, keyring, clock, policy, keys,
+                         break_glass_log=users.record_break_glass_use)
+    api_keys = ApiKeyService(db, clock, policy)
+    reviews = AccessReviewService(db, clock, policy, users, api_keys)
+    return Runtime(settings, datamap, db, keyring, vault, api_keys, users, policy, reviews,
+                   clock)
 
 
 def _tighten(data_dir: Path) -> None:

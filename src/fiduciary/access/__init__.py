@@ -1,5 +1,6 @@
-"""Principals and credentials."""
+"""Identity and access: principals, API keys, users and sessions, the policy engine."""
 
-from fiduciary.access.apikeys import ApiKey, ApiKeyService, Principal
+from fiduciary.access.apikeys import ApiKey, ApiKeyService
+from fiduciary.access.principal import SYSTEM, Principal
 
-__all__ = ["ApiKey", "ApiKeyService", "Principal"]
+__all__ = ["SYSTEM", "ApiKey", "ApiKeyService", "Principal"]

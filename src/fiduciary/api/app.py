@@ -1,6 +1,7 @@
-"""The FastAPI application: routers per feature, auth as a dependency, errors mapped here."""
+"""The FastAPI application: auth as a dependency, every data route through the vault's policy
+decision, domain errors mapped to HTTP in ``errors`` only."""
 
-
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request, Response
@@ -9,7 +10,9 @@ from pydantic import BaseModel, Field
 
 from fiduciary import __version__
 from fiduciary.access import Principal
+from fiduciary.access.users import SESSION_PREFIX
 from fiduciary.api import errors
+from fiduciary.errors import Forbidden, Unauthenticated
 from fiduciary.runtime import Runtime
 
 _bearer = HTTPBearer(auto_error=False)
@@ -30,70 +33,205 @@ class SearchRequest(BaseModel):
     limit: int = 100
 
 
+class LoginRequest(BaseModel):
+    username: str
+    password: str
+    totp: str | None = None
+    recovery_code: str | None = None
+
+
+class PasswordChange(BaseModel):
+    current: str
+    new: str
+
+
+class BreakGlassRequest(BaseModel):
+    subject_ids: list[str]
+    justification: str
+    minutes: int = 30
+
+
+class NewUser(BaseModel):
+    username: str
+    roles: list[str]
+    regions: list[str] = []
+
+
+class NewApiKey(BaseModel):
+    name: str
+    role: str = "service"
+    scopes: list[str] | None = None
+    days: int | None = None
+
+
 def create_app(rt: Runtime) -> FastAPI:
     app = FastAPI(title="Fiduciary", version=__version__,
                   description="Customer-data vault for insurers")
     errors.install(app)
     vault = rt.vault
 
+    def authenticate(creds: HTTPAuthorizationCredentials | None) -> tuple[Principal, str]:
+        token = creds.credentials if creds else ""
+        if token.startswith(SESSION_PREFIX):
+            return rt.users.authenticate(token), token
+        return rt.api_keys.authenticate(token or None), token
+
     def principal(
         creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Principal:
-        return rt.api_keys.authenticate(creds.credentials if creds else None)
+        who, _ = authenticate(creds)
+        if who.must_change_password:
+            raise Forbidden("change the initial password first: POST /v1/auth/password",
+                            reason="password_change_required")
+        return who
+
+    def any_principal(
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> tuple[Principal, str]:
+        return authenticate(creds)
+
+    def permitted(permission: str) -> Any:
+        def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
+            if not who.can(permission):
+                raise Forbidden(f"requires the {permission} permission",
+                                reason="field_not_permitted")
+            return who
+        return check
 
     Caller = Annotated[Principal, Depends(principal)]
+    AnyCaller = Annotated[tuple[Principal, str], Depends(any_principal)]
+    UserAdmin = Annotated[Principal, Depends(permitted("users:manage"))]
+    KeyAdmin = Annotated[Principal, Depends(permitted("apikeys:manage"))]
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:
         rt.db.ping()
         return {"status": "ok", "version": __version__}
 
+    # -- auth ----------------------------------------------------------------------------------
+    @app.post("/v1/auth/login", tags=["auth"])
+    def login(body: LoginRequest) -> dict[str, Any]:
+        s = rt.users.login(body.username, body.password, body.totp, body.recovery_code)
+        return {"token": s.token, "expires_at": s.expires_at.isoformat()}
+
+    @app.post("/v1/auth/logout", status_code=204, tags=["auth"])
+    def logout(caller: AnyCaller) -> Response:
+        who, token = caller
+        if who.kind == "user":
+            rt.users.logout(token)
+        return Response(status_code=204)
+
+    @app.post("/v1/auth/password", status_code=204, tags=["auth"])
+    def change_password(body: PasswordChange, caller: AnyCaller) -> Response:
+        who, _ = caller
+        if who.kind != "user":
+            raise Unauthenticated("password changes need a staff session")
+        rt.users.change_password(who, body.current, body.new)
+        return Response(status_code=204)
+
+    @app.get("/v1/auth/me", tags=["auth"])
+    def me(who: Caller) -> dict[str, Any]:
+        return {"id": who.id, "kind": who.kind, "username": who.username,
+                "roles": list(who.roles), "regions": list(who.regions),
+                "permissions": sorted(who.permissions),
+                "training_current": who.training_current,
+                "break_glass": {s: exp.isoformat() for s, (_, exp) in who.break_glass.items()}}
+
+    @app.post("/v1/auth/break-glass", status_code=201, tags=["auth"])
+    def break_glass(body: BreakGlassRequest, who: Caller) -> dict[str, Any]:
+        g = rt.users.break_glass(who, body.subject_ids, body.justification, body.minutes)
+        return {"id": g.id, "subject_ids": g.subject_ids, "expires_at": g.expires_at.isoformat(),
+                "review": "pending"}
+
+    # -- subjects and records ------------------------------------------------------------------
     @app.post("/v1/subjects", status_code=201, tags=["subjects"])
-    def create_subject(_: Caller) -> dict[str, Any]:
-        s = vault.create_subject()
+    def create_subject(who: Caller) -> dict[str, Any]:
+        s = vault.create_subject(who)
         return {"id": s.id, "status": s.status, "created_at": s.created_at.isoformat()}
 
     @app.get("/v1/subjects/{subject_id}", tags=["subjects"])
-    def get_subject(subject_id: str, _: Caller) -> dict[str, Any]:
-        s = vault.get_subject(subject_id)
+    def get_subject(subject_id: str, who: Caller) -> dict[str, Any]:
+        s = vault.get_subject(who, subject_id)
         return {"id": s.id, "status": s.status, "created_at": s.created_at.isoformat()}
 
     @app.get("/v1/subjects/{subject_id}/records", tags=["subjects"])
-    def subject_records(subject_id: str, _: Caller, purpose: PurposeParam = None
+    def subject_records(subject_id: str, who: Caller, purpose: PurposeParam = None
                         ) -> dict[str, Any]:
-        return {"items": [r.as_dict() for r in vault.list_subject_records(subject_id, purpose)]}
+        found = vault.list_subject_records(who, subject_id, purpose)
+        return {"items": [r.as_dict() for r in found]}
 
     @app.post("/v1/collections/{collection}/records", status_code=201, tags=["records"])
-    def create_record(collection: str, body: CreateRecord, _: Caller,
+    def create_record(collection: str, body: CreateRecord, who: Caller,
                       purpose: PurposeParam = None) -> dict[str, Any]:
-        return vault.create_record(collection, body.subject_id, body.data, purpose).as_dict()
+        return vault.create_record(who, collection, body.subject_id, body.data,
+                                   purpose).as_dict()
 
     @app.get("/v1/collections/{collection}/records/{record_id}", tags=["records"])
-    def get_record(collection: str, record_id: str, _: Caller,
+    def get_record(collection: str, record_id: str, who: Caller,
                    purpose: PurposeParam = None) -> dict[str, Any]:
-        return vault.get_record(collection, record_id, purpose).as_dict()
+        return vault.get_record(who, collection, record_id, purpose).as_dict()
 
     @app.patch("/v1/collections/{collection}/records/{record_id}", tags=["records"])
-    def update_record(collection: str, record_id: str, body: UpdateRecord, _: Caller,
+    def update_record(collection: str, record_id: str, body: UpdateRecord, who: Caller,
                       purpose: PurposeParam = None) -> dict[str, Any]:
-        return vault.update_record(collection, record_id, body.data, purpose).as_dict()
+        return vault.update_record(who, collection, record_id, body.data, purpose).as_dict()
 
     @app.delete("/v1/collections/{collection}/records/{record_id}", status_code=204,
                 tags=["records"])
-    def delete_record(collection: str, record_id: str, _: Caller,
+    def delete_record(collection: str, record_id: str, who: Caller,
                       purpose: PurposeParam = None) -> Response:
-        vault.delete_record(collection, record_id, purpose)
+        vault.delete_record(who, collection, record_id, purpose)
         return Response(status_code=204)
 
     @app.post("/v1/collections/{collection}/search", tags=["records"])
-    def search(collection: str, body: SearchRequest, _: Caller,
+    def search(collection: str, body: SearchRequest, who: Caller,
                purpose: PurposeParam = None) -> dict[str, Any]:
-        found = vault.search(collection, body.where, purpose, limit=body.limit)
+        found = vault.search(who, collection, body.where, purpose, limit=body.limit)
         return {"items": [r.as_dict() for r in found]}
 
     @app.get("/v1/datamap", tags=["datamap"])
     def datamap(_: Caller) -> dict[str, Any]:
         return rt.datamap.as_dict()
+
+    # -- administration (no customer data) -----------------------------------------------------
+    @app.get("/v1/admin/users", tags=["admin"])
+    def list_users(_: UserAdmin) -> dict[str, Any]:
+        return {"items": [{"username": u.username, "roles": list(u.roles),
+                           "regions": list(u.regions), "disabled": u.disabled_at is not None,
+                           "mfa_enrolled": u.mfa_enrolled_at is not None,
+                           "last_login_at": u.last_login_at.isoformat()
+                           if u.last_login_at else None} for u in rt.users.all()]}
+
+    @app.post("/v1/admin/users", status_code=201, tags=["admin"])
+    def create_user(body: NewUser, _: UserAdmin) -> dict[str, Any]:
+        c = rt.users.create(body.username, body.roles, body.regions)
+        return {"username": c.user.username, "password": c.password,
+                "totp_secret": c.totp_secret, "totp_uri": c.totp_uri,
+                "recovery_codes": c.recovery_codes}
+
+    @app.post("/v1/admin/users/{username}/disable", tags=["admin"])
+    def disable_user(username: str, _: UserAdmin) -> dict[str, Any]:
+        u = rt.users.set_disabled(username, True)
+        return {"username": u.username, "disabled": True}
+
+    @app.get("/v1/admin/apikeys", tags=["admin"])
+    def list_keys(_: KeyAdmin) -> dict[str, Any]:
+        now = rt.clock.now()
+        return {"items": [{"id": k.id, "name": k.name, "role": k.role, "state": k.state(now),
+                           "scopes": list(k.scopes) if k.scopes else None}
+                          for k in rt.api_keys.all()]}
+
+    @app.post("/v1/admin/apikeys", status_code=201, tags=["admin"])
+    def create_key(body: NewApiKey, _: KeyAdmin) -> dict[str, Any]:
+        key, token = rt.api_keys.create(body.name, body.role,
+                                        timedelta(days=body.days) if body.days else None,
+                                        body.scopes)
+        return {"id": key.id, "role": key.role, "api_key": token}
+
+    @app.delete("/v1/admin/apikeys/{key_id}", status_code=204, tags=["admin"])
+    def revoke_key(key_id: str, _: KeyAdmin) -> Response:
+        rt.api_keys.revoke(key_id)
+        return Response(status_code=204)
 
     if rt.settings.bench_endpoints:
         from fiduciary.api.bench import install as install_bench

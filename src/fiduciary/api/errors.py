@@ -50,7 +50,7 @@ def install(app: FastAPI) -> None:
     async def _domain(_: Request, exc: FiduciaryError) -> JSONResponse:
         status = next((s for cls, s in _STATUS if isinstance(exc, cls)), 400)
         extra: dict[str, Any] = {}
-        if isinstance(exc, Forbidden):
+        if isinstance(exc, Forbidden | Unauthenticated):
             extra["reason"] = exc.reason
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return JSONResponse(

@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from fiduciary import logs
+from fiduciary.access import SYSTEM, Principal
 from fiduciary.config import Settings
 from fiduciary.datamap import load, load_file
 from fiduciary.errors import FiduciaryError
@@ -25,9 +26,15 @@ app = typer.Typer(help="Fiduciary: customer-data vault for insurers.", no_args_i
 datamap_app = typer.Typer(help="Inspect and validate data maps.", no_args_is_help=True)
 keys_app = typer.Typer(help="Key-encryption keys: rotation and status.", no_args_is_help=True)
 apikeys_app = typer.Typer(help="Service API keys.", no_args_is_help=True)
+users_app = typer.Typer(help="Staff users (password + TOTP).", no_args_is_help=True)
+training_app = typer.Typer(help="Security-awareness training records.", no_args_is_help=True)
+access_app = typer.Typer(help="Access reviews and break-glass review.", no_args_is_help=True)
 app.add_typer(datamap_app, name="datamap")
 app.add_typer(keys_app, name="keys")
 app.add_typer(apikeys_app, name="apikeys")
+app.add_typer(users_app, name="users")
+app.add_typer(training_app, name="training")
+app.add_typer(access_app, name="access")
 
 @app.callback()
 def _main() -> None:
@@ -41,6 +48,9 @@ err = Console(stderr=True, soft_wrap=True)
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory "
                                               "[env FIDUCIARY_DATA_DIR; default ./fiduciary-data]")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout")]
+ApiKeyOpt = Annotated[str | None, typer.Option(
+    "--api-key", envvar="FIDUCIARY_API_KEY",
+    help="Credential the data is read or written as [env FIDUCIARY_API_KEY]")]
 
 
 def _settings(data_dir: Path | None, **overrides: Any) -> Settings:
@@ -68,10 +78,23 @@ def _open(settings: Settings, create: bool = False) -> Runtime:
         raise _fail(exc) from None
 
 
-def _init(settings: Settings) -> tuple[Runtime, str, str]:
+def _init(settings: Settings) -> tuple[Runtime, str, str, str]:
     rt = _open(settings, create=True)
-    key, token = rt.api_keys.create("initial")
-    return rt, key.id, token
+    key, token = rt.api_keys.create("initial", role="service")
+    _, admin_token = rt.api_keys.create("initial-admin", role="admin")
+    return rt, key.id, token, admin_token
+
+
+def _as(rt: Runtime, api_key: str | None) -> Principal:
+    """The principal a data command acts as: the same decision as over HTTP."""
+    if not api_key:
+        err.print("[red]error:[/red] give --api-key (or FIDUCIARY_API_KEY): data commands act "
+                  "as an API key's role")
+        raise typer.Exit(code=2)
+    try:
+        return rt.api_keys.authenticate(api_key)
+    except FiduciaryError as exc:
+        raise _fail(exc) from None
 
 
 @app.command()
@@ -81,16 +104,17 @@ def init(data_dir: DataDir = None, json_out: JsonFlag = False) -> None:
     if is_initialised(settings):
         err.print(f"[red]error:[/red] {settings.data_dir} is already initialised")
         raise typer.Exit(code=2)
-    rt, key_id, token = _init(settings)
+    rt, key_id, token, admin_token = _init(settings)
     result = {"data_dir": str(settings.data_dir.resolve()),
               "database": rt.db.engine.url.render_as_string(hide_password=True),
-              "api_key": token, "api_key_id": key_id}
+              "api_key": token, "api_key_id": key_id, "admin_api_key": admin_token}
     rt.close()
     if json_out:
         print(json.dumps(result))
         return
     out.print(f"Initialised {result['data_dir']}")
-    out.print(f"API key (shown once): [bold]{token}[/bold]")
+    out.print(f"Service API key (shown once): [bold]{token}[/bold]")
+    out.print(f"Admin API key, no customer data (shown once): [bold]{admin_token}[/bold]")
 
 
 @app.command()
@@ -111,16 +135,16 @@ def serve(
     banner: list[str] = []
     if demo:
         if not is_initialised(settings):
-            rt, _, _ = _init(settings)
+            rt, _, _, _ = _init(settings)
         else:
             rt = _open(settings)
-        if not any(True for _ in rt.vault.export("persons", "policy_administration",
+        if not any(True for _ in rt.vault.export(SYSTEM, "persons", "policy_administration",
                                                  batch_size=1)):
             err.print(f"Adding {subjects} demo customers…")
             from fiduciary.demo import fill
 
             fill(rt.vault, subjects)
-        for k in rt.api_keys.list():
+        for k in rt.api_keys.all():
             if k.name == "quickstart" and not k.revoked_at:
                 rt.api_keys.revoke(k.id)
         _, token = rt.api_keys.create("quickstart")
@@ -170,6 +194,7 @@ def import_(
     purpose: Annotated[str, typer.Option(help="Why the data is collected")],
     rejects: Annotated[Path | None, typer.Option(
         help="Where bad rows go [default: FILE.rejects.jsonl]")] = None,
+    api_key: ApiKeyOpt = None,
     data_dir: DataDir = None,
     batch_size: Annotated[int, typer.Option(help="Rows per transaction")] = 1000,
     json_out: JsonFlag = False,
@@ -178,6 +203,7 @@ def import_(
     from fiduciary.vault.importer import Importer, read_rows, write_reject
 
     rt = _open(_settings(data_dir))
+    who = _as(rt, api_key)
     rejects = rejects or file.with_name(file.name + ".rejects.jsonl")
     try:
         spec = rt.vault.collection(collection)
@@ -192,7 +218,7 @@ def import_(
                 console=err, disable=json_out or not err.is_terminal))
             task = progress.add_task("rows", total=total)
             report = Importer(rt.vault, batch_size=batch_size).run(
-                collection, read_rows(file, spec, fh), purpose, write_reject(rej),
+                who, collection, read_rows(file, spec, fh), purpose, write_reject(rej),
                 lambda n: progress.update(task, completed=n))
     except FiduciaryError as exc:
         raise _fail(exc) from None
@@ -220,15 +246,17 @@ def export(
     collection: str,
     purpose: Annotated[str, typer.Option(help="Why the data is exported")],
     output: Annotated[Path | None, typer.Option(help="File to write [default: stdout]")] = None,
+    api_key: ApiKeyOpt = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Write every record of a collection as JSON lines."""
+    """Write every permitted record of a collection as JSON lines."""
     rt = _open(_settings(data_dir))
+    who = _as(rt, api_key)
     count = 0
     try:
         with ExitStack() as stack:
             fh = stack.enter_context(output.open("w", encoding="utf-8")) if output else sys.stdout
-            for record in rt.vault.export(collection, purpose):
+            for record in rt.vault.export(who, collection, purpose):
                 fh.write(json.dumps(record.as_dict(), ensure_ascii=False) + "\n")
                 count += 1
     except FiduciaryError as exc:
@@ -317,22 +345,28 @@ def keys_status(data_dir: DataDir = None, json_out: JsonFlag = False) -> None:
 @apikeys_app.command("create")
 def apikeys_create(
     name: Annotated[str, typer.Option(help="What the key is for")] = "service",
+    role: Annotated[str, typer.Option(help="Role from the policy pack")] = "service",
+    scope: Annotated[list[str] | None, typer.Option(
+        help="Limit to these actions (read, search, write, delete, export, import); "
+             "repeatable")] = None,
     days: Annotated[int | None, typer.Option(help="Expire after this many days")] = None,
     data_dir: DataDir = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """Create a service API key (shown once)."""
+    """Create an API key (shown once)."""
     from datetime import timedelta
 
     rt = _open(_settings(data_dir))
     try:
-        key, token = rt.api_keys.create(name, expires_in=timedelta(days=days) if days else None)
+        key, token = rt.api_keys.create(name, role,
+                                        timedelta(days=days) if days else None, scope)
     except FiduciaryError as exc:
         raise _fail(exc) from None
     finally:
         rt.close()
     if json_out:
         print(json.dumps({"id": key.id, "name": key.name, "role": key.role, "api_key": token,
+                          "scopes": list(key.scopes) if key.scopes else None,
                           "expires_at": key.expires_at.isoformat() if key.expires_at else None}))
     else:
         out.print(f"API key {key.id} (shown once): [bold]{token}[/bold]")
@@ -344,9 +378,10 @@ def apikeys_list(data_dir: DataDir = None, json_out: JsonFlag = False) -> None:
     rt = _open(_settings(data_dir))
     now = rt.clock.now()
     rows = [{"id": k.id, "name": k.name, "role": k.role, "state": k.state(now),
+             "scopes": list(k.scopes) if k.scopes else None,
              "created_at": k.created_at.isoformat(),
              "expires_at": k.expires_at.isoformat() if k.expires_at else None}
-            for k in rt.api_keys.list()]
+            for k in rt.api_keys.all()]
     rt.close()
     if json_out:
         print(json.dumps({"items": rows}))
@@ -370,6 +405,8 @@ def apikeys_revoke(key_id: str, data_dir: DataDir = None) -> None:
         rt.close()
     out.print(f"revoked {key_id}")
 
+
+from fiduciary.cli import access as _access  # noqa: E402,F401  (registers commands)
 
 if __name__ == "__main__":
     app()

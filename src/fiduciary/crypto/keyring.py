@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
+import hmac
 import json
 import logging
 import os
@@ -60,6 +61,11 @@ class Keyring(Protocol):
 
     def index_key(self) -> bytes:
         """Root key of the blind indexes (stable across KEK rotation)."""
+        ...
+
+    def derive_key(self, label: str) -> bytes:
+        """An independent 32-byte key for ``label`` (pseudonym tokens, credential sealing),
+        stable across KEK rotation and never equal to the index or any data key."""
         ...
 
     def add_version(self) -> int:
@@ -210,6 +216,9 @@ class FileKeyring:
 
     def index_key(self) -> bytes:
         return self._index_key
+
+    def derive_key(self, label: str) -> bytes:
+        return hmac.digest(self._index_key, b"fiduciary-derive/1|" + label.encode(), "sha256")
 
     def add_version(self) -> int:
         with self._locked() as doc:

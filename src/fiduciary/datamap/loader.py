@@ -30,7 +30,7 @@ _PERIOD = re.compile(r"^P(?:\d+Y)?(?:\d+M)?(?:\d+D)?$")
 _RESERVED = frozenset({"id", "subject_id", "collection", "created_at", "updated_at", "data"})
 _FIELD_KEYS = frozenset(
     {"type", "classification", "purposes", "format", "searchable", "required", "masking",
-     "values", "min", "max", "max_length", "description"}
+     "values", "min", "max", "max_length", "description", "subject_attribute"}
 )
 _COLLECTION_KEYS = frozenset(
     {"description", "lawful_basis", "special_category_condition", "purposes", "retention",
@@ -289,9 +289,14 @@ def _field(
     max_length = body.get("max_length")
     if max_length is not None and (not isinstance(max_length, int) or max_length < 1):
         problems.add(f"{where}.max_length", "expected a positive integer")
+    subject_attribute = body.get("subject_attribute", False)
+    if subject_attribute is True and cls is not None and cls.encrypted:
+        problems.add(f"{where}.subject_attribute",
+                     "only public or internal fields can be subject attributes")
     if ftype is None or cls is None:
         return None
     return FieldSpec(
+        subject_attribute=subject_attribute is True,
         name=name,
         type=ftype,
         classification=cls,

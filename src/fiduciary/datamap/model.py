@@ -104,6 +104,8 @@ class FieldSpec:
     maximum: float | None = None
     max_length: int | None = None
     description: str = ""
+    #: Copied onto the subject, so access conditions can test it (vip, employee, region).
+    subject_attribute: bool = False
 
     @property
     def encrypted(self) -> bool:
@@ -142,6 +144,10 @@ class CollectionSpec:
     @property
     def required_fields(self) -> list[FieldSpec]:
         return [f for f in self.fields.values() if f.required]
+
+    @property
+    def subject_attributes(self) -> list[str]:
+        return [f.name for f in self.fields.values() if f.subject_attribute]
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,15 @@ class Batch:
     subject_keys: list[dict[str, Any]] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
     index: list[dict[str, Any]] = field(default_factory=list)
+    #: subject id -> new attributes JSON, for existing subjects whose attributes change.
+    subject_attributes: dict[str, str] = field(default_factory=dict)
 
     def extend(self, other: Batch) -> None:
         self.subjects += other.subjects
         self.subject_keys += other.subject_keys
         self.records += other.records
         self.index += other.index
+        self.subject_attributes.update(other.subject_attributes)
 
 
 def insert_batch(conn: Connection, batch: Batch) -> None:
@@ -29,3 +32,6 @@ def insert_batch(conn: Connection, batch: Batch) -> None:
                         (records, batch.records), (blind_index, batch.index)):
         if rows:
             conn.execute(table.insert(), rows)
+    for subject_id, attributes in batch.subject_attributes.items():
+        conn.execute(subjects.update().where(subjects.c.id == subject_id)
+                     .values(attributes=attributes))

@@ -47,6 +47,9 @@ subjects = sa.Table(
     sa.Column("id", ID, primary_key=True),
     sa.Column("status", sa.String(16), nullable=False, server_default="active"),
     sa.Column("created_at", UTCDateTime(), nullable=False),
+    #: JSON of the clear attributes policies may test (vip, employee, region), copied from the
+    #: subject's fields marked ``subject_attribute`` in the data map.
+    sa.Column("attributes", sa.Text, nullable=False, server_default="{}"),
 )
 
 #: One data key per subject, wrapped by a KEK version of the keyring.
@@ -96,4 +99,105 @@ api_keys = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("expires_at", UTCDateTime(), nullable=True),
     sa.Column("revoked_at", UTCDateTime(), nullable=True),
+    #: JSON list of actions the key may take (null: whatever its role allows).
+    sa.Column("scopes", sa.Text, nullable=True),
+    sa.Column("last_used_at", UTCDateTime(), nullable=True),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("username", sa.String(64), nullable=False, unique=True),
+    sa.Column("password_hash", sa.Text, nullable=False),
+    sa.Column("must_change_password", sa.Boolean, nullable=False),
+    #: TOTP secret sealed under a keyring-derived key: a DBA cannot mint codes.
+    sa.Column("totp_sealed", sa.LargeBinary, nullable=False),
+    sa.Column("totp_last_step", sa.BigInteger, nullable=True),
+    sa.Column("mfa_enrolled_at", UTCDateTime(), nullable=True),
+    sa.Column("roles", sa.Text, nullable=False),
+    sa.Column("regions", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("disabled_at", UTCDateTime(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("password_changed_at", UTCDateTime(), nullable=False),
+    sa.Column("last_login_at", UTCDateTime(), nullable=True),
+)
+
+#: Failed logins by username, known or not, so lockout reveals nothing about which exist.
+login_failures = sa.Table(
+    "login_failures",
+    metadata,
+    sa.Column("username", sa.String(64), primary_key=True),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("locked_until", UTCDateTime(), nullable=True),
+)
+
+recovery_codes = sa.Table(
+    "recovery_codes",
+    metadata,
+    sa.Column("code_hash", sa.LargeBinary, primary_key=True),
+    sa.Column("user_id", ID, sa.ForeignKey("users.id"), nullable=False, index=True),
+    sa.Column("used_at", UTCDateTime(), nullable=True),
+)
+
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("token_hash", sa.LargeBinary, primary_key=True),
+    sa.Column("user_id", ID, sa.ForeignKey("users.id"), nullable=False, index=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("last_seen_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Column("revoked_at", UTCDateTime(), nullable=True),
+)
+
+training_records = sa.Table(
+    "training_records",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("user_id", ID, sa.ForeignKey("users.id"), nullable=False, index=True),
+    sa.Column("course", sa.String(128), nullable=False),
+    sa.Column("completed_at", sa.Date, nullable=False),
+    sa.Column("expires_at", sa.Date, nullable=False),
+    sa.Column("recorded_at", UTCDateTime(), nullable=False),
+)
+
+break_glass_grants = sa.Table(
+    "break_glass_grants",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("user_id", ID, sa.ForeignKey("users.id"), nullable=False, index=True),
+    sa.Column("subject_ids", sa.Text, nullable=False),
+    sa.Column("justification", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    #: Every grant is marked for review until a reviewer closes it.
+    sa.Column("reviewed_at", UTCDateTime(), nullable=True),
+    sa.Column("reviewed_by", sa.String(64), nullable=True),
+)
+
+break_glass_uses = sa.Table(
+    "break_glass_uses",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("grant_id", ID, sa.ForeignKey("break_glass_grants.id"), nullable=False,
+              index=True),
+    sa.Column("subject_id", ID, nullable=False),
+    sa.Column("record_id", ID, nullable=True),
+    sa.Column("collection", sa.String(64), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("at", UTCDateTime(), nullable=False),
+)
+
+access_reviews = sa.Table(
+    "access_reviews",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("account_kind", sa.String(16), nullable=False),
+    sa.Column("account_id", sa.String(64), nullable=False, index=True),
+    sa.Column("account_name", sa.String(128), nullable=False),
+    sa.Column("decision", sa.String(16), nullable=False),
+    sa.Column("reviewer", sa.String(64), nullable=False),
+    sa.Column("note", sa.Text, nullable=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
 )

@@ -13,6 +13,8 @@ from typing import Any, TextIO
 
 import sqlalchemy as sa
 
+from fiduciary.access.policy import FieldDecision
+from fiduciary.access.principal import Principal
 from fiduciary.datamap import CollectionSpec
 from fiduciary.datamap.values import ValueRejected, from_text
 from fiduciary.errors import FieldProblem, InvalidInput
@@ -92,6 +94,7 @@ class Importer:
 
     def run(
         self,
+        principal: Principal,
         collection: str,
         rows: Iterable[ParsedRow],
         purpose: str,
@@ -100,6 +103,13 @@ class Importer:
     ) -> ImportReport:
         spec = self.vault.collection(collection)
         purpose = self.vault.check_purpose(spec, purpose)
+        policy = self.vault.policy
+        self.vault._require_some(policy.precheck(principal, "import", spec, purpose,
+                                                 list(spec.fields)), "import")
+        self._principal = principal
+        self._purpose = purpose
+        self._reusable = not policy.depends_on_record(principal, spec, "import", purpose)
+        self._decided: dict[tuple[str, ...], dict[str, FieldDecision]] = {}
         report = ImportReport()
         pending: list[tuple[int, str | None, dict[str, Any]]] = []
         for line, parsed, problems in rows:
@@ -141,22 +151,33 @@ class Importer:
                report: ImportReport, reject: Callable[[int, list[FieldProblem]], None]) -> None:
         known = self._existing_keys({s for _, s, _ in pending if s and is_id(s)})
         keys = self.vault.keys
+        attr_names = spec.subject_attributes
         now = self.vault.clock.now()
         prepared: list[tuple[int, Batch]] = []
         for line, subject_id, values in pending:
             one = Batch()
-            if subject_id is None:
-                subject_id = new_id()
-                key_row, cipher = keys.new_key_row(subject_id, remember=False)
-                one.subjects.append({"id": subject_id, "status": "active", "created_at": now})
-                one.subject_keys.append(key_row)
-            elif subject_id in known:
-                r = known[subject_id]
-                cipher = keys.open_row(subject_id, r.dek_version, r.kek_version, r.wrapped_dek)
-            else:
+            new_attrs = {n: values[n] for n in attr_names if n in values}
+            if subject_id is not None and subject_id not in known:
                 self._reject(report, reject, line, [FieldProblem("subject_id",
                                                                   "unknown or erased subject")])
                 continue
+            subject_attrs = ({**json.loads(known[subject_id].attributes), **new_attrs}
+                             if subject_id else new_attrs)
+            denied = self._denied(spec, values, subject_attrs, subject_id)
+            if denied:
+                self._reject(report, reject, line, denied)
+                continue
+            if subject_id is None:
+                subject_id = new_id()
+                key_row, cipher = keys.new_key_row(subject_id, remember=False)
+                one.subjects.append({"id": subject_id, "status": "active", "created_at": now,
+                                     "attributes": _dumps(new_attrs)})
+                one.subject_keys.append(key_row)
+            else:
+                r = known[subject_id]
+                cipher = keys.open_row(subject_id, r.dek_version, r.kek_version, r.wrapped_dek)
+                if new_attrs:
+                    one.subject_attributes[subject_id] = _dumps(subject_attrs)
             record_id = new_id()
             clear, sealed = self.vault.codec.seal(spec, record_id, cipher, values)
             one.records.append({"id": record_id, "subject_id": subject_id,
@@ -184,6 +205,18 @@ class Importer:
             except sa.exc.DBAPIError:
                 self._reject(report, reject, line, [FieldProblem("row", "could not be stored")])
 
+    def _denied(self, spec: CollectionSpec, values: dict[str, Any],
+                subject_attrs: dict[str, Any], subject_id: str | None) -> list[FieldProblem]:
+        fields = tuple(values)
+        decisions = self._decided.get(fields) if self._reusable else None
+        if decisions is None:
+            clear = {k: v for k, v in values.items() if not spec.fields[k].encrypted}
+            decisions = self.vault.policy.decide(self._principal, "import", spec, self._purpose,
+                                                 fields, clear, subject_attrs, subject_id)
+            if self._reusable:
+                self._decided[fields] = decisions
+        return [FieldProblem(n, str(d.reason)) for n, d in decisions.items() if d.masking is None]
+
     @staticmethod
     def _count(report: ImportReport, stored: list[tuple[int, Batch]]) -> None:
         report.imported += len(stored)
@@ -197,7 +230,8 @@ class Importer:
         with self.vault.db.read() as conn:
             rows = conn.execute(
                 sa.select(subject_keys.c.subject_id, subject_keys.c.dek_version,
-                          subject_keys.c.kek_version, subject_keys.c.wrapped_dek)
+                          subject_keys.c.kek_version, subject_keys.c.wrapped_dek,
+                          subjects.c.attributes)
                 .join(subjects, subjects.c.id == subject_keys.c.subject_id)
                 .where(subject_keys.c.subject_id.in_(ids), subjects.c.status == "active")
             ).all()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,6 +14,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from fiduciary.access.masking import Masker
+from fiduciary.access.policy import FieldDecision, PolicyEngine, denial_reason
+from fiduciary.access.principal import Principal
 from fiduciary.clock import Clock
 from fiduciary.crypto.blind_index import BlindIndexer
 from fiduciary.crypto.keyring import Keyring
@@ -25,6 +28,9 @@ from fiduciary.storage.schema import blind_index, records, subject_keys, subject
 from fiduciary.vault.keys import SubjectKeys
 from fiduciary.vault.records import Record, RecordCodec, _dumps
 
+#: Called when a break-glass grant let a principal act on a subject (recorded for review).
+BreakGlassLog = Callable[[Principal, str, str, "str | None", str], None]
+
 MAX_SEARCH_LIMIT = 1000
 _ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -32,8 +38,10 @@ _RECORD_COLUMNS = (
     records.c.id, records.c.subject_id, records.c.collection, records.c.clear, records.c.sealed,
     records.c.created_at, records.c.updated_at, subject_keys.c.dek_version,
     subject_keys.c.kek_version, subject_keys.c.wrapped_dek,
+    subjects.c.attributes.label("subject_attributes"),
 )
-_RECORD_FROM = records.join(subject_keys, subject_keys.c.subject_id == records.c.subject_id)
+_RECORD_FROM = records.join(subject_keys, subject_keys.c.subject_id == records.c.subject_id
+                            ).join(subjects, subjects.c.id == records.c.subject_id)
 
 
 @dataclass(frozen=True)
@@ -57,17 +65,28 @@ class VaultService:
     """Constructed with its storage, data map, keyring and clock (see ``fiduciary.runtime``)."""
 
     def __init__(self, db: Database, datamap: DataMap, keyring: Keyring, clock: Clock,
-                 keys: SubjectKeys | None = None) -> None:
+                 policy: PolicyEngine, keys: SubjectKeys | None = None,
+                 break_glass_log: BreakGlassLog | None = None) -> None:
         self.db = db
         self.datamap = datamap
         self.clock = clock
+        self.policy = policy
         self.keys = keys or SubjectKeys(keyring, clock)
         self.codec = RecordCodec(BlindIndexer(keyring.index_key()))
+        self.masker = Masker(keyring.derive_key("pseudonym-tokens"))
+        self._break_glass_log = break_glass_log
 
     # -- subjects ------------------------------------------------------------------------------
-    def create_subject(self) -> Subject:
+    def create_subject(self, principal: Principal) -> Subject:
+        self._require_any(principal, ("write", "import"))
         with self.db.write() as conn:
             return self._insert_subject(conn)
+
+    def _require_any(self, principal: Principal, actions: Iterable[str]) -> None:
+        """Subject-level calls need at least one data grant of these actions."""
+        if not self.policy.has_any_grant(principal, actions):
+            raise Forbidden("this role has no access to customer data",
+                            reason="field_not_permitted")
 
     def _insert_subject(self, conn: Connection) -> Subject:
         subject = Subject(id=new_id(), status="active", created_at=self.clock.now())
@@ -77,7 +96,8 @@ class VaultService:
         conn.execute(subject_keys.insert(), [key_row])
         return subject
 
-    def get_subject(self, subject_id: str) -> Subject:
+    def get_subject(self, principal: Principal, subject_id: str) -> Subject:
+        self._require_any(principal, ("read", "search", "write"))
         with self.db.read() as conn:
             return self._subject(conn, subject_id)
 
@@ -155,7 +175,7 @@ class VaultService:
         return values, removed
 
     # -- records -------------------------------------------------------------------------------
-    def create_record(self, collection: str, subject_id: Any, data: Any,
+    def create_record(self, principal: Principal, collection: str, subject_id: Any, data: Any,
                       purpose: str | None) -> Record:
         spec = self.collection(collection)
         purpose = self.check_purpose(spec, purpose)
@@ -173,11 +193,15 @@ class VaultService:
         record_id = new_id()
         with self.db.write() as conn:
             row = conn.execute(
-                sa.select(subjects.c.status).where(subjects.c.id == subject_id)
+                sa.select(subjects.c.status, subjects.c.attributes)
+                .where(subjects.c.id == subject_id)
             ).first() if is_id(subject_id) else None
             if row is None or row.status != "active":
                 reason = "unknown subject" if row is None else "subject has been erased"
                 raise InvalidInput.from_problems([FieldProblem("subject_id", reason)], "write")
+            clear_values = {k: v for k, v in values.items() if not spec.fields[k].encrypted}
+            self._require_write(principal, spec, purpose, values, clear_values,
+                                json.loads(row.attributes), subject_id)
             cipher = self.keys.cipher_for(conn, subject_id)
             clear, sealed = self.codec.seal(spec, record_id, cipher, values)
             conn.execute(records.insert(), [{
@@ -188,27 +212,31 @@ class VaultService:
             index = self.codec.index_rows(spec, record_id, subject_id, values)
             if index:
                 conn.execute(blind_index.insert(), index)
-        return Record(record_id, subject_id, spec.name,
-                      {k: v for k, v in values.items() if purpose in spec.fields[k].purposes},
-                      now, now, self._withheld(spec, purpose, values))
+            self._update_subject_attributes(conn, spec, subject_id, values, set())
+            return self._open(self._record_row(conn, spec, record_id), spec, purpose, principal)
 
-    def get_record(self, collection: str, record_id: str, purpose: str | None) -> Record:
+    def get_record(self, principal: Principal, collection: str, record_id: str,
+                   purpose: str | None) -> Record:
         spec = self.collection(collection)
         purpose = self.check_purpose(spec, purpose)
         with self.db.read() as conn:
             row = self._record_row(conn, spec, record_id)
-            return self._open(row, spec, purpose)
+            return self._open(row, spec, purpose, principal)
 
-    def update_record(self, collection: str, record_id: str, data: Any,
+    def update_record(self, principal: Principal, collection: str, record_id: str, data: Any,
                       purpose: str | None) -> Record:
         spec = self.collection(collection)
         purpose = self.check_purpose(spec, purpose)
         values, removed = self.validate_write(spec, data, purpose, partial=True)
         with self.db.write() as conn:
             row = self._record_row(conn, spec, record_id)
+            clear: dict[str, Any] = json.loads(row.clear)
+            # Conditions are tested on the record as stored: nobody edits a record they
+            # could not act on, by rewriting the very field a condition reads.
+            self._require_write(principal, spec, purpose, {**values, **dict.fromkeys(removed)},
+                                clear, json.loads(row.subject_attributes), row.subject_id)
             cipher = self.keys.open_row(row.subject_id, row.dek_version, row.kek_version,
                                         row.wrapped_dek)
-            clear: dict[str, Any] = json.loads(row.clear)
             sealed: dict[str, str] = json.loads(row.sealed)
             new_clear, new_sealed = self.codec.seal(spec, record_id, cipher, values)
             for name in removed | set(values):
@@ -226,19 +254,28 @@ class VaultService:
                 index = self.codec.index_rows(spec, record_id, row.subject_id, values)
                 if index:
                     conn.execute(blind_index.insert(), index)
+            self._update_subject_attributes(conn, spec, row.subject_id, values, removed)
             updated = self._record_row(conn, spec, record_id)
-            return self._open(updated, spec, purpose)
+            return self._open(updated, spec, purpose, principal)
 
-    def delete_record(self, collection: str, record_id: str, purpose: str | None) -> None:
+    def delete_record(self, principal: Principal, collection: str, record_id: str,
+                      purpose: str | None) -> None:
         spec = self.collection(collection)
-        self.check_purpose(spec, purpose)
+        purpose = self.check_purpose(spec, purpose)
         with self.db.write() as conn:
-            self._record_row(conn, spec, record_id)
+            row = self._record_row(conn, spec, record_id)
+            clear = json.loads(row.clear)
+            present = self._present(spec, clear, json.loads(row.sealed))
+            decisions = self.policy.decide(principal, "delete", spec, purpose, present, clear,
+                                           json.loads(row.subject_attributes), row.subject_id)
+            self._require_all(decisions, "delete")
             conn.execute(blind_index.delete().where(blind_index.c.record_id == record_id))
             conn.execute(records.delete().where(records.c.id == record_id))
 
-    def list_subject_records(self, subject_id: str, purpose: str | None) -> list[Record]:
+    def list_subject_records(self, principal: Principal, subject_id: str,
+                             purpose: str | None) -> list[Record]:
         purpose = self.check_purpose(None, purpose)
+        self._require_any(principal, ("read",))
         with self.db.read() as conn:
             self._subject(conn, subject_id)
             rows = conn.execute(
@@ -251,10 +288,12 @@ class VaultService:
                 spec = self.datamap.collections.get(row.collection)
                 if spec is None or not any(purpose in f.purposes for f in spec.fields.values()):
                     continue
-                out.append(self._open(row, spec, purpose))
+                record = self._view(row, spec, purpose, principal, "read", required=False)
+                if record is not None:
+                    out.append(record)
             return out
 
-    def search(self, collection: str, where: Any, purpose: str | None,
+    def search(self, principal: Principal, collection: str, where: Any, purpose: str | None,
                limit: int = 100) -> list[Record]:
         spec = self.collection(collection)
         purpose = self.check_purpose(spec, purpose)
@@ -281,21 +320,36 @@ class VaultService:
                     problems.append(FieldProblem(name, str(exc)))
         if problems:
             raise InvalidInput.from_problems(problems, what="search")
+        # May this principal query by these fields at all (conditions come per record)?
+        self._require_all(self.policy.precheck(principal, "search", spec, purpose, list(where)),
+                          "search by")
         query = sa.select(*_RECORD_COLUMNS).select_from(_RECORD_FROM)
         for name, digest in digests:
             query = query.where(records.c.id.in_(
                 sa.select(blind_index.c.record_id).where(
                     blind_index.c.digest == digest, blind_index.c.collection == spec.name,
                     blind_index.c.field == name)))
+        found: list[Record] = []
         with self.db.read() as conn:
-            rows = conn.execute(query.order_by(records.c.id).limit(limit)).all()
-            return [self._open(row, spec, purpose) for row in rows]
+            for row in conn.execute(query.order_by(records.c.id).limit(limit)).all():
+                clear = json.loads(row.clear)
+                subject = json.loads(row.subject_attributes)
+                queried = self.policy.decide(principal, "search", spec, purpose, list(where),
+                                             clear, subject, row.subject_id)
+                if any(d.masking is None for d in queried.values()):
+                    continue  # the principal may not find this record by these fields
+                record = self._view(row, spec, purpose, principal, "read", required=False)
+                if record is not None:
+                    found.append(record)
+        return found
 
-    def export(self, collection: str, purpose: str | None,
+    def export(self, principal: Principal, collection: str, purpose: str | None,
                batch_size: int = 500) -> Iterator[Record]:
-        """Every record of a collection, in id order, in batches of short read transactions."""
+        """Every permitted record of a collection, in id order, in short read transactions."""
         spec = self.collection(collection)
         purpose = self.check_purpose(spec, purpose)
+        self._require_some(self.policy.precheck(principal, "export", spec, purpose,
+                                                list(spec.fields)), "export")
         after = ""
         while True:
             with self.db.read() as conn:
@@ -304,11 +358,53 @@ class VaultService:
                     .where(records.c.collection == spec.name, records.c.id > after)
                     .order_by(records.c.id).limit(batch_size)
                 ).all()
-                batch = [self._open(row, spec, purpose) for row in rows]
-            yield from batch
+                batch = [self._view(row, spec, purpose, principal, "export", required=False)
+                         for row in rows]
+            yield from (r for r in batch if r is not None)
             if len(rows) < batch_size:
                 return
             after = rows[-1].id
+
+    # -- decisions -----------------------------------------------------------------------------
+    def _require_write(self, principal: Principal, spec: CollectionSpec, purpose: str,
+                       values: Mapping[str, Any], record: Mapping[str, Any],
+                       subject: Mapping[str, Any], subject_id: str,
+                       action: str = "write") -> None:
+        decisions = self.policy.decide(principal, action, spec, purpose, list(values), record,
+                                       subject, subject_id)
+        self._require_all(decisions, action)
+
+    @staticmethod
+    def _require_all(decisions: Mapping[str, FieldDecision], action: str) -> None:
+        denied = {n: d for n, d in decisions.items() if d.masking is None}
+        if denied:
+            reason = denial_reason(denied)
+            raise Forbidden(
+                f"not permitted to {action} field(s) {', '.join(sorted(denied))} ({reason})",
+                reason=reason,
+                fields=[FieldProblem(n, str(d.reason)) for n, d in sorted(denied.items())])
+
+    @staticmethod
+    def _require_some(decisions: Mapping[str, FieldDecision], action: str) -> None:
+        if decisions and all(d.masking is None for d in decisions.values()):
+            reason = denial_reason(decisions)
+            raise Forbidden(f"not permitted to {action} any field ({reason})", reason=reason)
+
+    def _update_subject_attributes(self, conn: Connection, spec: CollectionSpec,
+                                   subject_id: str, values: Mapping[str, Any],
+                                   removed: set[str]) -> None:
+        names = [n for n in spec.subject_attributes if n in values or n in removed]
+        if not names:
+            return
+        current = json.loads(conn.execute(sa.select(subjects.c.attributes).where(
+            subjects.c.id == subject_id)).scalar_one())
+        for n in names:
+            if n in values:
+                current[n] = values[n]
+            else:
+                current.pop(n, None)
+        conn.execute(subjects.update().where(subjects.c.id == subject_id)
+                     .values(attributes=_dumps(current)))
 
     # -- internals -----------------------------------------------------------------------------
     def _record_row(self, conn: Connection, spec: CollectionSpec, record_id: str) -> Any:
@@ -321,22 +417,47 @@ class VaultService:
                            code="record_not_found")
         return row
 
-    def _open(self, row: Any, spec: CollectionSpec, purpose: str) -> Record:
-        """Decrypt a joined record row (``_RECORD_COLUMNS``) for ``purpose``."""
+    @staticmethod
+    def _present(spec: CollectionSpec, clear: Mapping[str, Any],
+                 sealed: Mapping[str, Any]) -> list[str]:
+        return [n for n in spec.fields if n in clear or n in sealed]
+
+    def _open(self, row: Any, spec: CollectionSpec, purpose: str,
+              principal: Principal) -> Record:
+        """A record the caller asked for by id: nothing permitted is a 403."""
+        record = self._view(row, spec, purpose, principal, "read", required=True)
+        assert record is not None  # required=True raises instead
+        return record
+
+    def _view(self, row: Any, spec: CollectionSpec, purpose: str, principal: Principal,
+              action: str, required: bool) -> Record | None:
+        """Decide, decrypt only what is permitted, mask as decided. With ``required``, a record
+        of which nothing is permitted is a 403; otherwise it is skipped (``None``)."""
         clear: dict[str, Any] = json.loads(row.clear)
         sealed: dict[str, str] = json.loads(row.sealed)
-        allowed = {n for n, f in spec.fields.items() if purpose in f.purposes}
-        data = {k: v for k, v in clear.items() if k in allowed}
+        present = self._present(spec, clear, sealed)
+        decisions = self.policy.decide(principal, action, spec, purpose, present, clear,
+                                       json.loads(row.subject_attributes), row.subject_id)
+        allowed = {n for n, d in decisions.items() if d.masking is not None}
+        if not allowed and present:
+            if not required:
+                return None
+            reason = denial_reason(decisions)
+            raise Forbidden(f"nothing of record {row.id} is permitted ({reason})", reason=reason)
+        plain = {k: v for k, v in clear.items() if k in allowed}
         if sealed.keys() & allowed:
             cipher = self.keys.open_row(row.subject_id, row.dek_version, row.kek_version,
                                         row.wrapped_dek)
-            data.update(self.codec.open(spec, row.id, cipher, sealed, allowed))
-        present = clear.keys() | sealed.keys()
-        ordered = {n: data[n] for n in spec.fields if n in data}
-        return Record(row.id, row.subject_id, spec.name, ordered, row.created_at,
-                      row.updated_at, self._withheld(spec, purpose, present))
-
-    @staticmethod
-    def _withheld(spec: CollectionSpec, purpose: str, present: Any) -> list[FieldProblem]:
-        return [FieldProblem(n, "purpose_not_allowed") for n in spec.fields
-                if n in present and purpose not in spec.fields[n].purposes]
+            plain.update(self.codec.open(spec, row.id, cipher, sealed, allowed))
+        data = {}
+        for n in present:
+            if n in allowed:
+                d = decisions[n]
+                data[n] = (plain[n] if d.masking == "clear" else self.masker.mask(
+                    str(d.masking), d.partial, spec.name, n, plain[n], plain))
+        withheld = [FieldProblem(n, str(decisions[n].reason)) for n in present
+                    if n not in allowed]
+        if self._break_glass_log and principal.break_glass_covers(row.subject_id):
+            self._break_glass_log(principal, row.subject_id, spec.name, row.id, action)
+        return Record(row.id, row.subject_id, spec.name, data, row.created_at,
+                      row.updated_at, withheld)

@@ -1,0 +1,223 @@
+"""CLI: staff users, training records, access reviews and break-glass review."""
+
+from __future__ import annotations
+
+import getpass
+import json
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.table import Table
+
+from fiduciary.cli.main import (
+    DataDir,
+    JsonFlag,
+    _fail,
+    _open,
+    _settings,
+    access_app,
+    out,
+    training_app,
+    users_app,
+)
+from fiduciary.errors import FiduciaryError
+from fiduciary.runtime import Runtime
+
+T = TypeVar("T")
+
+RoleOpt = Annotated[list[str], typer.Option("--role", help="Role from the policy pack; "
+                                            "repeatable")]
+RegionOpt = Annotated[list[str] | None, typer.Option("--region", help="Region the user "
+                                                     "serves; repeatable")]
+
+
+def _run(data_dir: Path | None, action: Callable[[Runtime], T]) -> T:
+    rt = _open(_settings(data_dir))
+    try:
+        return action(rt)
+    except FiduciaryError as exc:
+        raise _fail(exc) from None
+    finally:
+        rt.close()
+
+
+@users_app.command("create")
+def users_create(username: str, role: RoleOpt, region: RegionOpt = None,
+                 data_dir: DataDir = None, json_out: JsonFlag = False) -> None:
+    """Create a staff user; prints a one-time password, the TOTP secret and recovery codes."""
+    c = _run(data_dir, lambda rt: rt.users.create(username, role, region or []))
+    doc = {"username": c.user.username, "roles": list(c.user.roles), "password": c.password,
+           "totp_secret": c.totp_secret, "totp_uri": c.totp_uri,
+           "recovery_codes": c.recovery_codes}
+    if json_out:
+        print(json.dumps(doc))
+        return
+    out.print(f"User {username} created (roles: {', '.join(role)}). Shown once:")
+    out.print(f"  one-time password: {c.password}  (must be changed at first login)",
+              markup=False)
+    out.print(f"  TOTP secret:       {c.totp_secret}", markup=False)
+    out.print(f"  TOTP URI:          {c.totp_uri}", markup=False)
+    out.print(f"  recovery codes:    {' '.join(c.recovery_codes)}", markup=False)
+
+
+@users_app.command("list")
+def users_list(data_dir: DataDir = None, json_out: JsonFlag = False) -> None:
+    """List staff users."""
+    users = _run(data_dir, lambda rt: rt.users.all())
+    rows = [{"username": u.username, "roles": list(u.roles), "regions": list(u.regions),
+             "state": "disabled" if u.disabled_at else "active",
+             "mfa_enrolled": u.mfa_enrolled_at is not None,
+             "last_login_at": u.last_login_at.isoformat() if u.last_login_at else None}
+            for u in users]
+    if json_out:
+        print(json.dumps({"items": rows}))
+        return
+    table = Table("username", "roles", "regions", "state", "MFA", "last login")
+    for u, r in zip(users, rows, strict=True):
+        table.add_row(str(r["username"]), ", ".join(u.roles), ", ".join(u.regions),
+                      str(r["state"]), "yes" if r["mfa_enrolled"] else "no",
+                      str(r["last_login_at"] or ""))
+    out.print(table)
+
+
+@users_app.command("disable")
+def users_disable(username: str, data_dir: DataDir = None) -> None:
+    """Disable a user and end their sessions."""
+    _run(data_dir, lambda rt: rt.users.set_disabled(username, True))
+    out.print(f"disabled {username}")
+
+
+@users_app.command("enable")
+def users_enable(username: str, data_dir: DataDir = None) -> None:
+    """Enable a disabled user."""
+    _run(data_dir, lambda rt: rt.users.set_disabled(username, False))
+    out.print(f"enabled {username}")
+
+
+@users_app.command("set-roles")
+def users_set_roles(username: str, role: RoleOpt, data_dir: DataDir = None) -> None:
+    """Replace a user's roles."""
+    _run(data_dir, lambda rt: rt.users.set_roles(username, role))
+    out.print(f"{username}: roles {', '.join(role)}")
+
+
+@users_app.command("set-regions")
+def users_set_regions(username: str, region: RegionOpt = None,
+                      data_dir: DataDir = None) -> None:
+    """Replace the regions a user serves."""
+    _run(data_dir, lambda rt: rt.users.set_regions(username, region or []))
+    out.print(f"{username}: regions {', '.join(region or []) or '(none)'}")
+
+
+@users_app.command("reset-password")
+def users_reset_password(username: str, data_dir: DataDir = None,
+                         json_out: JsonFlag = False) -> None:
+    """Issue a new one-time password; the user's sessions end."""
+    password = _run(data_dir, lambda rt: rt.users.reset_password(username))
+    if json_out:
+        print(json.dumps({"username": username, "password": password}))
+    else:
+        out.print(f"one-time password for {username}: {password}", markup=False)
+
+
+@training_app.command("record")
+def training_record(
+    username: str, course: str,
+    completed: Annotated[str, typer.Option(help="Completion date, YYYY-MM-DD")],
+    expires: Annotated[str | None, typer.Option(help="Expiry date [default: +validity]")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Record a completed training course."""
+    try:
+        done = date.fromisoformat(completed)
+        until = date.fromisoformat(expires) if expires else None
+    except ValueError:
+        out.print("dates are YYYY-MM-DD")
+        raise typer.Exit(code=2) from None
+    rec = _run(data_dir, lambda rt: rt.users.record_training(username, course, done, until))
+    out.print(f"{username}: {rec.course} completed {rec.completed_at}, expires {rec.expires_at}")
+
+
+@access_app.command("review")
+def access_review(data_dir: DataDir = None, json_out: JsonFlag = False) -> None:
+    """Every user's and API key's effective entitlements, state and review flags."""
+    rows = _run(data_dir, lambda rt: rt.reviews.review())
+    if json_out:
+        print(json.dumps({"accounts": rows}))
+        return
+    table = Table("kind", "account", "state", "roles", "collections", "last used", "MFA",
+                  "training", "flags")
+    for r in rows:
+        colls = sorted({c for e in r["entitlements"].values() for c in e["collections"]})
+        table.add_row(r["kind"], r["name"], r["state"], ", ".join(r["roles"]),
+                      ", ".join(colls) or "(no customer data)", str(r["last_used_at"] or "never"),
+                      {True: "yes", False: "NO", None: "n/a"}[r["mfa_enrolled"]],
+                      "n/a" if r["training"] is None else
+                      ("current" if r["training"]["current"] else "EXPIRED"),
+                      ", ".join(r["flags"]))
+    out.print(table)
+
+
+def _decide(account: str, decision: str, reviewer: str | None, note: str | None,
+            data_dir: Path | None) -> None:
+    who = reviewer or getpass.getuser()
+    d = _run(data_dir, lambda rt: rt.reviews.decide(account, decision, who, note))
+    out.print(f"{d.account_kind} {d.account_name}: {d.decision} by {d.reviewer} at "
+              f"{d.at.isoformat()}")
+
+
+ReviewerOpt = Annotated[str | None, typer.Option(help="Who decides [default: OS user]")]
+NoteOpt = Annotated[str | None, typer.Option(help="Why")]
+
+
+@access_app.command("certify")
+def access_certify(account: str, reviewer: ReviewerOpt = None, note: NoteOpt = None,
+                   data_dir: DataDir = None) -> None:
+    """Record that ACCOUNT (username or API key id) still needs its access."""
+    _decide(account, "certified", reviewer, note, data_dir)
+
+
+@access_app.command("revoke")
+def access_revoke(account: str, reviewer: ReviewerOpt = None, note: NoteOpt = None,
+                  data_dir: DataDir = None) -> None:
+    """Record that ACCOUNT no longer needs access, and disable it."""
+    _decide(account, "revoked", reviewer, note, data_dir)
+
+
+@access_app.command("history")
+def access_history(data_dir: DataDir = None, json_out: JsonFlag = False) -> None:
+    """Every recorded review decision."""
+    rows = [{"kind": d.account_kind, "account": d.account_name, "id": d.account_id,
+             "decision": d.decision, "reviewer": d.reviewer, "note": d.note,
+             "at": d.at.isoformat()} for d in _run(data_dir, lambda rt: rt.reviews.history())]
+    if json_out:
+        print(json.dumps({"items": rows}))
+        return
+    table = Table("at", "kind", "account", "decision", "reviewer", "note")
+    for r in rows:
+        table.add_row(*(str(r[k] or "") for k in ("at", "kind", "account", "decision",
+                                                   "reviewer", "note")))
+    out.print(table)
+
+
+@access_app.command("break-glass")
+def access_break_glass(pending: Annotated[bool, typer.Option(
+        help="Only grants not yet reviewed")] = False,
+        data_dir: DataDir = None, json_out: JsonFlag = False) -> None:
+    """Break-glass grants (each is marked for review)."""
+    grants = _run(data_dir, lambda rt: rt.users.break_glass_grants(pending))
+    rows = [{"id": g.id, "user_id": g.user_id, "subject_ids": g.subject_ids,
+             "justification": g.justification, "created_at": g.created_at.isoformat(),
+             "expires_at": g.expires_at.isoformat(),
+             "review": "done" if g.reviewed_at else "pending"} for g in grants]
+    if json_out:
+        print(json.dumps({"items": rows}))
+        return
+    table = Table("created", "user", "subjects", "expires", "justification", "review")
+    for r in rows:
+        table.add_row(str(r["created_at"]), str(r["user_id"]), str(len(r["subject_ids"])),
+                      str(r["expires_at"]), str(r["justification"]), str(r["review"]))
+    out.print(table)
