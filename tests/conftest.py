@@ -6,9 +6,11 @@ import base64
 import itertools
 import os
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyotp
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
@@ -60,8 +62,8 @@ def clock() -> FixedClock:
 
 
 @pytest.fixture
-def rt(settings: Settings) -> Iterator[Runtime]:
-    runtime = open_runtime(settings, create=True)
+def rt(settings: Settings, clock: FixedClock) -> Iterator[Runtime]:
+    runtime = open_runtime(settings, create=True, clock=clock)
     try:
         yield runtime
     finally:
@@ -87,3 +89,34 @@ def table_rows(rt: Runtime, table: str) -> list[dict[str, object]]:
 
 def b64key() -> str:
     return base64.b64encode(os.urandom(32)).decode()
+
+
+STRONG = "Tidal-Marmot-Quarry-81"
+
+
+@dataclass
+class Staff:
+    """A logged-in staff user with a TestClient carrying their session."""
+
+    username: str
+    client: TestClient
+    totp_secret: str
+    password: str
+    recovery_codes: list[str]
+
+
+def make_staff(rt: Runtime, clock: FixedClock, username: str, roles: list[str],
+               regions: list[str] | None = None, trained: bool = True) -> Staff:
+    creds = rt.users.create(username, roles, regions or [])
+    if trained:
+        rt.users.record_training(username, "data-protection",
+                                 clock.now().date() - timedelta(days=10))
+    client = TestClient(create_app(rt), raise_server_exceptions=False)
+    r = client.post("/v1/auth/login", json={
+        "username": username, "password": creds.password,
+        "totp": pyotp.TOTP(creds.totp_secret).at(clock.now())})
+    assert r.status_code == 200, r.text
+    client.headers["Authorization"] = f"Bearer {r.json()['token']}"
+    r = client.post("/v1/auth/password", json={"current": creds.password, "new": STRONG})
+    assert r.status_code == 204, r.text
+    return Staff(username, client, creds.totp_secret, STRONG, creds.recovery_codes)
