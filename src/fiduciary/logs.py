@@ -5,10 +5,24 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import sys
 from pathlib import Path
+from typing import Any
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _installed: list[logging.Handler] = []
+
+
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time, not what it was at set-up."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        pass
 
 
 def configure(level: str = "info", log_dir: Path | None = None) -> None:
@@ -19,7 +33,7 @@ def configure(level: str = "info", log_dir: Path | None = None) -> None:
         h.close()
     _installed.clear()
     root.setLevel(level.upper())
-    stderr = logging.StreamHandler()
+    stderr = _Stderr()
     _installed.append(stderr)
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
