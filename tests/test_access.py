@@ -177,6 +177,14 @@ def test_admin_has_no_customer_data(rt: Runtime, clock: FixedClock, settings: Se
     assert admin.get("/v1/admin/users").status_code == 200
     made = admin.post("/v1/admin/users", json={"username": "zed", "roles": ["actuary"]})
     assert made.status_code == 201 and "totp_secret" in made.json()
+    # Separation of duties holds for an admin *user* too: no break-glass into customer data.
+    admin_user = make_staff(rt, clock, "root.admin", ["admin"]).client
+    r = admin_user.post("/v1/auth/break-glass", json={
+        "subject_ids": [subject], "justification": "I just want to have a look here",
+        "minutes": 10})
+    assert r.status_code == 403
+    assert admin_user.get(f"/v1/collections/persons/records/{rec}?purpose=legal_obligation"
+                          ).status_code == 403
     # ...and the data roles cannot administer.
     uw = make_staff(rt, clock, "uw2", ["underwriter"]).client
     r = uw.get("/v1/admin/users")

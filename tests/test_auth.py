@@ -75,6 +75,10 @@ def test_same_error_for_unknown_user_wrong_password_and_wrong_code(
     r = c.post("/v1/auth/login", json={"username": "bo", "password": STRONG})
     assert r.status_code == 401
     assert r.json()["error"]["reason"] == "mfa_required"
+    for odd in ("x" * 65, "bo\u0000", "", "bo; drop"):
+        r = c.post("/v1/auth/login", json={"username": odd, "password": STRONG,
+                                           "totp": good})
+        assert r.status_code == 401, odd
 
 
 def test_lockout_after_five_failures_for_known_and_unknown_users(

@@ -102,6 +102,10 @@ class BreakGlassGrant:
     reviewed_at: datetime | None
 
 
+def _plausible_username(username: str) -> bool:
+    return 0 < len(username) <= 64 and all(c.isalnum() or c in "._-@" for c in username)
+
+
 def _sha(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
@@ -128,8 +132,7 @@ class UserService:
 
     def create(self, username: str, roles: list[str], regions: list[str] | None = None
                ) -> NewCredentials:
-        if not username or len(username) > 64 or not all(
-                c.isalnum() or c in "._-@" for c in username):
+        if not _plausible_username(username):
             raise InvalidInput("invalid username", [FieldProblem(
                 "username", "1 to 64 letters, digits or . _ - @")])
         self._check_roles(roles)
@@ -230,6 +233,9 @@ class UserService:
         if not totp and not recovery_code:
             raise Unauthenticated("a TOTP code (or a recovery code) is required",
                                   reason="mfa_required")
+        if not _plausible_username(username):
+            # Cannot exist; answered like any other failure, without touching the database.
+            raise Unauthenticated("invalid username, password or code")
         now = self.clock.now()
         with self.db.write() as conn:
             fail = conn.execute(sa.select(login_failures).where(
@@ -290,7 +296,7 @@ class UserService:
         locked = (now + timedelta(minutes=self.settings.lockout_minutes)
                   if failures >= self.settings.lockout_attempts else None)
         if fail is None:
-            conn.execute(login_failures.insert(), [{"username": username[:64],
+            conn.execute(login_failures.insert(), [{"username": username,
                                                     "failures": failures,
                                                     "locked_until": locked}])
         else:
@@ -386,6 +392,11 @@ class UserService:
         problems = []
         if not principal.is_person:
             raise Forbidden("break-glass is for staff users", reason="field_not_permitted")
+        if not self.policy.has_any_grant(principal, ("read",)):
+            # Separation of duties: roles without customer data (admin, compliance) never
+            # break glass into it.
+            raise Forbidden("this role has no access to customer data to extend",
+                            reason="field_not_permitted")
         if not isinstance(subject_ids, list) or not subject_ids or len(subject_ids) > 100:
             problems.append(FieldProblem("subject_ids", "1 to 100 subject ids"))
         if len((justification or "").strip()) < s.break_glass_min_justification:
