@@ -208,6 +208,16 @@ def test_scoped_api_key(rt: Runtime) -> None:
                 json={"data": {"occupation": "Pilot"}})
     assert r.status_code == 403
     assert c.post("/v1/subjects").status_code == 403
+    # A write-only key writes, and is told nothing back.
+    _, writer = rt.api_keys.create("writer", role="service", scopes=["write"])
+    c.headers["Authorization"] = f"Bearer {writer}"
+    r = c.patch(f"/v1/collections/persons/records/{rec}?purpose=underwriting",
+                json={"data": {"occupation": "Pilot"}})
+    assert r.status_code == 200, r.text
+    assert r.json()["data"] == {}
+    assert {"field": "occupation", "reason": "field_not_permitted"} in r.json()["withheld"]
+    assert rt.vault.get_record(SYSTEM, "persons", rec, "underwriting"
+                               ).data["occupation"] == "Pilot"
 
 
 def test_consent_based_purpose_needs_consent(client: TestClient, rt: Runtime) -> None:

@@ -213,7 +213,8 @@ class VaultService:
             if index:
                 conn.execute(blind_index.insert(), index)
             self._update_subject_attributes(conn, spec, subject_id, values, set())
-            return self._open(self._record_row(conn, spec, record_id), spec, purpose, principal)
+            return self._written(self._record_row(conn, spec, record_id), spec, purpose,
+                                 principal)
 
     def get_record(self, principal: Principal, collection: str, record_id: str,
                    purpose: str | None) -> Record:
@@ -256,7 +257,7 @@ class VaultService:
                     conn.execute(blind_index.insert(), index)
             self._update_subject_attributes(conn, spec, row.subject_id, values, removed)
             updated = self._record_row(conn, spec, record_id)
-            return self._open(updated, spec, purpose, principal)
+            return self._written(updated, spec, purpose, principal)
 
     def delete_record(self, principal: Principal, collection: str, record_id: str,
                       purpose: str | None) -> None:
@@ -428,6 +429,20 @@ class VaultService:
         record = self._view(row, spec, purpose, principal, "read", required=True)
         assert record is not None  # required=True raises instead
         return record
+
+    def _written(self, row: Any, spec: CollectionSpec, purpose: str,
+                 principal: Principal) -> Record:
+        """The answer to a permitted write: what the writer may read of it, perhaps nothing
+        (a write-only key) — never a 403 that would undo the write."""
+        record = self._view(row, spec, purpose, principal, "read", required=False)
+        if record is not None:
+            return record
+        clear, sealed = json.loads(row.clear), json.loads(row.sealed)
+        decisions = self.policy.decide(principal, "read", spec, purpose,
+                                       self._present(spec, clear, sealed), clear,
+                                       json.loads(row.subject_attributes), row.subject_id)
+        return Record(row.id, row.subject_id, spec.name, {}, row.created_at, row.updated_at,
+                      [FieldProblem(n, str(d.reason)) for n, d in decisions.items()])
 
     def _view(self, row: Any, spec: CollectionSpec, purpose: str, principal: Principal,
               action: str, required: bool) -> Record | None:
