@@ -13,6 +13,7 @@ from fiduciary.access.passwords import Passwords
 from fiduciary.access.policy import PolicyEngine, load_policy
 from fiduciary.access.reviews import AccessReviewService
 from fiduciary.access.users import UserService
+from fiduciary.audit.events import AuditLog
 from fiduciary.clock import Clock, SystemClock
 from fiduciary.config import Settings
 from fiduciary.crypto.keyring import KEYRING_FILE, FileKeyring, open_file_keyring
@@ -33,6 +34,7 @@ class Runtime:
     users: UserService
     policy: PolicyEngine
     reviews: AccessReviewService
+    audit: AuditLog
     clock: Clock = field(default_factory=SystemClock)
 
     def close(self) -> None:
@@ -65,13 +67,14 @@ def open_runtime(settings: Settings, *, create: bool = False,
     keys = SubjectKeys(keyring, clock, cache_seconds=settings.dek_cache_seconds)
     passwords = Passwords(policy.pack.settings.password_min_length, PasswordHasher(
         time_cost=settings.argon2_time_cost, memory_cost=settings.argon2_memory_kib))
-    users = UserService(db, clock, keyring, policy, passwords)
-    vault = VaultService(db, datamap, keyring, clock, policy, keys,
+    audit = AuditLog(db, clock)
+    users = UserService(db, clock, keyring, policy, audit, passwords)
+    vault = VaultService(db, datamap, keyring, clock, policy, audit, keys,
                          break_glass_log=users.record_break_glass_use)
-    api_keys = ApiKeyService(db, clock, policy)
+    api_keys = ApiKeyService(db, clock, policy, audit)
     reviews = AccessReviewService(db, clock, policy, users, api_keys)
     return Runtime(settings, datamap, db, keyring, vault, api_keys, users, policy, reviews,
-                   clock)
+                   audit, clock)
 
 
 def _tighten(data_dir: Path) -> None:

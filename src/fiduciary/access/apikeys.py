@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from fiduciary.access.policy import ACTIONS, PolicyEngine
 from fiduciary.access.principal import Principal
+from fiduciary.audit.events import AuditLog
 from fiduciary.clock import Clock
 from fiduciary.errors import FieldProblem, InvalidInput, NotFound, Unauthenticated
 from fiduciary.storage import Database
@@ -57,8 +58,10 @@ def _hash(secret: str) -> bytes:
 
 
 class ApiKeyService:
-    def __init__(self, db: Database, clock: Clock, policy: PolicyEngine) -> None:
+    def __init__(self, db: Database, clock: Clock, policy: PolicyEngine,
+                 audit: AuditLog) -> None:
         self.db = db
+        self.audit = audit
         self.clock = clock
         self.policy = policy
 
@@ -90,6 +93,9 @@ class ApiKeyService:
                 "created_at": key.created_at, "expires_at": key.expires_at,
                 "scopes": json.dumps(list(key.scopes)) if key.scopes else None,
             }])
+            self.audit.append(conn, self.audit.event(
+                None, "apikey.create", details={"key_id": key.id, "name": name, "role": role,
+                                                "scopes": list(key.scopes or [])}))
         return key, f"{PREFIX}_{key_id}_{secret}"
 
     def authenticate(self, token: str | None) -> Principal:
@@ -133,3 +139,5 @@ class ApiKeyService:
                 exists = conn.execute(sa.select(api_keys.c.id).where(api_keys.c.id == key_id))
                 if exists.first() is None:
                     raise NotFound(f"API key {key_id} not found", code="api_key_not_found")
+            self.audit.append(conn, self.audit.event(None, "apikey.revoke",
+                                                     details={"key_id": key_id}))

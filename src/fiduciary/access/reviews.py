@@ -146,6 +146,10 @@ class AccessReviewService:
                 "account_kind": d.account_kind, "account_id": d.account_id,
                 "account_name": d.account_name, "decision": d.decision, "reviewer": d.reviewer,
                 "note": d.note, "at": d.at}])
+            audit = self.users.audit
+            audit.append(conn, audit.event(None, "access.review", details={
+                "account_kind": kind, "account_id": account_id, "account": name,
+                "decision": decision, "reviewer": reviewer}))
         return d
 
     def history(self) -> list[ReviewDecision]:

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection
 from fiduciary.access.passwords import Passwords
 from fiduciary.access.policy import PolicyEngine, PolicySettings
 from fiduciary.access.principal import Principal
+from fiduciary.audit.events import AuditLog
 from fiduciary.clock import Clock
 from fiduciary.crypto.aead import DecryptionError, associated_data, open_sealed, seal
 from fiduciary.crypto.keyring import Keyring
@@ -112,8 +113,10 @@ def _sha(token: str) -> bytes:
 
 class UserService:
     def __init__(self, db: Database, clock: Clock, keyring: Keyring, policy: PolicyEngine,
-                 passwords: Passwords | None = None, issuer: str = "Fiduciary") -> None:
+                 audit: AuditLog, passwords: Passwords | None = None,
+                 issuer: str = "Fiduciary") -> None:
         self.db = db
+        self.audit = audit
         self.clock = clock
         self.policy = policy
         self.settings: PolicySettings = policy.pack.settings
@@ -154,6 +157,7 @@ class UserService:
             conn.execute(recovery_codes.insert(), [
                 {"code_hash": self._code_hash(user_id, c), "user_id": user_id} for c in codes])
             user = self._user(conn, username)
+            self._admin_event(conn, "user.create", user, roles=roles, regions=regions or [])
         uri = pyotp.TOTP(totp_secret).provisioning_uri(name=username, issuer_name=self.issuer)
         return NewCredentials(user, password, totp_secret, uri, codes)
 
@@ -165,6 +169,11 @@ class UserService:
     def get(self, username: str) -> User:
         with self.db.read() as conn:
             return self._user(conn, username)
+
+    def _admin_event(self, conn: Connection, action: str, user: User, by: Principal | None = None,
+                     **details: Any) -> None:
+        self.audit.append(conn, self.audit.event(
+            by, action, details={"user_id": user.id, "username": user.username, **details}))
 
     def _user(self, conn: Connection, username: str) -> User:
         row = conn.execute(sa.select(users).where(users.c.username == username)).first()
@@ -179,6 +188,7 @@ class UserService:
                 disabled_at=self.clock.now() if disabled else None))
             if disabled:
                 self._revoke_sessions(conn, user.id)
+            self._admin_event(conn, "user.disable" if disabled else "user.enable", user)
             return self._user(conn, username)
 
     def set_roles(self, username: str, roles: list[str]) -> User:
@@ -187,6 +197,8 @@ class UserService:
             user = self._user(conn, username)
             conn.execute(users.update().where(users.c.id == user.id).values(
                 roles=json.dumps(roles)))
+            self._admin_event(conn, "user.set_roles", user, roles=roles,
+                              previous=list(user.roles))
             return self._user(conn, username)
 
     def set_regions(self, username: str, regions: list[str]) -> User:
@@ -194,6 +206,7 @@ class UserService:
             user = self._user(conn, username)
             conn.execute(users.update().where(users.c.id == user.id).values(
                 regions=json.dumps(regions)))
+            self._admin_event(conn, "user.set_regions", user, regions=regions)
             return self._user(conn, username)
 
     def reset_password(self, username: str) -> str:
@@ -206,6 +219,7 @@ class UserService:
                 password_changed_at=self.clock.now()))
             self._revoke_sessions(conn, user.id)
             conn.execute(login_failures.delete().where(login_failures.c.username == username))
+            self._admin_event(conn, "user.reset_password", user)
         return password
 
     def _revoke_sessions(self, conn: Connection, user_id: str) -> None:
@@ -241,17 +255,36 @@ class UserService:
             fail = conn.execute(sa.select(login_failures).where(
                 login_failures.c.username == username)).first()
             if fail is not None and fail.locked_until and fail.locked_until > now:
-                raise Forbidden("account locked after repeated failed logins; try again later",
-                                reason="account_locked")
-            row = conn.execute(sa.select(users).where(users.c.username == username)).first()
-            ok = self.passwords.verify(row.password_hash if row else None, password)
+                locked_out = True
+            else:
+                locked_out = False
+            row = None if locked_out else conn.execute(
+                sa.select(users).where(users.c.username == username)).first()
+            if locked_out:
+                self.audit.append(conn, self.audit.event(
+                    None, "auth.login_failed", decision="deny", reason="account_locked",
+                    details={"username": username}))
+                ok = False
+            else:
+                ok = self.passwords.verify(row.password_hash if row else None, password)
             step: int | None = None
             if ok and row is not None:
                 ok, step = self._second_factor(conn, row, totp, recovery_code, now)
             if ok and row is not None and row.disabled_at is not None:
                 ok = False
-            if not ok or row is None:
-                self._count_failure(conn, username, fail, now)
+            if (not ok or row is None) and not locked_out:
+                locked = self._count_failure(conn, username, fail, now)
+                self.audit.append(conn, self.audit.event(
+                    None, "auth.login_failed", decision="deny", reason="invalid_credentials",
+                    details={"username": username}))
+                if locked:
+                    self.audit.append(conn, self.audit.event(
+                        None, "auth.lockout", decision="deny", reason="account_locked",
+                        details={"username": username,
+                                 "minutes": self.settings.lockout_minutes}))
+        if locked_out:
+            raise Forbidden("account locked after repeated failed logins; try again later",
+                            reason="account_locked")
         if not ok or row is None:
             # Raised outside the transaction so the failure count is committed.
             raise Unauthenticated("invalid username, password or code")
@@ -268,6 +301,14 @@ class UserService:
             conn.execute(sessions.insert(), [{"token_hash": _sha(token), "user_id": row.id,
                                               "created_at": now, "last_seen_at": now,
                                               "expires_at": expires}])
+            who = Principal(id=row.id, kind="user", username=row.username,
+                            roles=tuple(json.loads(row.roles)))
+            method = "totp" if step is not None else "recovery_code"
+            self.audit.append(conn, self.audit.event(who, "auth.login",
+                                                     details={"mfa": method}))
+            if row.mfa_enrolled_at is None:
+                self.audit.append(conn, self.audit.event(who, "auth.mfa_enrolled",
+                                                         details={"mfa": method}))
         return Session(token, expires)
 
     def _second_factor(self, conn: Connection, row: Any, totp: str | None,
@@ -291,7 +332,9 @@ class UserService:
             recovery_codes.c.used_at.is_(None)).values(used_at=now))
         return used.rowcount == 1, None
 
-    def _count_failure(self, conn: Connection, username: str, fail: Any, now: datetime) -> None:
+    def _count_failure(self, conn: Connection, username: str, fail: Any,
+                       now: datetime) -> bool:
+        """Count a failure; True when it locks the account."""
         failures = (fail.failures if fail is not None and not fail.locked_until else 0) + 1
         locked = (now + timedelta(minutes=self.settings.lockout_minutes)
                   if failures >= self.settings.lockout_attempts else None)
@@ -302,11 +345,13 @@ class UserService:
         else:
             conn.execute(login_failures.update().where(login_failures.c.username == username)
                          .values(failures=0 if locked else failures, locked_until=locked))
+        return locked is not None
 
-    def logout(self, token: str) -> None:
+    def logout(self, principal: Principal, token: str) -> None:
         with self.db.write() as conn:
             conn.execute(sessions.update().where(sessions.c.token_hash == _sha(token))
                          .values(revoked_at=self.clock.now()))
+            self.audit.append(conn, self.audit.event(principal, "auth.logout"))
 
     def change_password(self, principal: Principal, current: str, new: str) -> None:
         with self.db.write() as conn:
@@ -321,6 +366,7 @@ class UserService:
             conn.execute(users.update().where(users.c.id == row.id).values(
                 password_hash=self.passwords.hash(new), must_change_password=False,
                 password_changed_at=self.clock.now()))
+            self.audit.append(conn, self.audit.event(principal, "auth.password_change"))
 
     # -- sessions ------------------------------------------------------------------------------
     def authenticate(self, token: str) -> Principal:
@@ -367,6 +413,8 @@ class UserService:
             conn.execute(training_records.insert(), [{
                 "user_id": user.id, "course": course, "completed_at": completed,
                 "expires_at": expires, "recorded_at": self.clock.now()}])
+            self._admin_event(conn, "training.record", user, course=course,
+                              completed=completed.isoformat(), expires=expires.isoformat())
         return TrainingRecord(course, completed, expires)
 
     def training(self, user_id: str) -> list[TrainingRecord]:
@@ -416,6 +464,10 @@ class UserService:
                 "subject_ids": json.dumps(grant.subject_ids),
                 "justification": grant.justification, "created_at": now,
                 "expires_at": grant.expires_at}])
+            self.audit.append(conn, self.audit.event(
+                principal, "auth.break_glass", subject_ids=grant.subject_ids,
+                details={"grant_id": grant.id, "minutes": minutes, "review": "pending",
+                         "justification": grant.justification}))
         return grant
 
     def _active_break_glass(self, conn: Connection, user_id: str, now: datetime
@@ -436,6 +488,10 @@ class UserService:
             conn.execute(break_glass_uses.insert(), [{
                 "grant_id": grant[0], "subject_id": subject_id, "record_id": record_id,
                 "collection": collection, "action": action, "at": self.clock.now()}])
+            self.audit.append(conn, self.audit.event(
+                principal, "auth.break_glass_use", collection=collection,
+                record_ids=[record_id] if record_id else [], subject_ids=[subject_id],
+                details={"grant_id": grant[0], "action": action}))
 
     def break_glass_grants(self, pending_only: bool = False) -> list[BreakGlassGrant]:
         q = sa.select(break_glass_grants).order_by(break_glass_grants.c.created_at)

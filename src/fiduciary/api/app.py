@@ -1,6 +1,8 @@
 """The FastAPI application: auth as a dependency, every data route through the vault's policy
 decision, domain errors mapped to HTTP in ``errors`` only."""
 
+import re
+import uuid
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -12,10 +14,12 @@ from fiduciary import __version__
 from fiduciary.access import Principal
 from fiduciary.access.users import SESSION_PREFIX
 from fiduciary.api import errors
+from fiduciary.audit.events import RequestContext, request_context
 from fiduciary.errors import Forbidden, Unauthenticated
 from fiduciary.runtime import Runtime
 
 _bearer = HTTPBearer(auto_error=False)
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 PurposeParam = Annotated[str | None, Query(description="Why the data is processed")]
 
 
@@ -118,7 +122,7 @@ def create_app(rt: Runtime) -> FastAPI:
     def logout(caller: AnyCaller) -> Response:
         who, token = caller
         if who.kind == "user":
-            rt.users.logout(token)
+            rt.users.logout(who, token)
         return Response(status_code=204)
 
     @app.post("/v1/auth/password", status_code=204, tags=["auth"])
@@ -239,8 +243,16 @@ def create_app(rt: Runtime) -> FastAPI:
         install_bench(app, rt, principal)
 
     @app.middleware("http")
-    async def _no_store(request: Request, call_next: Any) -> Any:
-        response = await call_next(request)
+    async def _context(request: Request, call_next: Any) -> Any:
+        given = request.headers.get("x-request-id", "")
+        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        token = request_context.set(RequestContext(
+            request_id=request_id, client=request.client.host if request.client else None))
+        try:
+            response = await call_next(request)
+        finally:
+            request_context.reset(token)
+        response.headers["X-Request-ID"] = request_id
         # Responses carry customer data: no caching by browsers or proxies.
         response.headers["Cache-Control"] = "no-store"
         return response

@@ -316,6 +316,8 @@ def keys_rotate(data_dir: DataDir = None,
     rt = _open(_settings(data_dir))
     try:
         report = rt.vault.keys.rotate(rt.db, batch_size=batch_size)
+        rt.audit.append_committed(rt.audit.event(None, "keys.rotate", details={
+            "kek_version": report.new_version, "rewrapped": report.rewrapped}))
     except FiduciaryError as exc:
         raise _fail(exc) from None
     finally:

@@ -201,3 +201,40 @@ access_reviews = sa.Table(
     sa.Column("note", sa.Text, nullable=True),
     sa.Column("at", UTCDateTime(), nullable=False),
 )
+
+#: The audit trail: one row per event, in insertion order; ``leaf_index`` is assigned by the
+#: sequencer in commit order and makes the row a leaf of the Merkle log.
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("event_id", ID, nullable=False, unique=True),
+    sa.Column("at", UTCDateTime(), nullable=False, index=True),
+    sa.Column("action", sa.String(48), nullable=False),
+    sa.Column("actor", sa.String(128), nullable=False, index=True),
+    #: Space-separated ids, for "who saw this customer" without parsing every event.
+    sa.Column("subject_ids", sa.Text, nullable=False),
+    sa.Column("record_ids", sa.Text, nullable=False),
+    #: The event as RFC 8785 canonical JSON: exactly the bytes its leaf hash covers.
+    sa.Column("event", sa.Text, nullable=False),
+    sa.Column("leaf_index", sa.BigInteger, nullable=True, unique=True),
+)
+
+audit_nodes = sa.Table(
+    "audit_nodes",
+    metadata,
+    sa.Column("level", sa.Integer, primary_key=True),
+    sa.Column("index", sa.BigInteger, primary_key=True),
+    sa.Column("hash", sa.LargeBinary, nullable=False),
+)
+
+audit_checkpoints = sa.Table(
+    "audit_checkpoints",
+    metadata,
+    sa.Column("size", sa.BigInteger, primary_key=True),
+    sa.Column("root", sa.LargeBinary, nullable=False),
+    sa.Column("timestamp", UTCDateTime(), nullable=False),
+    sa.Column("signature", sa.LargeBinary, nullable=False),
+    sa.Column("public_key", sa.LargeBinary, nullable=False),
+)

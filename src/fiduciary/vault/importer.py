@@ -25,6 +25,9 @@ from fiduciary.vault.service import VaultService, is_id, new_id
 
 log = logging.getLogger("fiduciary.import")
 
+_DENIALS = frozenset({"field_not_permitted", "purpose_not_allowed", "condition_failed",
+                      "training_expired", "consent_required"})
+
 #: A parsed row: (line number, field values, problems found while parsing).
 ParsedRow = tuple[int, dict[str, Any], list[FieldProblem]]
 
@@ -108,6 +111,7 @@ class Importer:
                                                  list(spec.fields)), "import")
         self._principal = principal
         self._purpose = purpose
+        self._collection = spec.name
         self._reusable = not policy.depends_on_record(principal, spec, "import", purpose)
         self._decided: dict[tuple[str, ...], dict[str, FieldDecision]] = {}
         report = ImportReport()
@@ -140,12 +144,6 @@ class Importer:
         if progress:
             progress(report.read)
         return report
-
-    @staticmethod
-    def _reject(report: ImportReport, reject: Callable[[int, list[FieldProblem]], None],
-                line: int, problems: list[FieldProblem]) -> None:
-        report.rejected += 1
-        reject(line, problems)
 
     def _flush(self, spec: CollectionSpec, pending: list[tuple[int, str | None, dict[str, Any]]],
                report: ImportReport, reject: Callable[[int, list[FieldProblem]], None]) -> None:
@@ -193,6 +191,7 @@ class Importer:
         try:
             with self.vault.db.write() as conn:
                 insert_batch(conn, whole)
+                self._audit(conn, spec, whole)
             self._count(report, prepared)
             return
         except sa.exc.DBAPIError as exc:
@@ -201,9 +200,34 @@ class Importer:
             try:
                 with self.vault.db.write() as conn:
                     insert_batch(conn, one)
+                    self._audit(conn, spec, one)
                 self._count(report, [(line, one)])
             except sa.exc.DBAPIError:
                 self._reject(report, reject, line, [FieldProblem("row", "could not be stored")])
+
+    def _audit(self, conn: Any, spec: CollectionSpec, batch: Batch) -> None:
+        """The batch and its event commit together."""
+        audit = self.vault.audit
+        audit.append(conn, audit.event(
+            self._principal, "records.import", collection=spec.name,
+            record_ids=[r["id"] for r in batch.records],
+            subject_ids=[r["subject_id"] for r in batch.records],
+            fields={f for r in batch.records for f in (*json.loads(r["clear"]),
+                                                       *json.loads(r["sealed"]))},
+            purpose=self._purpose, details={"rows": len(batch.records),
+                                            "subjects_created": len(batch.subjects)}))
+
+    def _reject(self, report: ImportReport, reject: Callable[[int, list[FieldProblem]], None],
+                line: int, problems: list[FieldProblem]) -> None:
+        report.rejected += 1
+        reject(line, problems)
+        if any(p.reason in _DENIALS for p in problems):
+            audit = self.vault.audit
+            audit.append_committed(audit.event(
+                self._principal, "records.import", collection=self._collection,
+                fields=[p.field for p in problems], purpose=self._purpose, decision="deny",
+                reason=next(p.reason for p in problems if p.reason in _DENIALS),
+                details={"line": line}))
 
     def _denied(self, spec: CollectionSpec, values: dict[str, Any],
                 subject_attrs: dict[str, Any], subject_id: str | None) -> list[FieldProblem]:

@@ -7,6 +7,7 @@ import json
 import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from fiduciary.access.masking import Masker
+from fiduciary.audit.events import AuditLog
 from fiduciary.access.policy import FieldDecision, PolicyEngine, denial_reason
 from fiduciary.access.principal import Principal
 from fiduciary.clock import Clock
@@ -22,7 +24,14 @@ from fiduciary.crypto.blind_index import BlindIndexer
 from fiduciary.crypto.keyring import Keyring
 from fiduciary.datamap import CollectionSpec, DataMap
 from fiduciary.datamap.values import ValueRejected, validate
-from fiduciary.errors import FieldProblem, Forbidden, Gone, InvalidInput, NotFound
+from fiduciary.errors import (
+    FieldProblem,
+    Forbidden,
+    Gone,
+    IntegrityFailure,
+    InvalidInput,
+    NotFound,
+)
 from fiduciary.storage import Database
 from fiduciary.storage.schema import blind_index, records, subject_keys, subjects
 from fiduciary.vault.keys import SubjectKeys
@@ -65,9 +74,10 @@ class VaultService:
     """Constructed with its storage, data map, keyring and clock (see ``fiduciary.runtime``)."""
 
     def __init__(self, db: Database, datamap: DataMap, keyring: Keyring, clock: Clock,
-                 policy: PolicyEngine, keys: SubjectKeys | None = None,
+                 policy: PolicyEngine, audit: AuditLog, keys: SubjectKeys | None = None,
                  break_glass_log: BreakGlassLog | None = None) -> None:
         self.db = db
+        self.audit = audit
         self.datamap = datamap
         self.clock = clock
         self.policy = policy
@@ -78,9 +88,13 @@ class VaultService:
 
     # -- subjects ------------------------------------------------------------------------------
     def create_subject(self, principal: Principal) -> Subject:
-        self._require_any(principal, ("write", "import"))
+        with self._denials(principal, "subject.create"):
+            self._require_any(principal, ("write", "import"))
         with self.db.write() as conn:
-            return self._insert_subject(conn)
+            subject = self._insert_subject(conn)
+            self.audit.append(conn, self.audit.event(principal, "subject.create",
+                                                     subject_ids=[subject.id]))
+            return subject
 
     def _require_any(self, principal: Principal, actions: Iterable[str]) -> None:
         """Subject-level calls need at least one data grant of these actions."""
@@ -175,8 +189,37 @@ class VaultService:
         return values, removed
 
     # -- records -------------------------------------------------------------------------------
+    @contextmanager
+    def _denials(self, principal: Principal, action: str, *, collection: str | None = None,
+                 purpose: str | None = None, record_ids: Iterable[str] = (),
+                 subject_ids: Iterable[str] = (), fields: Iterable[str] = ()) -> Iterator[None]:
+        """Every refusal and integrity failure leaves its own committed event."""
+        try:
+            yield
+        except Forbidden as exc:
+            self.audit.append_committed(self.audit.event(
+                principal, action, collection=collection, purpose=purpose,
+                record_ids=record_ids, subject_ids=subject_ids,
+                fields=[f.field for f in exc.fields] or list(fields),
+                decision="deny", reason=exc.reason))
+            raise
+        except IntegrityFailure as exc:
+            self.audit.append_committed(self.audit.event(
+                principal, "integrity.failure", collection=collection, purpose=purpose,
+                record_ids=record_ids, subject_ids=subject_ids,
+                fields=[f.field for f in exc.fields], decision="deny",
+                reason="integrity_error", details={"during": action}))
+            raise
+
     def create_record(self, principal: Principal, collection: str, subject_id: Any, data: Any,
                       purpose: str | None) -> Record:
+        with self._denials(principal, "record.create", collection=collection, purpose=purpose,
+                           subject_ids=[subject_id] if is_id(subject_id) else [],
+                           fields=list(data) if isinstance(data, Mapping) else []):
+            return self._create_record(principal, collection, subject_id, data, purpose)
+
+    def _create_record(self, principal: Principal, collection: str, subject_id: Any,
+                       data: Any, purpose: str | None) -> Record:
         spec = self.collection(collection)
         purpose = self.check_purpose(spec, purpose)
         problems: list[FieldProblem] = []
@@ -213,19 +256,43 @@ class VaultService:
             if index:
                 conn.execute(blind_index.insert(), index)
             self._update_subject_attributes(conn, spec, subject_id, values, set())
+            self.audit.append(conn, self.audit.event(
+                principal, "record.create", collection=spec.name, record_ids=[record_id],
+                subject_ids=[subject_id], fields=list(values), purpose=purpose))
             return self._written(self._record_row(conn, spec, record_id), spec, purpose,
                                  principal)
 
     def get_record(self, principal: Principal, collection: str, record_id: str,
                    purpose: str | None) -> Record:
-        spec = self.collection(collection)
-        purpose = self.check_purpose(spec, purpose)
-        with self.db.read() as conn:
-            row = self._record_row(conn, spec, record_id)
-            return self._open(row, spec, purpose, principal)
+        with self._denials(principal, "record.read", collection=collection, purpose=purpose,
+                           record_ids=[record_id] if is_id(record_id) else []):
+            spec = self.collection(collection)
+            purpose = self.check_purpose(spec, purpose)
+            with self.db.read() as conn:
+                row = self._record_row(conn, spec, record_id)
+                record = self._open(row, spec, purpose, principal)
+            self._audit_read(principal, "record.read", spec.name, purpose, [record])
+            return record
+
+    def _audit_read(self, principal: Principal, action: str, collection: str | None,
+                    purpose: str, found: list[Record], **details: Any) -> None:
+        """Committed before the caller gets any data: no event, no data."""
+        self.audit.append_committed(self.audit.event(
+            principal, action, collection=collection, purpose=purpose,
+            record_ids=[r.id for r in found], subject_ids=[r.subject_id for r in found],
+            fields={f for r in found for f in r.data},
+            decision="allow" if all(not r.withheld for r in found) else "partial",
+            details={"result_count": len(found), **details}))
 
     def update_record(self, principal: Principal, collection: str, record_id: str, data: Any,
                       purpose: str | None) -> Record:
+        with self._denials(principal, "record.update", collection=collection, purpose=purpose,
+                           record_ids=[record_id] if is_id(record_id) else [],
+                           fields=list(data) if isinstance(data, Mapping) else []):
+            return self._update_record(principal, collection, record_id, data, purpose)
+
+    def _update_record(self, principal: Principal, collection: str, record_id: str,
+                       data: Any, purpose: str | None) -> Record:
         spec = self.collection(collection)
         purpose = self.check_purpose(spec, purpose)
         values, removed = self.validate_write(spec, data, purpose, partial=True)
@@ -256,11 +323,20 @@ class VaultService:
                 if index:
                     conn.execute(blind_index.insert(), index)
             self._update_subject_attributes(conn, spec, row.subject_id, values, removed)
+            self.audit.append(conn, self.audit.event(
+                principal, "record.update", collection=spec.name, record_ids=[record_id],
+                subject_ids=[row.subject_id], fields=[*values, *removed], purpose=purpose))
             updated = self._record_row(conn, spec, record_id)
             return self._written(updated, spec, purpose, principal)
 
     def delete_record(self, principal: Principal, collection: str, record_id: str,
                       purpose: str | None) -> None:
+        with self._denials(principal, "record.delete", collection=collection, purpose=purpose,
+                           record_ids=[record_id] if is_id(record_id) else []):
+            self._delete_record(principal, collection, record_id, purpose)
+
+    def _delete_record(self, principal: Principal, collection: str, record_id: str,
+                       purpose: str | None) -> None:
         spec = self.collection(collection)
         purpose = self.check_purpose(spec, purpose)
         with self.db.write() as conn:
@@ -272,9 +348,20 @@ class VaultService:
             self._require_all(decisions, "delete")
             conn.execute(blind_index.delete().where(blind_index.c.record_id == record_id))
             conn.execute(records.delete().where(records.c.id == record_id))
+            self.audit.append(conn, self.audit.event(
+                principal, "record.delete", collection=spec.name, record_ids=[record_id],
+                subject_ids=[row.subject_id], fields=present, purpose=purpose))
 
     def list_subject_records(self, principal: Principal, subject_id: str,
                              purpose: str | None) -> list[Record]:
+        with self._denials(principal, "subject.records", purpose=purpose,
+                           subject_ids=[subject_id] if is_id(subject_id) else []):
+            found = self._list_subject_records(principal, subject_id, purpose)
+        self._audit_read(principal, "subject.records", None, str(purpose), found)
+        return found
+
+    def _list_subject_records(self, principal: Principal, subject_id: str,
+                              purpose: str | None) -> list[Record]:
         purpose = self.check_purpose(None, purpose)
         self._require_any(principal, ("read",))
         with self.db.read() as conn:
@@ -296,6 +383,16 @@ class VaultService:
 
     def search(self, principal: Principal, collection: str, where: Any, purpose: str | None,
                limit: int = 100) -> list[Record]:
+        queried = list(where) if isinstance(where, Mapping) else []
+        with self._denials(principal, "record.search", collection=collection, purpose=purpose,
+                           fields=queried):
+            found = self._search(principal, collection, where, purpose, limit)
+        self._audit_read(principal, "record.search", collection, str(purpose), found,
+                         fields_queried=sorted(queried))
+        return found
+
+    def _search(self, principal: Principal, collection: str, where: Any, purpose: str | None,
+                limit: int) -> list[Record]:
         spec = self.collection(collection)
         purpose = self.check_purpose(spec, purpose)
         if not isinstance(where, Mapping) or not where:
@@ -349,8 +446,10 @@ class VaultService:
         """Every permitted record of a collection, in id order, in short read transactions."""
         spec = self.collection(collection)
         purpose = self.check_purpose(spec, purpose)
-        self._require_some(self.policy.precheck(principal, "export", spec, purpose,
-                                                list(spec.fields)), "export")
+        with self._denials(principal, "records.export", collection=collection,
+                           purpose=purpose):
+            self._require_some(self.policy.precheck(principal, "export", spec, purpose,
+                                                    list(spec.fields)), "export")
         after = ""
         while True:
             with self.db.read() as conn:
@@ -359,9 +458,10 @@ class VaultService:
                     .where(records.c.collection == spec.name, records.c.id > after)
                     .order_by(records.c.id).limit(batch_size)
                 ).all()
-                batch = [self._view(row, spec, purpose, principal, "export", required=False)
-                         for row in rows]
-            yield from (r for r in batch if r is not None)
+                batch = [r for r in (self._view(row, spec, purpose, principal, "export",
+                                                required=False) for row in rows) if r]
+            self._audit_read(principal, "records.export", spec.name, purpose, batch)
+            yield from batch
             if len(rows) < batch_size:
                 return
             after = rows[-1].id

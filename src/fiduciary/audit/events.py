@@ -1,0 +1,101 @@
+"""Audit events: who did what to which records and subjects, which fields, why, with what
+decision — never a field value. An event's leaf in the Merkle log covers its RFC 8785
+canonical JSON, exactly the object the API returns under ``event``."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import rfc8785
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from fiduciary.access.principal import Principal
+from fiduciary.clock import Clock
+from fiduciary.storage import Database
+from fiduciary.storage.schema import audit_events
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    request_id: str | None = None
+    client: str | None = None
+
+
+#: Set by the API for the duration of a request; the CLI leaves it empty.
+request_context: ContextVar[RequestContext] = ContextVar("fiduciary_request",
+                                                        default=RequestContext())
+
+
+def canonical(event: dict[str, Any]) -> bytes:
+    return rfc8785.dumps(event)
+
+
+def _iso(dt: datetime) -> str:
+    return dt.isoformat().replace("+00:00", "Z")
+
+
+class AuditLog:
+    """Appends events. ``append`` writes inside the caller's transaction (the operation and
+    its event commit together or not at all); ``append_committed`` commits on its own, for
+    reads and denials, before the caller answers."""
+
+    def __init__(self, db: Database, clock: Clock, enabled: bool = True) -> None:
+        self.db = db
+        self.clock = clock
+        #: Only a benchmark baseline turns this off.
+        self.enabled = enabled
+
+    def event(self, principal: Principal | None, action: str, *,
+              collection: str | None = None, record_ids: Iterable[str] = (),
+              subject_ids: Iterable[str] = (), fields: Iterable[str] = (),
+              purpose: str | None = None, decision: str = "allow", reason: str | None = None,
+              details: dict[str, Any] | None = None) -> dict[str, Any]:
+        ctx = request_context.get()
+        actor: dict[str, Any] = ({"kind": principal.kind, "id": principal.id, "name": principal.username,
+                  "roles": list(principal.roles)} if principal else
+                 {"kind": "anonymous", "id": None, "name": None, "roles": []})
+        return {
+            "id": str(uuid.uuid4()),
+            "time": _iso(self.clock.now()),
+            "actor": actor,
+            "action": action,
+            "collection": collection,
+            "record_ids": sorted(set(record_ids)),
+            "subject_ids": sorted(set(subject_ids)),
+            "fields": sorted(set(fields)),
+            "purpose": purpose,
+            "decision": decision,
+            "reason": reason,
+            "request_id": ctx.request_id,
+            "client": ctx.client,
+            "details": details or {},
+        }
+
+    def append(self, conn: Connection, event: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        actor = event["actor"]
+        conn.execute(audit_events.insert(), [{
+            "event_id": event["id"], "at": datetime.fromisoformat(event["time"]),
+            "action": event["action"], "actor": str(actor["id"] or actor["kind"])[:128],
+            "subject_ids": " ".join(event["subject_ids"]),
+            "record_ids": " ".join(event["record_ids"]),
+            "event": canonical(event).decode(),
+        }])
+
+    def append_committed(self, event: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with self.db.write() as conn:
+            self.append(conn, event)
+
+    def count(self) -> int:
+        with self.db.read() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(audit_events))
+                       .scalar_one())
