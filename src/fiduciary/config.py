@@ -29,6 +29,11 @@ class Settings(BaseSettings):
     log_level: str = "info"
     #: Seconds an unwrapped subject key stays in memory.
     dek_cache_seconds: float = 300.0
+    #: Sign a checkpoint every N events or T seconds, whichever comes first.
+    audit_checkpoint_events: int = 1000
+    audit_checkpoint_seconds: float = 5.0
+    #: Keep audit events at least this long (HIPAA 164.316: 6 years; NYDFS 500.6: 5).
+    audit_retention_days: int = 2191
     #: Exposes bench-only endpoints (plaintext baseline). Never enable in production.
     bench_endpoints: bool = False
 

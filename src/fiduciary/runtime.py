@@ -14,6 +14,7 @@ from fiduciary.access.policy import PolicyEngine, load_policy
 from fiduciary.access.reviews import AccessReviewService
 from fiduciary.access.users import UserService
 from fiduciary.audit.events import AuditLog
+from fiduciary.audit.trail import AuditTrail
 from fiduciary.clock import Clock, SystemClock
 from fiduciary.config import Settings
 from fiduciary.crypto.keyring import KEYRING_FILE, FileKeyring, open_file_keyring
@@ -35,6 +36,7 @@ class Runtime:
     policy: PolicyEngine
     reviews: AccessReviewService
     audit: AuditLog
+    trail: AuditTrail
     clock: Clock = field(default_factory=SystemClock)
 
     def close(self) -> None:
@@ -73,8 +75,10 @@ def open_runtime(settings: Settings, *, create: bool = False,
                          break_glass_log=users.record_break_glass_use)
     api_keys = ApiKeyService(db, clock, policy, audit)
     reviews = AccessReviewService(db, clock, policy, users, api_keys)
+    trail = AuditTrail(db, keyring, clock, audit, settings.audit_checkpoint_events,
+                       settings.audit_checkpoint_seconds)
     return Runtime(settings, datamap, db, keyring, vault, api_keys, users, policy, reviews,
-                   audit, clock)
+                   audit, trail, clock)
 
 
 def _tighten(data_dir: Path) -> None:

@@ -3,7 +3,7 @@ decision, domain errors mapped to HTTP in ``errors`` only."""
 
 import re
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request, Response
@@ -105,6 +105,7 @@ def create_app(rt: Runtime) -> FastAPI:
     Caller = Annotated[Principal, Depends(principal)]
     AnyCaller = Annotated[tuple[Principal, str], Depends(any_principal)]
     UserAdmin = Annotated[Principal, Depends(permitted("users:manage"))]
+    Auditor = Annotated[Principal, Depends(permitted("audit:read"))]
     KeyAdmin = Annotated[Principal, Depends(permitted("apikeys:manage"))]
 
     @app.get("/healthz", tags=["ops"])
@@ -196,6 +197,43 @@ def create_app(rt: Runtime) -> FastAPI:
     @app.get("/v1/datamap", tags=["datamap"])
     def datamap(_: Caller) -> dict[str, Any]:
         return rt.datamap.as_dict()
+
+    # -- audit trail (compliance_officer, dpo, security_analyst) -------------------------------
+    def audited(who: Principal, what: str, **details: Any) -> None:
+        rt.audit.append_committed(rt.audit.event(who, "audit.read",
+                                                 details={"query": what, **details}))
+
+    @app.get("/v1/audit/events", tags=["audit"])
+    def audit_events(who: Auditor, subject_id: str | None = None, record_id: str | None = None,
+                     actor: str | None = None, action: str | None = None,
+                     since: datetime | None = None, until: datetime | None = None,
+                     limit: int = 100, cursor: int | None = None) -> dict[str, Any]:
+        filters = {k: v for k, v in {"subject_id": subject_id, "record_id": record_id,
+                                     "actor": actor, "action": action}.items() if v}
+        items, nxt = rt.trail.events(subject_id=subject_id, record_id=record_id, actor=actor,
+                                     action=action, since=since, until=until, limit=limit,
+                                     cursor=cursor)
+        audited(who, "events", **filters)
+        return {"items": items, "next_cursor": nxt}
+
+    @app.get("/v1/audit/checkpoint", tags=["audit"])
+    def audit_checkpoint(who: Auditor) -> dict[str, Any]:
+        cp = rt.trail.latest_checkpoint().as_dict()
+        audited(who, "checkpoint")
+        return cp
+
+    @app.get("/v1/audit/proof/inclusion", tags=["audit"])
+    def audit_inclusion(who: Auditor, index: int, size: int) -> dict[str, Any]:
+        proof = rt.trail.inclusion(index, size)
+        audited(who, "proof/inclusion", index=index, size=size)
+        return proof
+
+    @app.get("/v1/audit/proof/consistency", tags=["audit"])
+    def audit_consistency(who: Auditor, size1: Annotated[int, Query(alias="from")],
+                          size2: Annotated[int, Query(alias="to")]) -> dict[str, Any]:
+        proof = rt.trail.consistency(size1, size2)
+        audited(who, "proof/consistency", size1=size1, size2=size2)
+        return proof
 
     # -- administration (no customer data) -----------------------------------------------------
     @app.get("/v1/admin/users", tags=["admin"])

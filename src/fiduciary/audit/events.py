@@ -25,11 +25,14 @@ from fiduciary.storage.schema import audit_events
 class RequestContext:
     request_id: str | None = None
     client: str | None = None
+    #: The OS user running a CLI command: the actor of what the CLI does without a key.
+    operator: str | None = None
 
 
-#: Set by the API for the duration of a request; the CLI leaves it empty.
+#: Set by the API for each request and by the CLI for its run.
+_NO_CONTEXT = RequestContext()
 request_context: ContextVar[RequestContext] = ContextVar("fiduciary_request",
-                                                        default=RequestContext())
+                                                        default=_NO_CONTEXT)
 
 
 def canonical(event: dict[str, Any]) -> bytes:
@@ -57,9 +60,14 @@ class AuditLog:
               purpose: str | None = None, decision: str = "allow", reason: str | None = None,
               details: dict[str, Any] | None = None) -> dict[str, Any]:
         ctx = request_context.get()
-        actor: dict[str, Any] = ({"kind": principal.kind, "id": principal.id, "name": principal.username,
-                  "roles": list(principal.roles)} if principal else
-                 {"kind": "anonymous", "id": None, "name": None, "roles": []})
+        if principal is not None:
+            actor: dict[str, Any] = {"kind": principal.kind, "id": principal.id,
+                                     "name": principal.username, "roles": list(principal.roles)}
+        elif ctx.operator:
+            actor = {"kind": "operator", "id": f"cli:{ctx.operator}", "name": ctx.operator,
+                     "roles": []}
+        else:
+            actor = {"kind": "anonymous", "id": None, "name": None, "roles": []}
         return {
             "id": str(uuid.uuid4()),
             "time": _iso(self.clock.now()),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import sys
@@ -16,6 +17,7 @@ from rich.table import Table
 
 from fiduciary import logs
 from fiduciary.access import SYSTEM, Principal
+from fiduciary.audit.events import RequestContext, request_context
 from fiduciary.config import Settings
 from fiduciary.datamap import load, load_file
 from fiduciary.errors import FiduciaryError
@@ -29,17 +31,21 @@ apikeys_app = typer.Typer(help="Service API keys.", no_args_is_help=True)
 users_app = typer.Typer(help="Staff users (password + TOTP).", no_args_is_help=True)
 training_app = typer.Typer(help="Security-awareness training records.", no_args_is_help=True)
 access_app = typer.Typer(help="Access reviews and break-glass review.", no_args_is_help=True)
+audit_app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
 app.add_typer(datamap_app, name="datamap")
 app.add_typer(keys_app, name="keys")
 app.add_typer(apikeys_app, name="apikeys")
 app.add_typer(users_app, name="users")
 app.add_typer(training_app, name="training")
 app.add_typer(access_app, name="access")
+app.add_typer(audit_app, name="audit")
 
 @app.callback()
 def _main() -> None:
     # Files Fiduciary creates (database, WAL, keyring, logs, exports) are the owner's alone.
     os.umask(0o077)
+    # What the CLI does is attributed to the operator running it.
+    request_context.set(RequestContext(client="cli", operator=getpass.getuser()))
 
 
 out = Console(soft_wrap=True)
@@ -157,13 +163,22 @@ def serve(
         rt = _open(settings)
     logs.configure(settings.log_level, settings.log_dir)
     application = create_app(rt)
+    import threading
+
+    stop = threading.Event()
+    threading.Thread(target=rt.trail.run_forever, args=(stop,), name="audit-sequencer",
+                     daemon=True).start()
     out.print(f"Fiduciary listening on http://{settings.host}:{settings.port} "
               f"(docs: http://{settings.host}:{settings.port}/docs)", highlight=False)
     for line in banner:
         out.print(line, highlight=False, markup=False)
     sys.stdout.flush()
-    uvicorn.run(application, host=settings.host, port=settings.port, log_config=None,
-                log_level=settings.log_level)
+    try:
+        uvicorn.run(application, host=settings.host, port=settings.port, log_config=None,
+                    log_level=settings.log_level)
+    finally:
+        stop.set()
+        rt.trail.sequence(force_checkpoint=True)  # leave a checkpoint over everything
 
 
 @app.command()
@@ -409,6 +424,7 @@ def apikeys_revoke(key_id: str, data_dir: DataDir = None) -> None:
 
 
 from fiduciary.cli import access as _access  # noqa: E402,F401  (registers commands)
+from fiduciary.cli import audit as _audit  # noqa: E402,F401
 
 if __name__ == "__main__":
     app()

@@ -16,9 +16,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from fiduciary.access.masking import Masker
-from fiduciary.audit.events import AuditLog
 from fiduciary.access.policy import FieldDecision, PolicyEngine, denial_reason
 from fiduciary.access.principal import Principal
+from fiduciary.audit.events import AuditLog
 from fiduciary.clock import Clock
 from fiduciary.crypto.blind_index import BlindIndexer
 from fiduciary.crypto.keyring import Keyring

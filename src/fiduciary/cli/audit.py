@@ -1,0 +1,144 @@
+"""CLI: verify the audit trail, export checkpoints for a witness, who saw a customer, SIEM."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from fiduciary.audit.siem import FORMATS
+from fiduciary.audit.trail import public_key_bytes
+from fiduciary.audit.verify import VerificationFailed, verify
+from fiduciary.cli.main import DataDir, JsonFlag, _open, _settings, audit_app, err, out
+
+
+@audit_app.command("verify")
+def audit_verify(
+    data_dir: DataDir = None,
+    checkpoint: Annotated[Path | None, typer.Option(
+        help="A checkpoint exported earlier (witness): proves the log was only appended to")
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Recompute the tree from the stored events and check every checkpoint."""
+    rt = _open(_settings(data_dir))
+    try:
+        witness = json.loads(checkpoint.read_text()) if checkpoint else None
+        result = verify(rt.db, public_key_bytes(rt.trail.key), witness)
+    except VerificationFailed as exc:
+        err.print(f"[red]audit trail does NOT verify:[/red] {exc}", highlight=False)
+        raise typer.Exit(code=1) from None
+    except (OSError, ValueError) as exc:
+        err.print(f"[red]error:[/red] cannot read the checkpoint file: {exc}")
+        raise typer.Exit(code=2) from None
+    finally:
+        rt.close()
+    if json_out:
+        print(json.dumps(result.as_dict()))
+        return
+    d = result.as_dict()
+    out.print(f"verified: size {d['size']} root {d['root']} ({d['checkpoints']} checkpoints, "
+              f"{d['events_after_latest_checkpoint']} events after the latest, "
+              f"{d['unsequenced_events']} not yet sequenced)", highlight=False)
+
+
+@audit_app.command("sequence")
+def audit_sequence(data_dir: DataDir = None) -> None:
+    """Sequence pending events now and sign a checkpoint over them."""
+    rt = _open(_settings(data_dir))
+    try:
+        size = rt.trail.sequence(force_checkpoint=True)
+    finally:
+        rt.close()
+    out.print(f"tree size {size}")
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(
+    export: Annotated[Path, typer.Option("--export", help="File to write the latest signed "
+                                         "checkpoint to, for an external witness")],
+    data_dir: DataDir = None,
+) -> None:
+    """Write the latest signed checkpoint (after sequencing what is pending)."""
+    rt = _open(_settings(data_dir))
+    try:
+        rt.trail.sequence(force_checkpoint=True)
+        cp = rt.trail.latest_checkpoint().as_dict()
+    finally:
+        rt.close()
+    export.write_text(json.dumps(cp, indent=2) + "\n")
+    out.print(f"checkpoint size {cp['size']} written to {export}")
+
+
+@audit_app.command("subject")
+def audit_subject(subject_id: str, data_dir: DataDir = None, json_out: JsonFlag = False) -> None:
+    """Who accessed this person's data: when, which fields, why, with what decision."""
+    rt = _open(_settings(data_dir))
+    events = []
+    cursor = None
+    try:
+        while True:
+            items, cursor = rt.trail.events(subject_id=subject_id, limit=1000, cursor=cursor)
+            events += [i["event"] for i in items]
+            if cursor is None:
+                break
+        rt.audit.append_committed(rt.audit.event(None, "audit.read", subject_ids=[subject_id],
+                                                 details={"query": "subject"}))
+    finally:
+        rt.close()
+    rows = [{"time": e["time"], "actor": e["actor"]["name"] or e["actor"]["kind"],
+             "roles": e["actor"]["roles"], "action": e["action"],
+             "collection": e["collection"], "fields": e["fields"], "purpose": e["purpose"],
+             "decision": e["decision"], "reason": e["reason"]} for e in events]
+    if json_out:
+        print(json.dumps({"subject_id": subject_id, "accesses": rows}))
+        return
+    table = Table("time", "who", "action", "collection", "fields", "purpose", "decision")
+    for r in rows:
+        table.add_row(str(r["time"]), f"{r['actor']} ({', '.join(r['roles'])})",
+                      str(r["action"]), str(r["collection"] or ""), ", ".join(r["fields"]),
+                      str(r["purpose"] or ""), f"{r['decision']} {r['reason'] or ''}".strip())
+    out.print(table)
+
+
+@audit_app.command("export")
+def audit_export(
+    fmt: Annotated[str, typer.Option("--format", help="jsonl, syslog or cef")] = "jsonl",
+    since: Annotated[str | None, typer.Option(help="ISO 8601 time to start from")] = None,
+    follow: Annotated[bool, typer.Option(help="Keep streaming new events")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Stream events to stdout for a SIEM."""
+    if fmt not in FORMATS:
+        err.print(f"[red]error:[/red] --format must be one of {', '.join(FORMATS)}")
+        raise typer.Exit(code=2)
+    try:
+        start = datetime.fromisoformat(since) if since else None
+    except ValueError:
+        err.print("[red]error:[/red] --since must be an ISO 8601 time")
+        raise typer.Exit(code=2) from None
+    render = FORMATS[fmt]
+    rt = _open(_settings(data_dir))
+    try:
+        last = 0
+        cursor = None
+        while True:
+            items, cursor = rt.trail.events(since=start, limit=1000, cursor=cursor)
+            for i in items:
+                print(render(i["event"]))
+            if cursor is None:
+                break
+        sys.stdout.flush()
+        if follow:
+            last = rt.trail.last_seq()
+            for _, event in rt.trail.follow(last):
+                print(render(event), flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        rt.close()
