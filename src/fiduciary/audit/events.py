@@ -4,6 +4,7 @@ canonical JSON, exactly the object the API returns under ``event``."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterable
 from contextvars import ContextVar
@@ -43,6 +44,18 @@ def _iso(dt: datetime) -> str:
     return dt.isoformat().replace("+00:00", "Z")
 
 
+class _Waiter:
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.error: BaseException | None = None
+
+    def finish(self, error: BaseException | None) -> None:
+        self.error = error
+        self.done = True
+
+
 class AuditLog:
     """Appends events. ``append`` writes inside the caller's transaction (the operation and
     its event commit together or not at all); ``append_committed`` commits on its own, for
@@ -53,6 +66,10 @@ class AuditLog:
         self.clock = clock
         #: Only a benchmark baseline turns this off.
         self.enabled = enabled
+        # Group commit: events waiting to be committed, and the lock of whoever commits them.
+        self._pending: list[tuple[dict[str, Any], _Waiter]] = []
+        self._pending_lock = threading.Lock()
+        self._commit_lock = threading.Lock()
 
     def event(self, principal: Principal | None, action: str, *,
               collection: str | None = None, record_ids: Iterable[str] = (),
@@ -85,23 +102,45 @@ class AuditLog:
             "details": details or {},
         }
 
-    def append(self, conn: Connection, event: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
+    @staticmethod
+    def _row(event: dict[str, Any]) -> dict[str, Any]:
         actor = event["actor"]
-        conn.execute(audit_events.insert(), [{
+        return {
             "event_id": event["id"], "at": datetime.fromisoformat(event["time"]),
             "action": event["action"], "actor": str(actor["id"] or actor["kind"])[:128],
             "subject_ids": " ".join(event["subject_ids"]),
             "record_ids": " ".join(event["record_ids"]),
             "event": canonical(event).decode(),
-        }])
+        }
 
-    def append_committed(self, event: dict[str, Any]) -> None:
+    def append(self, conn: Connection, event: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with self.db.write() as conn:
-            self.append(conn, event)
+        conn.execute(audit_events.insert(), [self._row(event)])
+
+    def append_committed(self, event: dict[str, Any]) -> None:
+        """Returns once the event is committed (or raises). Concurrent callers share one
+        transaction: whoever holds the commit lock commits everything waiting by then."""
+        if not self.enabled:
+            return
+        mine = _Waiter()
+        with self._pending_lock:
+            self._pending.append((event, mine))
+        with self._commit_lock:
+            if not mine.done:
+                with self._pending_lock:
+                    batch, self._pending = self._pending, []
+                try:
+                    with self.db.write() as conn:
+                        conn.execute(audit_events.insert(), [self._row(e) for e, _ in batch])
+                except BaseException as exc:
+                    for _, w in batch:
+                        w.finish(exc)
+                    raise
+                for _, w in batch:
+                    w.finish(None)
+        if mine.error is not None:
+            raise mine.error
 
     def count(self) -> int:
         with self.db.read() as conn:
