@@ -302,3 +302,21 @@ def test_concurrent_writers_one_event_each_and_the_log_verifies(
     assert leaf_indexes == list(range(len(leaf_indexes)))
     code, out = _verify(settings)
     assert code == 0, out
+
+
+def test_retention_prune_keeps_the_log_verifiable(sealed_log: Runtime, settings: Settings,
+                                                  clock: FixedClock) -> None:
+    code, out, _ = cli(settings, "audit", "prune", "--dry-run", "--json")
+    assert code == 0 and json.loads(out)["events"] == 0  # nothing is six years old yet
+    assert sealed_log.trail.prune(2191)["events"] == 0
+    clock.advance(days=7 * 365)
+    result = sealed_log.trail.prune(2191)
+    assert result["events"] > 0
+    assert len(sealed_log.trail.checkpoints()) >= 4  # checkpoints are never pruned
+    code, text = _verify(settings)
+    assert code == 0, text
+    # Blanking an event that no recorded prune covers is tampering.
+    _tamper(sealed_log, "UPDATE audit_events SET event = NULL WHERE leaf_index = :i",
+            i=result["pruned_below_index"] + 1)
+    code, text = _verify(settings)
+    assert code == 1 and "no recorded prune covers it" in text, text

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -30,6 +30,7 @@ from fiduciary.storage import Database
 from fiduciary.storage.schema import audit_checkpoints, audit_events, audit_nodes
 
 CHECKPOINT_ACTION = "audit.checkpoint"
+PRUNE_ACTION = "audit.prune"
 _PG_LOCK = 0x46494455  # advisory lock id: one sequencer at a time across servers
 
 
@@ -167,6 +168,32 @@ class AuditTrail:
             "size": size, "root": b64(root), "timestamp": _iso(now)}))
         return cp
 
+    def prune(self, retention_days: int, dry_run: bool = False) -> dict[str, Any]:
+        """Remove the content of events past retention, keeping leaf hashes and every signed
+        checkpoint so the rest still verifies. Only events before a checkpoint *signed* before
+        the cutoff go: signed timestamps, not event times a DBA could edit, decide what is old.
+        The prune records itself and is sequenced at once, so verification can tell it from
+        tampering."""
+        now = self.clock.now()
+        cutoff = now - timedelta(days=retention_days)
+        with self.db.write() as conn:
+            below = int(conn.execute(sa.select(sa.func.max(audit_checkpoints.c.size)).where(
+                audit_checkpoints.c.timestamp < cutoff)).scalar() or 0)
+            count = int(conn.execute(sa.select(sa.func.count()).select_from(audit_events).where(
+                audit_events.c.leaf_index < below, audit_events.c.event.is_not(None)))
+                .scalar_one())
+            result = {"cutoff": _iso(cutoff), "pruned_below_index": below, "events": count,
+                      "dry_run": dry_run}
+            if dry_run or count == 0:
+                return result
+            conn.execute(audit_events.update().where(audit_events.c.leaf_index < below)
+                         .values(event=None, subject_ids="", record_ids=""))
+            self.log.append(conn, self.log.event(None, PRUNE_ACTION, details={
+                "cutoff": _iso(cutoff), "pruned_below_index": below, "events": count,
+                "retention_days": retention_days}))
+        self.sequence(force_checkpoint=True)
+        return result
+
     def run_forever(self, stop: threading.Event, interval: float = 1.0) -> None:
         """The sequencer loop ``fiduciary serve`` runs in a background thread."""
         while not stop.wait(interval):
@@ -238,7 +265,8 @@ class AuditTrail:
         with self.db.read() as conn:
             rows = conn.execute(q.order_by(audit_events.c.seq).limit(limit + 1)).all()
         items = [{"index": r.leaf_index, "event": json.loads(r.event),
-                  "leaf_hash": b64(merkle.leaf_hash(r.event.encode()))} for r in rows[:limit]]
+                  "leaf_hash": b64(merkle.leaf_hash(r.event.encode()))}
+                 for r in rows[:limit] if r.event is not None]
         return items, (rows[limit - 1].seq if len(rows) > limit else None)
 
     def last_seq(self) -> int:
@@ -257,6 +285,7 @@ class AuditTrail:
                                     .order_by(audit_events.c.seq).limit(1000)).all()
             for r in rows:
                 seq = r.seq
-                yield r.seq, json.loads(r.event)
+                if r.event is not None:
+                    yield r.seq, json.loads(r.event)
             if not rows:
                 time.sleep(poll)

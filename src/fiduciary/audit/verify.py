@@ -20,7 +20,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fiduciary.audit import merkle
 from fiduciary.audit.events import canonical
-from fiduciary.audit.trail import CHECKPOINT_ACTION, Checkpoint, b64, checkpoint_message
+from fiduciary.audit.trail import (
+    CHECKPOINT_ACTION,
+    PRUNE_ACTION,
+    Checkpoint,
+    b64,
+    checkpoint_message,
+)
 from fiduciary.storage import Database
 from fiduciary.storage.schema import audit_checkpoints, audit_events, audit_nodes
 
@@ -54,7 +60,8 @@ def _check_signature(cp: Checkpoint, trusted: bytes, what: str) -> None:
                                  "(altered size, root or timestamp)") from None
 
 
-def verify(db: Database, trusted_key: bytes, witness: dict[str, Any] | None = None) -> Verified:
+def verify(db: Database, trusted_key: bytes, witness: dict[str, Any] | None = None,
+           retention_days: int = 2191) -> Verified:
     with db.read() as conn:
         rows = conn.execute(sa.select(audit_events.c.leaf_index, audit_events.c.event_id,
                                       audit_events.c.event, audit_events.c.action)
@@ -69,12 +76,22 @@ def verify(db: Database, trusted_key: bytes, witness: dict[str, Any] | None = No
                                    .where(audit_events.c.leaf_index.is_(None))).scalar_one()
     tree = merkle.MemoryNodes()
     recorded_cps: list[tuple[int, dict[str, Any]]] = []
+    pruned: list[int] = []
+    prunes: list[tuple[int, dict[str, Any]]] = []
     for expected, r in enumerate(rows):
         where = f"event at leaf index {expected}"
         if r.leaf_index != expected:
             raise VerificationFailed(f"{where} is missing (the next stored event has index "
                                      f"{r.leaf_index}, id {r.event_id}): events were deleted "
                                      "or re-numbered")
+        if r.event is None:
+            # Pruned after retention: its recorded leaf hash keeps the tree whole.
+            if expected not in recorded:
+                raise VerificationFailed(f"{where} (id {r.event_id}) was removed and its leaf "
+                                         "hash is gone")
+            pruned.append(expected)
+            tree.append(recorded[expected])
+            continue
         try:
             obj = json.loads(r.event)
         except ValueError:
@@ -90,6 +107,8 @@ def verify(db: Database, trusted_key: bytes, witness: dict[str, Any] | None = No
         tree.append(leaf)
         if r.action == CHECKPOINT_ACTION:
             recorded_cps.append((expected, obj.get("details", {})))
+        if r.action == PRUNE_ACTION:
+            prunes.append((expected, obj))
     previous: Checkpoint | None = None
     for cp in stored_cps:
         _check_signature(cp, trusted_key, "checkpoint")
@@ -108,6 +127,12 @@ def verify(db: Database, trusted_key: bytes, witness: dict[str, Any] | None = No
                 raise VerificationFailed(f"checkpoint size {cp.size}: not consistent with "
                                          f"checkpoint size {previous.size} ({exc})") from None
         previous = cp
+    pruned_below = max((_check_prune(i, e, stored_cps, retention_days) for i, e in prunes),
+                       default=0)
+    for index in pruned:
+        if index >= pruned_below:
+            raise VerificationFailed(f"event at leaf index {index} was removed, but no recorded "
+                                     "prune covers it (retention not yet reached)")
     by_size = {cp.size: cp for cp in stored_cps}
     for index, details in recorded_cps:
         found = by_size.get(int(details.get("size", -1)))
@@ -119,6 +144,29 @@ def verify(db: Database, trusted_key: bytes, witness: dict[str, Any] | None = No
     latest = previous.size if previous else 0
     return Verified(tree.size, merkle.root(tree.size, tree.get_node), len(stored_cps), latest,
                     int(unsequenced))
+
+
+def _check_prune(index: int, event: dict[str, Any], checkpoints: list[Checkpoint],
+                 retention_days: int) -> int:
+    """A prune event may only cover what signed checkpoints prove old enough."""
+    where = f"prune event at leaf index {index}"
+    try:
+        at = datetime.fromisoformat(event["time"])
+        details = event["details"]
+        cutoff = datetime.fromisoformat(details["cutoff"])
+        below = int(details["pruned_below_index"])
+    except (KeyError, TypeError, ValueError):
+        raise VerificationFailed(f"{where}: malformed") from None
+    covering = next((cp for cp in checkpoints if cp.size > index), None)
+    if covering is not None and at > covering.timestamp:
+        raise VerificationFailed(f"{where}: dated after the checkpoint that covers it")
+    if (at - cutoff).days < retention_days:
+        raise VerificationFailed(f"{where}: its cutoff lies inside the retention period")
+    allowed = max((cp.size for cp in checkpoints if cp.timestamp < cutoff), default=0)
+    if below > allowed:
+        raise VerificationFailed(f"{where}: covers events no checkpoint signed before the "
+                                 "cutoff proves old enough")
+    return below
 
 
 def _check_witness(doc: dict[str, Any], trusted_key: bytes, tree: merkle.MemoryNodes,

@@ -29,7 +29,8 @@ def audit_verify(
     rt = _open(_settings(data_dir))
     try:
         witness = json.loads(checkpoint.read_text()) if checkpoint else None
-        result = verify(rt.db, public_key_bytes(rt.trail.key), witness)
+        result = verify(rt.db, public_key_bytes(rt.trail.key), witness,
+                        rt.settings.audit_retention_days)
     except VerificationFailed as exc:
         err.print(f"[red]audit trail does NOT verify:[/red] {exc}", highlight=False)
         raise typer.Exit(code=1) from None
@@ -142,3 +143,25 @@ def audit_export(
         pass
     finally:
         rt.close()
+
+
+@audit_app.command("prune")
+def audit_prune(
+    dry_run: Annotated[bool, typer.Option(help="Only report what would be pruned")] = False,
+    data_dir: DataDir = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Remove event content past FIDUCIARY_AUDIT_RETENTION_DAYS (default 2191, 6 years),
+    keeping leaf hashes and every signed checkpoint, so the log still verifies."""
+    settings = _settings(data_dir)
+    rt = _open(settings)
+    try:
+        result = rt.trail.prune(settings.audit_retention_days, dry_run)
+    finally:
+        rt.close()
+    if json_out:
+        print(json.dumps(result))
+    else:
+        verb = "would prune" if dry_run else "pruned"
+        out.print(f"{verb} {result['events']} events older than {result['cutoff']} "
+                  f"(leaf indexes below {result['pruned_below_index']})")

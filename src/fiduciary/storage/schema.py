@@ -217,7 +217,8 @@ audit_events = sa.Table(
     sa.Column("subject_ids", sa.Text, nullable=False),
     sa.Column("record_ids", sa.Text, nullable=False),
     #: The event as RFC 8785 canonical JSON: exactly the bytes its leaf hash covers.
-    sa.Column("event", sa.Text, nullable=False),
+    #: Null once pruned after its retention period (its leaf hash stays in audit_nodes).
+    sa.Column("event", sa.Text, nullable=True),
     sa.Column("leaf_index", sa.BigInteger, nullable=True, unique=True),
 )
 

@@ -27,7 +27,7 @@ def upgrade() -> None:
         sa.Column("actor", sa.String(128), nullable=False),
         sa.Column("subject_ids", sa.Text, nullable=False),
         sa.Column("record_ids", sa.Text, nullable=False),
-        sa.Column("event", sa.Text, nullable=False),
+        sa.Column("event", sa.Text, nullable=True),
         sa.Column("leaf_index", sa.BigInteger, nullable=True),
         sa.PrimaryKeyConstraint("seq", name="pk_audit_events"),
         sa.UniqueConstraint("event_id", name="uq_audit_events_event_id"),
