@@ -320,3 +320,21 @@ def test_retention_prune_keeps_the_log_verifiable(sealed_log: Runtime, settings:
             i=result["pruned_below_index"] + 1)
     code, text = _verify(settings)
     assert code == 1 and "no recorded prune covers it" in text, text
+
+
+def test_policy_and_datamap_changes_are_audited(rt: Runtime, settings: Settings,
+                                                tmp_path: Path) -> None:
+    assert actions(rt)["config.changed"] == 1  # first start records what is in force
+    open_runtime(settings).close()
+    assert actions(rt)["config.changed"] == 1  # unchanged: nothing new
+    from importlib import resources
+
+    pack = resources.files("fiduciary.access").joinpath("default_policy.yaml").read_text()
+    custom = tmp_path / "policy.yaml"
+    custom.write_text(pack.replace("idle_minutes: 15", "idle_minutes: 10"))
+    open_runtime(settings.model_copy(update={"policy": custom})).close()
+    events = [json.loads(str(r["event"])) for r in table_rows(rt, "audit_events")
+              if r["action"] == "config.changed"]
+    assert len(events) == 2
+    assert events[-1]["details"]["changed"] == ["policy_sha256"]
+    assert events[-1]["details"]["policy_source"] == str(custom)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import sqlalchemy as sa
 from argon2 import PasswordHasher
 
 from fiduciary.access import ApiKeyService
@@ -21,6 +24,7 @@ from fiduciary.crypto.keyring import KEYRING_FILE, FileKeyring, open_file_keyrin
 from fiduciary.datamap import DataMap, load
 from fiduciary.errors import ConfigurationError
 from fiduciary.storage import Database
+from fiduciary.storage.schema import system_state
 from fiduciary.vault import SubjectKeys, VaultService
 
 
@@ -77,8 +81,36 @@ def open_runtime(settings: Settings, *, create: bool = False,
     reviews = AccessReviewService(db, clock, policy, users, api_keys)
     trail = AuditTrail(db, keyring, clock, audit, settings.audit_checkpoint_events,
                        settings.audit_checkpoint_seconds)
+    _record_configuration(db, audit, datamap, policy)
     return Runtime(settings, datamap, db, keyring, vault, api_keys, users, policy, reviews,
                    audit, trail, clock)
+
+
+def _record_configuration(db: Database, audit: AuditLog, datamap: DataMap,
+                          policy: PolicyEngine) -> None:
+    """A changed data map or policy pack leaves an audit event when it first takes effect."""
+    digest = {
+        "datamap_sha256": hashlib.sha256(json.dumps(datamap.as_dict(), sort_keys=True)
+                                         .encode()).hexdigest(),
+        "policy_sha256": hashlib.sha256(policy.pack.text.encode()).hexdigest(),
+        "datamap_source": datamap.source, "policy_source": policy.pack.source,
+    }
+    value = json.dumps(digest, sort_keys=True)
+    with db.write() as conn:
+        current = conn.execute(sa.select(system_state.c.value).where(
+            system_state.c.key == "configuration")).scalar()
+        if current == value:
+            return
+        previous = json.loads(current) if current else {}
+        if current is None:
+            conn.execute(system_state.insert(), [{"key": "configuration", "value": value}])
+        else:
+            conn.execute(system_state.update().where(system_state.c.key == "configuration")
+                         .values(value=value))
+        changed = [k for k in ("datamap_sha256", "policy_sha256")
+                   if previous.get(k) != digest[k]]
+        audit.append(conn, audit.event(None, "config.changed", details={
+            **digest, "changed": changed, "previous": previous or None}))
 
 
 def _tighten(data_dir: Path) -> None:

@@ -183,6 +183,8 @@ class PolicyPack:
     roles: dict[str, Role]
     settings: PolicySettings = field(default_factory=PolicySettings)
     source: str = "<default>"
+    #: The YAML text it was loaded from (its digest is audited when it changes).
+    text: str = ""
 
 
 # -- loading -----------------------------------------------------------------------------------
@@ -221,7 +223,7 @@ def parse_policy(text: str, source: str, datamap: DataMap) -> PolicyPack:
         if role:
             roles[role.name] = role
     _raise(problems)
-    return PolicyPack(roles=roles, settings=settings, source=source)
+    return PolicyPack(roles=roles, settings=settings, source=source, text=text)
 
 
 def _raise(problems: list[FieldProblem]) -> None:

@@ -239,3 +239,11 @@ audit_checkpoints = sa.Table(
     sa.Column("signature", sa.LargeBinary, nullable=False),
     sa.Column("public_key", sa.LargeBinary, nullable=False),
 )
+
+#: Small facts the system keeps about itself (such as the digest of the configuration in force).
+system_state = sa.Table(
+    "system_state",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)

@@ -53,7 +53,16 @@ def upgrade() -> None:
     )
 
 
+    op.create_table(
+        "system_state",
+        sa.Column("key", sa.String(64), nullable=False),
+        sa.Column("value", sa.Text, nullable=False),
+        sa.PrimaryKeyConstraint("key", name="pk_system_state"),
+    )
+
+
 def downgrade() -> None:
+    op.drop_table("system_state")
     op.drop_table("audit_checkpoints")
     op.drop_table("audit_nodes")
     op.drop_index("ix_audit_events_actor", "audit_events")
