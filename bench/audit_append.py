@@ -66,6 +66,10 @@ def main() -> None:
         rt = open_runtime(Settings(data_dir=Path(tmp) / "data", database_url=args.database_url),
                           create=True)
         try:
+            if any(True for _ in rt.vault.export(SYSTEM, "persons", "policy_administration",
+                                                 batch_size=1)):
+                sys.exit("the database is not empty: give a fresh --database-url (its rows "
+                         "belong to another keyring)")
             ids = load(rt, args.records)
             half = args.seconds / 4
             counts = {True: 0, False: 0}

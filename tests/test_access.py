@@ -136,6 +136,8 @@ def test_break_glass(rt: Runtime, clock: FixedClock, settings: Settings) -> None
         "subject_ids": [subject], "justification": "Customer on the phone after a crash",
         "minutes": 30})
     assert granted.status_code == 201 and granted.json()["review"] == "pending"
+    events = "\n".join(str(r["event"]) for r in table_rows(rt, "audit_events"))
+    assert "auth.break_glass" in events and "after a crash" not in events
     body = east.get(url).json()
     assert body["data"]["national_id"] == SSN  # clear, beyond the role
     assert [u["subject_id"] for u in table_rows(rt, "break_glass_uses")] == [subject]
