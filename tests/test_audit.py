@@ -338,3 +338,51 @@ def test_policy_and_datamap_changes_are_audited(rt: Runtime, settings: Settings,
     assert len(events) == 2
     assert events[-1]["details"]["changed"] == ["policy_sha256"]
     assert events[-1]["details"]["policy_source"] == str(custom)
+
+
+def test_checkpoint_to_a_webhook_witness(sealed_log: Runtime, settings: Settings) -> None:
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received: list[dict[str, Any]] = []
+
+    class Witness(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Witness)
+    t = threading.Thread(target=server.handle_request)
+    t.start()
+    try:
+        code, out, err = cli(settings, "audit", "checkpoint", "--webhook",
+                             f"http://127.0.0.1:{server.server_port}/witness")
+    finally:
+        t.join(timeout=10)
+        server.server_close()
+    assert code == 0, out + err
+    [cp] = received
+    assert cp == sealed_log.trail.latest_checkpoint().as_dict()
+
+
+def test_follow_streams_new_events(rt: Runtime, client: TestClient) -> None:
+    seed(client)
+    stop = threading.Event()
+    got: list[str] = []
+    stream = rt.trail.follow(rt.trail.last_seq(), poll=0.05, stop=stop)
+
+    def consume() -> None:
+        for _, event in stream:
+            got.append(event["action"])
+            if "record.create" in got:
+                stop.set()
+
+    t = threading.Thread(target=consume)
+    t.start()
+    seed(client)
+    t.join(timeout=20)
+    stop.set()
+    assert got[:2] == ["subject.create", "record.create"]

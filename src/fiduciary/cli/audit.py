@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+import urllib.error
+import urllib.request
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -61,19 +63,40 @@ def audit_sequence(data_dir: DataDir = None) -> None:
 
 @audit_app.command("checkpoint")
 def audit_checkpoint(
-    export: Annotated[Path, typer.Option("--export", help="File to write the latest signed "
-                                         "checkpoint to, for an external witness")],
+    export: Annotated[Path | None, typer.Option("--export", help="File to write the latest "
+                                                "signed checkpoint to, for an external witness")
+                      ] = None,
+    webhook: Annotated[str | None, typer.Option(help="URL to POST the checkpoint (JSON) to, "
+                                                "for an external witness")] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Write the latest signed checkpoint (after sequencing what is pending)."""
+    """Hand the latest signed checkpoint (after sequencing what is pending) to a witness."""
+    if export is None and webhook is None:
+        err.print("[red]error:[/red] give --export FILE and/or --webhook URL")
+        raise typer.Exit(code=2)
+    if webhook is not None and not webhook.startswith(("https://", "http://")):
+        err.print("[red]error:[/red] --webhook must be an http(s) URL")
+        raise typer.Exit(code=2)
     rt = _open(_settings(data_dir))
     try:
         rt.trail.sequence(force_checkpoint=True)
         cp = rt.trail.latest_checkpoint().as_dict()
     finally:
         rt.close()
-    export.write_text(json.dumps(cp, indent=2) + "\n")
-    out.print(f"checkpoint size {cp['size']} written to {export}")
+    body = json.dumps(cp, indent=2) + "\n"
+    if export is not None:
+        export.write_text(body)
+        out.print(f"checkpoint size {cp['size']} written to {export}")
+    if webhook is not None:
+        request = urllib.request.Request(webhook, data=body.encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+                status = response.status
+        except (urllib.error.URLError, OSError) as exc:
+            err.print(f"[red]error:[/red] the witness did not take the checkpoint: {exc}")
+            raise typer.Exit(code=1) from None
+        out.print(f"checkpoint size {cp['size']} delivered to the witness (HTTP {status})")
 
 
 @audit_app.command("subject")
