@@ -27,11 +27,12 @@ class DecryptionError(Exception):
 
 def associated_data(label: bytes, *parts: str | int) -> bytes:
     """Length-prefixed encoding, so no two different part lists give the same bytes."""
-    out = bytearray(label)
+    chunks = [label]
     for part in parts:
         b = str(part).encode()
-        out += struct.pack(">I", len(b)) + b
-    return bytes(out)
+        chunks.append(len(b).to_bytes(4, "big"))
+        chunks.append(b)
+    return b"".join(chunks)
 
 
 def new_key() -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 
@@ -19,11 +20,15 @@ class Classification(StrEnum):
 
     @property
     def rank(self) -> int:
-        return list(Classification).index(self)
+        return _RANK[self]
 
     @property
     def encrypted(self) -> bool:
-        return self.rank >= Classification.PERSONAL.rank
+        return _RANK[self] >= _RANK[Classification.PERSONAL]
+
+
+# On the hot path of every read and write: computed once.
+_RANK = {c: i for i, c in enumerate(Classification)}
 
 
 class FieldType(StrEnum):
@@ -107,7 +112,7 @@ class FieldSpec:
     #: Copied onto the subject, so access conditions can test it (vip, employee, region).
     subject_attribute: bool = False
 
-    @property
+    @cached_property
     def encrypted(self) -> bool:
         return self.classification.encrypted
 
