@@ -12,6 +12,8 @@ import logging
 import os
 import platform
 import secrets
+import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -19,10 +21,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import sqlalchemy as sa
 
+from fiduciary.access import SYSTEM
 from fiduciary.api.bench import PLAINTEXT_PREFIX
 from fiduciary.config import Settings
 from fiduciary.datamap.values import index_form
@@ -30,6 +33,7 @@ from fiduciary.demo import DemoGenerator
 from fiduciary.errors import FieldProblem
 from fiduciary.runtime import Runtime, open_runtime
 from fiduciary.storage.bulk import Batch, insert_batch
+from fiduciary.storage.schema import records
 from fiduciary.vault.importer import Importer, ImportReport, ParsedRow
 from fiduciary.vault.records import _dumps
 from fiduciary.vault.service import VaultService, new_id
@@ -39,10 +43,9 @@ COLLECTION = "persons"
 IMPORT_PURPOSE = "policy_administration"
 BATCH_SIZE = 1000
 
-#: Importer input. The importer's row shape is (line, values, parse problems); earlier
-#: versions took (line, values): ``as_rows`` builds whichever the installed importer reads.
-Row = tuple[Any, ...]
-_ROW_ARITY = len(get_args(ParsedRow)) or 3
+#: Benchmarks act as the built-in ``system`` principal: service role, every collection and
+#: purpose, clear masking, so no masking or denial muddies the figures.
+PRINCIPAL = SYSTEM
 
 
 # The keyring warns (rightly) about a generated master.key beside the database; for throwaway
@@ -69,11 +72,29 @@ def common_args(description: str, default_records: int) -> argparse.ArgumentPars
                         "directory. postgresql+psycopg://... uses a fresh schema per database "
                         "(dropped at the end); sqlite:///PATH uses fresh files beside PATH")
     p.add_argument("--seed", type=int, default=1, help="seed of the synthetic data")
+    p.add_argument("--quiet-wait", type=float, default=300.0,
+                   help="before timing, wait at most this many seconds for other processes "
+                        "to go quiet (default 300; 0 disables)")
     return p
+
+
+def source_state() -> str:
+    """The git commit measured, with ``+dirty`` when src/ has uncommitted changes."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "src"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
 
 
 def machine() -> dict[str, Any]:
     return {"cpus": os.cpu_count(), "python": platform.python_version(),
+            "sqlite": sqlite3.sqlite_version, "source": source_state(),
+            "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
             "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
@@ -81,6 +102,52 @@ def describe_url(url: str | None) -> str:
     if url is None:
         return "sqlite (temporary data directory)"
     return sa.make_url(url).render_as_string(hide_password=True)
+
+
+def machine_busy_s() -> float:
+    """CPU seconds all processes on the machine have used since boot (Linux /proc/stat)."""
+    try:
+        ticks = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return 0.0
+    # user nice system idle iowait irq softirq steal ...: everything but idle and iowait.
+    busy = sum(int(t) for i, t in enumerate(ticks[:8]) if i not in (3, 4))
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+class CpuWatch:
+    """How much CPU *other* processes took while we measured: with 2 cores, a test run or a
+    build next to a benchmark skews it, and this makes that visible in the JSON."""
+
+    def __init__(self) -> None:
+        self.busy0 = machine_busy_s()
+        self.own0 = time.process_time()
+
+    def foreign_s(self, also_ours: float = 0.0) -> float:
+        """Machine CPU minus ours (this process, plus ``also_ours``, e.g. a server's)."""
+        busy = machine_busy_s() - self.busy0
+        own = time.process_time() - self.own0 + also_ours
+        return round(max(busy - own, 0.0), 2)
+
+
+def wait_for_quiet(max_wait_s: float, window_s: float = 3.0, busy_max: float = 0.15) -> float:
+    """Wait (at most ``max_wait_s``) until other processes use under ``busy_max`` of one core
+    over a ``window_s`` window; returns the seconds waited. On a 2-core machine a test run
+    next to a benchmark halves its figures, so timed phases start only on a quiet machine."""
+    start = time.monotonic()
+    warned = False
+    while max_wait_s > 0:
+        watch = CpuWatch()
+        time.sleep(window_s)
+        if watch.foreign_s() / window_s < busy_max:
+            break
+        if time.monotonic() - start > max_wait_s:
+            log(f"machine still busy after {max_wait_s:.0f} s; measuring anyway")
+            break
+        if not warned:
+            log("other processes are using the CPU; waiting for a quiet machine")
+            warned = True
+    return round(time.monotonic() - start, 1)
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -97,11 +164,12 @@ def generate_persons(n: int, seed: int) -> list[dict[str, Any]]:
     return out
 
 
-def make_row(line: int, values: dict[str, Any]) -> Row:
-    return (line, values) if _ROW_ARITY == 2 else (line, values, [])
+def make_row(line: int, values: dict[str, Any]) -> ParsedRow:
+    """Importer input: (line number, values, problems found while parsing: none)."""
+    return line, values, []
 
 
-def as_rows(people: Sequence[dict[str, Any]]) -> list[Row]:
+def as_rows(people: Sequence[dict[str, Any]]) -> list[ParsedRow]:
     """Importer input, built before timing. The importer does not change valid rows' dicts."""
     return [make_row(i, p) for i, p in enumerate(people, start=1)]
 
@@ -166,13 +234,14 @@ def temp_root() -> Iterator[Path]:
 
 # -- loading ----------------------------------------------------------------------------------
 
-def import_encrypted(vault: VaultService, rows: Iterable[Row], batch_size: int = BATCH_SIZE,
+def import_encrypted(vault: VaultService, rows: Iterable[ParsedRow], batch_size: int = BATCH_SIZE,
                      progress: Callable[[int], None] | None = None) -> ImportReport:
     """The real bulk import: validation, a DEK per subject, every sensitive field sealed,
-    every searchable field blind-indexed, one transaction per batch."""
+    every searchable field blind-indexed, policy-checked, audited; one transaction per batch."""
     problems: list[tuple[int, list[FieldProblem]]] = []
     report = Importer(vault, batch_size=batch_size).run(
-        COLLECTION, rows, IMPORT_PURPOSE, lambda line, p: problems.append((line, p)), progress)
+        PRINCIPAL, COLLECTION, rows, IMPORT_PURPOSE, lambda line, p: problems.append((line, p)),
+        progress)
     if problems:
         line, first = problems[0]
         raise SystemExit(f"{len(problems)} generated rows were rejected; first: line {line}: "
@@ -180,19 +249,23 @@ def import_encrypted(vault: VaultService, rows: Iterable[Row], batch_size: int =
     return report
 
 
-def insert_plaintext(vault: VaultService, rows: Iterable[Row], batch_size: int = BATCH_SIZE,
+def insert_plaintext(vault: VaultService, rows: Iterable[ParsedRow], batch_size: int = BATCH_SIZE,
                      progress: Callable[[int], None] | None = None) -> list[str]:
     """The plaintext baseline through the same storage layer (``insert_batch``).
 
     Same validation and canonical values as the importer, same batch size and one transaction
     per batch; but every value goes into ``clear`` (``sealed`` is ``{}``), the collection is
-    ``bench_plain_persons``, there are no subject keys, and the index rows (same number, same
-    fields) hold the normalised plaintext instead of an HMAC. Returns the record ids.
+    ``bench_plain_persons``, there are no subject keys, no policy decision and no audit event,
+    and the index rows (same number, same fields) hold the normalised plaintext instead of an
+    HMAC. Returns the record ids.
     """
     spec = vault.collection(COLLECTION)
     purpose = vault.check_purpose(spec, IMPORT_PURPOSE)
     name = PLAINTEXT_PREFIX + COLLECTION
     searchable = [f.name for f in spec.searchable_fields]
+    # Subject attributes (clear fields copied onto the subject for access conditions): the
+    # importer writes them too, and they are not encryption.
+    attributes = spec.subject_attributes
     ids: list[str] = []
     pending: list[dict[str, Any]] = []
     done = 0
@@ -202,7 +275,9 @@ def insert_plaintext(vault: VaultService, rows: Iterable[Row], batch_size: int =
         batch = Batch()
         for values in pending:
             subject_id, record_id = new_id(), new_id()
-            batch.subjects.append({"id": subject_id, "status": "active", "created_at": now})
+            batch.subjects.append({
+                "id": subject_id, "status": "active", "created_at": now,
+                "attributes": _dumps({n: values[n] for n in attributes if n in values})})
             batch.records.append({"id": record_id, "subject_id": subject_id, "collection": name,
                                   "clear": _dumps(values), "sealed": "{}",
                                   "created_at": now, "updated_at": now})
@@ -245,8 +320,6 @@ def progress_logger(total: int, what: str, every: int = 100_000) -> Callable[[in
 
 
 def record_ids(vault: VaultService, collection: str) -> list[str]:
-    from fiduciary.storage.schema import records
-
     with vault.db.read() as conn:
         return list(conn.execute(sa.select(records.c.id).where(
             records.c.collection == collection)).scalars())

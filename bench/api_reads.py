@@ -28,10 +28,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from _common import (
     COLLECTION,
+    CpuWatch,
     as_rows,
     common_args,
     describe_url,
@@ -45,7 +47,9 @@ from _common import (
     progress_logger,
     record_ids,
     temp_root,
+    wait_for_quiet,
 )
+from _staff import ROLE_PURPOSE, create_staff, login
 
 from fiduciary.config import Settings
 from fiduciary.runtime import open_runtime
@@ -67,6 +71,7 @@ class Phase:
     latencies_ns: list[int] = field(default_factory=list)
     client_cpu_s: float = 0.0
     server_cpu_s: float = 0.0
+    foreign_cpu_s: float = 0.0
 
 
 def fiduciary_cmd() -> list[str]:
@@ -149,7 +154,7 @@ def run_phase(base: str, token: str, endpoint: str, ids: list[str], concurrency:
                for i in range(concurrency)]
     for t in threads:
         t.start()
-    server0, client0 = cpu_seconds(server_pid), time.process_time()
+    server0, client0, watch = cpu_seconds(server_pid), time.process_time(), CpuWatch()
     t0 = time.perf_counter()
     deadline[0] = t0 + seconds
     start_gate.wait()
@@ -158,10 +163,11 @@ def run_phase(base: str, token: str, endpoint: str, ids: list[str], concurrency:
     phase.seconds = time.perf_counter() - t0
     phase.server_cpu_s = cpu_seconds(server_pid) - server0
     phase.client_cpu_s = time.process_time() - client0
+    phase.foreign_cpu_s = watch.foreign_s(also_ours=phase.server_cpu_s)
     return phase
 
 
-def summarise(phases: list[Phase]) -> dict[str, float]:
+def summarise(phases: list[Phase]) -> dict[str, Any]:
     ok = sum(p.ok for p in phases)
     secs = sum(p.seconds for p in phases)
     lat = sorted(ns for p in phases for ns in p.latencies_ns)
@@ -183,6 +189,7 @@ def summarise(phases: list[Phase]) -> dict[str, float]:
         if done else 0.0,
         "server_cpu_util": round(sum(p.server_cpu_s for p in phases) / secs, 2) if secs else 0.0,
         "phase_rps": [round(p.ok / p.seconds, 1) for p in phases],
+        "other_processes_cpu_s": round(sum(p.foreign_cpu_s for p in phases), 2),
     }
 
 
@@ -193,6 +200,9 @@ def main() -> None:
                    help="timed seconds per endpoint, split into two alternating phases")
     p.add_argument("--warmup-seconds", type=float, default=2.0,
                    help="untimed load on each endpoint before timing (default 2)")
+    p.add_argument("--as-role", default=None,
+                   help="read as a logged-in staff user of this role (password + TOTP "
+                        "session), e.g. claims_adjuster; default: a service API key")
     p.add_argument("--server-log-level", default="warning",
                    help="server log level; 'info' adds an access-log line per request")
     args = p.parse_args()
@@ -208,8 +218,12 @@ def main() -> None:
             plain_ids = insert_plaintext(rt.vault, rows,
                                          progress=progress_logger(n, "inserted (plaintext)"))
             vault_ids = record_ids(rt.vault, COLLECTION)
+            staff = create_staff(rt, args.as_role) if args.as_role else None
         finally:
             rt.close()
+        if args.as_role:
+            PATHS[VAULT] = PATHS[VAULT].replace("purpose=customer_service",
+                                                f"purpose={ROLE_PURPOSE[args.as_role]}")
         assert len(vault_ids) == len(plain_ids) == n, (len(vault_ids), len(plain_ids))
         ids = {VAULT: vault_ids, PLAIN: plain_ids}
 
@@ -234,10 +248,13 @@ def main() -> None:
                  str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
             wait_healthy(base, proc)
+            if staff is not None:
+                token = login(base, staff)  # both endpoints are read with this session
             log(f"server pid {proc.pid} on {base}; warming up {args.warmup_seconds:g} s each")
             for endpoint in (VAULT, PLAIN):
                 run_phase(base, token, endpoint, ids[endpoint], conc, args.warmup_seconds,
                           proc.pid, seed=args.seed)
+            waited = wait_for_quiet(args.quiet_wait)
             half = args.seconds / 2
             phases: dict[str, list[Phase]] = {VAULT: [], PLAIN: []}
             for i, endpoint in enumerate((VAULT, PLAIN, PLAIN, VAULT)):
@@ -279,8 +296,10 @@ def main() -> None:
         "vault": vault,
         "plaintext": plain,
         "seconds_per_endpoint": args.seconds,
+        "waited_for_quiet_s": waited,
         "phase_order": "warm-up vault, plaintext; then vault, plaintext, plaintext, vault",
         "server_log_level": args.server_log_level,
+        "principal": f"staff session ({args.as_role})" if args.as_role else "service API key",
         "database": describe_url(args.database_url),
         **machine(),
     })

@@ -19,6 +19,7 @@ from typing import Any
 
 from _common import (
     BATCH_SIZE,
+    CpuWatch,
     as_rows,
     common_args,
     describe_url,
@@ -30,15 +31,18 @@ from _common import (
     log,
     machine,
     temp_root,
+    wait_for_quiet,
 )
 
 from fiduciary.runtime import Runtime
 
 
-def timed(run: Callable[[], Any]) -> tuple[float, float, Any]:
+def timed(run: Callable[[], Any]) -> tuple[float, float, float, Any]:
+    """(wall s, our CPU s, other processes' CPU s, result)."""
+    watch = CpuWatch()
     wall, cpu = time.perf_counter(), time.process_time()
     result = run()
-    return time.perf_counter() - wall, time.process_time() - cpu, result
+    return time.perf_counter() - wall, time.process_time() - cpu, watch.foreign_s(), result
 
 
 def main() -> None:
@@ -53,16 +57,21 @@ def main() -> None:
     rows = as_rows(generate_persons(n, args.seed))
 
     runs: dict[str, list[tuple[float, float]]] = {"encrypted": [], "plaintext": []}
+    foreign: list[float] = []
+    waited = [0.0]
     with temp_root() as root:
         def side(label: str, rt: Runtime) -> None:
+            waited[0] += wait_for_quiet(args.quiet_wait)
             if label == "encrypted":
-                wall, cpu, report = timed(lambda: import_encrypted(rt.vault, rows, batch))
+                wall, cpu, other, report = timed(lambda: import_encrypted(rt.vault, rows, batch))
                 assert report.imported == n, report
             else:
-                wall, cpu, ids = timed(lambda: insert_plaintext(rt.vault, rows, batch))
+                wall, cpu, other, ids = timed(lambda: insert_plaintext(rt.vault, rows, batch))
                 assert len(ids) == n
             runs[label].append((wall, cpu))
-            log(f"{label}: {n:,} rows in {wall:.2f} s ({n / wall:,.0f} rows/s, cpu {cpu:.2f} s)")
+            foreign.append(other)
+            log(f"{label}: {n:,} rows in {wall:.2f} s ({n / wall:,.0f} rows/s, cpu {cpu:.2f} s, "
+                f"other processes' cpu {other:.2f} s)")
 
         # Warm-up (imports, compiled statements, AES-GCM/HMAC objects) on a throwaway database.
         with fresh_runtime(args.database_url, root, "warmup") as rt:
@@ -90,6 +99,8 @@ def main() -> None:
         "plaintext_cpu_s": round(statistics.median(c for _, c in runs["plaintext"]), 3),
         "runs": {k: [round(w, 3) for w, _ in v] for k, v in runs.items()},
         "repeats": args.repeats,
+        "other_processes_cpu_s_max": max(foreign),
+        "waited_for_quiet_s": round(waited[0], 1),
         "batch_size": batch,
         "database": describe_url(args.database_url),
         "fresh_database_per_run": True,

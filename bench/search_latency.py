@@ -1,26 +1,37 @@
 """Equality-search latency through the blind index: ``VaultService.search`` on existing values.
 
     python bench/search_latency.py --records 1000000 [--queries 2000] [--database-url URL]
+                                   [--data-dir DIR]
 
 Loads N synthetic persons through the real Importer into a fresh database (rows are generated
 while they stream into the importer, so memory stays flat; the load time reported therefore
 includes generation), keeps every national_id and email in memory, warms up, then times Q
-searches, each on a random existing value of one of the two fields (chosen at random), with
-``time.perf_counter_ns`` around the single ``search`` call (digest, query, decryption of every
-match, purpose filtering). The last stdout line is one JSON object.
+searches, each on the value of a random existing record in one of the two fields (chosen at
+random), with ``time.perf_counter_ns`` around the single ``search`` call (digest, query,
+policy decision and decryption of every match). Every match is decrypted, so latency grows with
+the number of matches: the JSON also breaks latency down by field and by match count.
+
+``--data-dir DIR`` keeps the loaded store (SQLite in DIR, or the given ``--database-url`` used
+as is) and the query values in DIR, and a later run with the same DIR, N and seed skips the
+load: a 1,000,000-record load takes ~15 minutes on 2 cores, the queries seconds.
+The last stdout line is one JSON object.
 """
 
 from __future__ import annotations
 
 import gc
+import json
 import random
 import statistics
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
 
 from _common import (
     COLLECTION,
-    Row,
+    PRINCIPAL,
+    CpuWatch,
     common_args,
     describe_url,
     emit,
@@ -31,16 +42,23 @@ from _common import (
     make_row,
     progress_logger,
     temp_root,
+    wait_for_quiet,
 )
 
+from fiduciary.config import Settings
 from fiduciary.demo import DemoGenerator
+from fiduciary.runtime import Runtime, is_initialised, open_runtime
+from fiduciary.vault.importer import ParsedRow
 from fiduciary.vault.service import VaultService
 
 PURPOSE = "customer_service"
 FIELDS = ("national_id", "email")
+VALUES_FILE = "bench-search-values.json"
+#: Match-count buckets: a search decrypts every match, so latency grows with matches.
+BUCKETS = ((1, 1), (2, 5), (6, 20), (21, 10**9))
 
 
-def streamed_rows(n: int, seed: int, keep: dict[str, list[str]]) -> Iterator[Row]:
+def streamed_rows(n: int, seed: int, keep: dict[str, list[str]]) -> Iterator[ParsedRow]:
     """Generate persons one by one for the importer, remembering the searchable values."""
     gen = DemoGenerator(seed)
     for i in range(1, n + 1):
@@ -56,45 +74,89 @@ def percentile(sorted_ns: list[int], q: float) -> float:
     return sorted_ns[k] / 1e6
 
 
+def stats(ns: list[int]) -> dict[str, float]:
+    s = sorted(ns)
+    return {"queries": len(s), "p50_ms": round(percentile(s, 50), 3),
+            "p99_ms": round(percentile(s, 99), 3),
+            "mean_ms": round(statistics.fmean(s) / 1e6, 3)}
+
+
 def run_queries(vault: VaultService, values: dict[str, list[str]], count: int,
-                rng: random.Random) -> tuple[dict[str, list[int]], list[int]]:
-    lat: dict[str, list[int]] = {f: [] for f in FIELDS}
-    hits: list[int] = []
+                rng: random.Random) -> list[tuple[str, int, int]]:
+    """(field, latency ns, matches) per query."""
+    out: list[tuple[str, int, int]] = []
     clock = time.perf_counter_ns
     for _ in range(count):
         field = rng.choice(FIELDS)
         where = {field: rng.choice(values[field])}
         t0 = clock()
-        found = vault.search(COLLECTION, where, PURPOSE)
-        lat[field].append(clock() - t0)
-        hits.append(len(found))
-    return lat, hits
+        found = vault.search(PRINCIPAL, COLLECTION, where, PURPOSE)
+        out.append((field, clock() - t0, len(found)))
+    return out
+
+
+def load(rt: Runtime, n: int, seed: int) -> tuple[dict[str, list[str]], float]:
+    values: dict[str, list[str]] = {f: [] for f in FIELDS}
+    log(f"loading {n:,} persons through the importer")
+    t0 = time.perf_counter()
+    report = import_encrypted(rt.vault, streamed_rows(n, seed, values),
+                              progress=progress_logger(n, "imported"))
+    load_s = time.perf_counter() - t0
+    assert report.imported == n, report
+    log(f"loaded {n:,} in {load_s:.1f} s")
+    return values, load_s
+
+
+def open_store(stack: ExitStack, data_dir: Path | None, url: str | None, n: int,
+               seed: int) -> tuple[Runtime, dict[str, list[str]], float | None]:
+    """(runtime, query values, load seconds or None when a kept store was reused)."""
+    if data_dir is None:
+        rt = stack.enter_context(fresh_runtime(url, stack.enter_context(temp_root()), "search"))
+        return rt, *load(rt, n, seed)
+    settings = Settings(data_dir=data_dir, database_url=url)
+    saved = data_dir / VALUES_FILE
+    if is_initialised(settings) and saved.exists():
+        kept = json.loads(saved.read_text())
+        if (kept["records"], kept["seed"]) != (n, seed):
+            raise SystemExit(f"{data_dir} holds {kept['records']:,} records (seed "
+                             f"{kept['seed']}); use another --data-dir")
+        rt = open_runtime(settings)
+        stack.callback(rt.close)
+        log(f"reusing the {n:,} records kept in {data_dir}")
+        return rt, kept["values"], None
+    if data_dir.exists() and any(data_dir.iterdir()):
+        raise SystemExit(f"{data_dir} is neither empty nor a store kept by this benchmark")
+    rt = open_runtime(settings, create=True)
+    stack.callback(rt.close)
+    values, load_s = load(rt, n, seed)
+    saved.write_text(json.dumps({"records": n, "seed": seed, "values": values}))
+    return rt, values, load_s
 
 
 def main() -> None:
     p = common_args(__doc__.splitlines()[0], default_records=50_000)
     p.add_argument("--queries", type=int, default=2000, help="timed searches (default 2000)")
     p.add_argument("--warmup", type=int, default=500, help="untimed searches first (default 500)")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="keep the loaded store here and reuse it on later runs")
     args = p.parse_args()
     n = args.records
 
-    values: dict[str, list[str]] = {f: [] for f in FIELDS}
-    with temp_root() as root, fresh_runtime(args.database_url, root, "search") as rt:
-        log(f"loading {n:,} persons through the importer ({describe_url(args.database_url)})")
-        t0 = time.perf_counter()
-        report = import_encrypted(rt.vault, streamed_rows(n, args.seed, values),
-                                  progress=progress_logger(n, "imported"))
-        load_s = time.perf_counter() - t0
-        assert report.imported == n, report
-        log(f"loaded {n:,} in {load_s:.1f} s; warming up with {args.warmup} searches")
+    with ExitStack() as stack:
+        rt, values, load_s = open_store(stack, args.data_dir, args.database_url, n, args.seed)
+        log(f"warming up with {args.warmup} searches")
         gc.collect()
         rng = random.Random(args.seed + 1)
         run_queries(rt.vault, values, args.warmup, rng)
+        waited = wait_for_quiet(args.quiet_wait)
         log(f"timing {args.queries} searches")
-        lat, hits = run_queries(rt.vault, values, args.queries, rng)
+        watch = CpuWatch()
+        timed = run_queries(rt.vault, values, args.queries, rng)
+        foreign = watch.foreign_s()
 
-    every = sorted(ns for f in FIELDS for ns in lat[f])
-    result = {
+    every = sorted(ns for _, ns, _ in timed)
+    hits = [m for _, _, m in timed]
+    emit({
         "benchmark": "search_latency",
         "records": n,
         "queries": len(every),
@@ -103,21 +165,20 @@ def main() -> None:
         "mean_ms": round(statistics.fmean(every) / 1e6, 3),
         "max_ms": round(every[-1] / 1e6, 3),
         "target_p99_ms": 2.0,
-        "by_field": {
-            f: {"queries": len(lat[f]),
-                "p50_ms": round(percentile(sorted(lat[f]), 50), 3),
-                "p99_ms": round(percentile(sorted(lat[f]), 99), 3),
-                "mean_ms": round(statistics.fmean(lat[f]) / 1e6, 3)}
-            for f in FIELDS if lat[f]
-        },
+        "by_field": {f: stats([ns for g, ns, _ in timed if g == f]) for f in FIELDS
+                     if any(g == f for g, _, _ in timed)},
+        "by_matches": {(f"{lo}" if lo == hi else f"{lo}+" if hi > 10**6 else f"{lo}-{hi}"):
+                       stats([ns for _, ns, m in timed if lo <= m <= hi])
+                       for lo, hi in BUCKETS if any(lo <= m <= hi for m in hits)},
         "matches_per_query": {"mean": round(statistics.fmean(hits), 3), "max": max(hits)},
         "purpose": PURPOSE,
         "warmup_queries": args.warmup,
-        "load_s": round(load_s, 1),
+        "load_s": round(load_s, 1) if load_s is not None else None,
+        "waited_for_quiet_s": waited,
+        "other_processes_cpu_s": foreign,
         "database": describe_url(args.database_url),
         **machine(),
-    }
-    emit(result)
+    })
 
 
 if __name__ == "__main__":
