@@ -130,7 +130,7 @@ class CpuWatch:
         return round(max(busy - own, 0.0), 2)
 
 
-def wait_for_quiet(max_wait_s: float, window_s: float = 3.0, busy_max: float = 0.15) -> float:
+def wait_for_quiet(max_wait_s: float, window_s: float = 1.0, busy_max: float = 0.15) -> float:
     """Wait (at most ``max_wait_s``) until other processes use under ``busy_max`` of one core
     over a ``window_s`` window; returns the seconds waited. On a 2-core machine a test run
     next to a benchmark halves its figures, so timed phases start only on a quiet machine."""

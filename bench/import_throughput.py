@@ -46,7 +46,7 @@ def timed(run: Callable[[], Any]) -> tuple[float, float, float, Any]:
 
 
 def main() -> None:
-    p = common_args(__doc__.splitlines()[0], default_records=20_000)
+    p = common_args(__doc__.splitlines()[0], default_records=10_000)
     p.add_argument("--repeats", type=int, default=3,
                    help="timed runs per side, alternating order; the median is reported")
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE)
