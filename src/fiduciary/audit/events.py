@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 from fiduciary.access.principal import Principal
 from fiduciary.clock import Clock
 from fiduciary.storage import Database
-from fiduciary.storage.schema import audit_events
+from fiduciary.storage.schema import audit_events, audit_subjects
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,18 @@ class AuditLog:
     def append(self, conn: Connection, event: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        conn.execute(audit_events.insert(), [self._row(event)])
+        self._insert(conn, [event])
+
+    def _insert(self, conn: Connection, events: list[dict[str, Any]]) -> None:
+        """Insert events and index them by subject, for a subject's trail without a scan."""
+        inserted = conn.execute(
+            audit_events.insert().returning(audit_events.c.seq, audit_events.c.event_id),
+            [self._row(e) for e in events]).all()
+        seqs = {event_id: seq for seq, event_id in inserted}
+        by_subject = [{"subject_id": sid, "seq": seqs[e["id"]]}
+                      for e in events for sid in e["subject_ids"]]
+        if by_subject:
+            conn.execute(audit_subjects.insert(), by_subject)
 
     def append_committed(self, event: dict[str, Any]) -> None:
         """Returns once the event is committed (or raises). Concurrent callers share one
@@ -132,7 +143,7 @@ class AuditLog:
                     batch, self._pending = self._pending, []
                 try:
                     with self.db.write() as conn:
-                        conn.execute(audit_events.insert(), [self._row(e) for e, _ in batch])
+                        self._insert(conn, [e for e, _ in batch])
                 except BaseException as exc:
                     for _, w in batch:
                         w.finish(exc)

@@ -10,6 +10,7 @@ from fiduciary.datamap.model import (
     LawfulBasis,
     Purpose,
     RetentionRule,
+    ThirdParty,
 )
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "LawfulBasis",
     "Purpose",
     "RetentionRule",
+    "ThirdParty",
     "load",
     "load_default",
     "load_file",

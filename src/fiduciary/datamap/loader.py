@@ -11,6 +11,7 @@ import yaml
 
 from fiduciary.datamap.model import (
     MASKING_STRATEGIES,
+    RECIPIENT_KINDS,
     RETENTION_EVENTS,
     Classification,
     CollectionSpec,
@@ -21,6 +22,7 @@ from fiduciary.datamap.model import (
     Purpose,
     RetentionRule,
     SpecialCategoryCondition,
+    ThirdParty,
 )
 from fiduciary.datamap.values import FORMATS
 from fiduciary.errors import DataMapInvalid, FieldProblem
@@ -34,7 +36,7 @@ _FIELD_KEYS = frozenset(
 )
 _COLLECTION_KEYS = frozenset(
     {"description", "lawful_basis", "special_category_condition", "purposes", "retention",
-     "fields"}
+     "fields", "subject_categories"}
 )
 DEFAULT_DATAMAP = "default_insurance.yaml"
 
@@ -91,11 +93,56 @@ def parse(text: str, source: str) -> DataMap:
             spec = _collection(str(name), body, purposes, problems)
             if spec:
                 collections[spec.name] = spec
+    third_parties = _third_parties(doc.get("third_parties"), purposes, collections, problems)
+    controller = doc.get("controller") or {}
+    if not isinstance(controller, dict) or not all(
+            isinstance(v, str) for v in controller.values()):
+        problems.add("controller", "expected a mapping of text (name, address, contact, dpo)")
+        controller = {}
     for key in doc:
-        if key not in {"version", "purposes", "collections"}:
+        if key not in {"version", "purposes", "collections", "third_parties", "controller"}:
             problems.add(str(key), "unknown top-level key")
     _raise(problems)
-    return DataMap(purposes=purposes, collections=collections, source=source)
+    return DataMap(purposes=purposes, collections=collections, source=source,
+                   third_parties=third_parties,
+                   controller={str(k): str(v) for k, v in controller.items()})
+
+
+def _third_parties(raw: Any, purposes: dict[str, Purpose],
+                   collections: dict[str, CollectionSpec],
+                   problems: _Problems) -> tuple[ThirdParty, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        problems.add("third_parties", "expected a mapping of recipient name to details")
+        return ()
+    out = []
+    for name, body in raw.items():
+        where = f"third_parties.{name}"
+        if not isinstance(body, dict):
+            problems.add(where, "expected a mapping")
+            continue
+        for key in body:
+            if key not in {"kind", "purposes", "collections", "country", "transfer_safeguard",
+                           "description"}:
+                problems.add(f"{where}.{key}", "unknown key")
+        kind = body.get("kind")
+        if kind not in RECIPIENT_KINDS:
+            problems.add(f"{where}.kind", f"expected one of: {', '.join(sorted(RECIPIENT_KINDS))}")
+        used = _purpose_set(body.get("purposes"), f"{where}.purposes", purposes, problems)
+        shared = body.get("collections")
+        if not isinstance(shared, list) or not shared:
+            problems.add(f"{where}.collections", "expected a non-empty list of collections")
+            shared = []
+        for c in shared:
+            if c not in collections:
+                problems.add(f"{where}.collections", f"undeclared collection {c!r}")
+        out.append(ThirdParty(
+            name=str(name), kind=str(kind), purposes=frozenset(used),
+            collections=frozenset(str(c) for c in shared), country=str(body.get("country", "")),
+            transfer_safeguard=str(body.get("transfer_safeguard", "")),
+            description=str(body.get("description", ""))))
+    return tuple(out)
 
 
 def _raise(problems: _Problems) -> None:
@@ -182,7 +229,12 @@ def _collection(
             f = _field(where, str(fname), fbody, default_purposes, purposes, problems)
             if f:
                 fields[f.name] = f
-    retention = _retention(where, body.get("retention"), fields, problems)
+    retention = _retention(where, body.get("retention"), fields, purposes, problems)
+    categories = body.get("subject_categories", ["customers"])
+    if not isinstance(categories, list) or not categories or not all(
+            isinstance(c, str) for c in categories):
+        problems.add(f"{where}.subject_categories", "expected a non-empty list of text")
+        categories = ["customers"]
     if condition is None and any(
         f.classification is Classification.SPECIAL_CATEGORY for f in fields.values()
     ):
@@ -197,11 +249,13 @@ def _collection(
         fields=fields,
         description=str(body.get("description", "")),
         special_category_condition=condition,
+        subject_categories=tuple(categories),
     )
 
 
 def _retention(
-    where: str, raw: Any, fields: dict[str, FieldSpec], problems: _Problems
+    where: str, raw: Any, fields: dict[str, FieldSpec], purposes: dict[str, Purpose],
+    problems: _Problems,
 ) -> RetentionRule | None:
     where = f"{where}.retention"
     if not isinstance(raw, dict):
@@ -221,8 +275,28 @@ def _retention(
         problems.add(f"{where}.from",
                      f"expected a date field of the collection or one of: "
                      f"{', '.join(sorted(RETENTION_EVENTS))}")
-    return RetentionRule(period=period, start=str(start), description=str(raw.get("description",
-                                                                                   "")))
+    for key in raw:
+        if key not in {"period", "from", "description", "when", "purpose"}:
+            problems.add(f"{where}.{key}", "unknown retention key")
+    when = raw.get("when") or {}
+    if not isinstance(when, dict):
+        problems.add(f"{where}.when", "expected a mapping of field: value")
+        when = {}
+    for fname in when:
+        f = fields.get(fname)
+        if f is None or f.encrypted:
+            problems.add(f"{where}.when.{fname}",
+                         "expected a declared field classified public or internal")
+    consent_purpose = raw.get("purpose")
+    if start == "consent_withdrawn":
+        if consent_purpose not in purposes or not purposes[consent_purpose].consent_required:
+            problems.add(f"{where}.purpose",
+                         "required with from: consent_withdrawn: a consent-based purpose")
+    elif consent_purpose is not None:
+        problems.add(f"{where}.purpose", "only used with from: consent_withdrawn")
+    return RetentionRule(period=period, start=str(start),
+                         description=str(raw.get("description", "")), when=dict(when),
+                         consent_purpose=consent_purpose)
 
 
 def _number(raw: Any, where: str, problems: _Problems) -> float | None:

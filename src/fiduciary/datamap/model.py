@@ -87,11 +87,17 @@ class Purpose:
 
 @dataclass(frozen=True)
 class RetentionRule:
-    """Keep for ``period`` (ISO 8601 duration such as ``P7Y``) counted from ``start``."""
+    """Keep for ``period`` (ISO 8601 duration such as ``P7Y``) counted from ``start``.
+
+    ``when`` limits the rule to records whose clear fields equal the given values (declined
+    quotes); other records of the collection fall under the subject's rule. A rule counted from
+    ``consent_withdrawn`` runs from the withdrawal of consent to ``consent_purpose``."""
 
     period: str | None
     start: str
     description: str = ""
+    when: dict[str, Any] = field(default_factory=dict)
+    consent_purpose: str | None = None
 
 
 @dataclass(frozen=True)
@@ -141,6 +147,8 @@ class CollectionSpec:
     fields: dict[str, FieldSpec]
     description: str = ""
     special_category_condition: SpecialCategoryCondition | None = None
+    #: GDPR Art. 30(1)(c): categories of data subjects (records of processing).
+    subject_categories: tuple[str, ...] = ("customers",)
 
     @property
     def searchable_fields(self) -> list[FieldSpec]:
@@ -155,12 +163,38 @@ class CollectionSpec:
         return [f.name for f in self.fields.values() if f.subject_attribute]
 
 
+#: Kinds of recipients outside the insurer (GDPR Art. 30(1)(d)).
+RECIPIENT_KINDS = frozenset({"processor", "controller", "joint_controller", "public_authority"})
+
+
+@dataclass(frozen=True)
+class ThirdParty:
+    """A recipient outside the insurer: reinsurer, claims administrator, regulator."""
+
+    name: str
+    kind: str
+    purposes: frozenset[str]
+    collections: frozenset[str]
+    country: str = ""
+    transfer_safeguard: str = ""
+    description: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "purposes": sorted(self.purposes),
+                "collections": sorted(self.collections), "country": self.country,
+                "transfer_safeguard": self.transfer_safeguard,
+                "description": self.description}
+
+
 @dataclass(frozen=True)
 class DataMap:
     purposes: dict[str, Purpose]
     collections: dict[str, CollectionSpec]
     source: str = "<default>"
     extras: dict[str, Any] = field(default_factory=dict)
+    third_parties: tuple[ThirdParty, ...] = ()
+    #: Name and contact details of the controller and its DPO (Art. 30(1)(a)).
+    controller: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -182,7 +216,8 @@ class DataMap:
                         if c.special_category_condition
                         else None
                     ),
-                    "retention": {"period": c.retention.period, "from": c.retention.start},
+                    "retention": {"period": c.retention.period, "from": c.retention.start,
+                                  **({"when": c.retention.when} if c.retention.when else {})},
                     "fields": {f.name: f.as_dict() for f in c.fields.values()},
                 }
                 for c in self.collections.values()

@@ -247,3 +247,102 @@ system_state = sa.Table(
     sa.Column("key", sa.String(64), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
 )
+
+#: "Who touched this customer": one row per (subject, event), so a subject's trail is an index
+#: lookup instead of a scan of every event.
+audit_subjects = sa.Table(
+    "audit_subjects",
+    metadata,
+    sa.Column("subject_id", ID, primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+)
+
+# -- privacy operations -------------------------------------------------------------------------
+
+#: The consent ledger: append-only; the current state per (subject, purpose) is the latest row.
+consent_events = sa.Table(
+    "consent_events",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("subject_id", ID, nullable=False),
+    sa.Column("purpose", sa.String(64), nullable=False),
+    sa.Column("granted", sa.Boolean, nullable=False),
+    sa.Column("notice_id", sa.String(128), nullable=True),
+    sa.Column("notice_version", sa.String(64), nullable=True),
+    sa.Column("method", sa.String(48), nullable=False),
+    sa.Column("channel", sa.String(48), nullable=True),
+    sa.Column("recorded_at", UTCDateTime(), nullable=False),
+    sa.Column("recorded_by", sa.String(128), nullable=False),
+    sa.Index("ix_consent_events_subject_purpose", "subject_id", "purpose", "recorded_at"),
+)
+
+#: Data-subject requests (GDPR Art. 15-22, CCPA). Kept at least 24 months (CCPA regs 7101),
+#: after the subject's erasure too: the row holds ids, dates and outcomes, never their data.
+dsr_requests = sa.Table(
+    "dsr_requests",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("subject_id", ID, nullable=False, index=True),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("regime", sa.String(8), nullable=False),
+    sa.Column("channel", sa.String(32), nullable=True),
+    sa.Column("status", sa.String(24), nullable=False, index=True),
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+    sa.Column("due_at", UTCDateTime(), nullable=False, index=True),
+    sa.Column("original_due_at", UTCDateTime(), nullable=False),
+    sa.Column("acknowledge_by", UTCDateTime(), nullable=True),
+    sa.Column("acknowledged_at", UTCDateTime(), nullable=True),
+    sa.Column("extension_reason", sa.Text, nullable=True),
+    sa.Column("verified_at", UTCDateTime(), nullable=True),
+    sa.Column("verified_by", sa.String(128), nullable=True),
+    sa.Column("verification_method", sa.String(64), nullable=True),
+    sa.Column("closed_at", UTCDateTime(), nullable=True),
+    #: Why a request was denied or only partly fulfilled (text the DPO writes).
+    sa.Column("outcome_reason", sa.Text, nullable=True),
+    #: JSON: what fulfilment produced (package file, erasure certificate id, records kept).
+    sa.Column("result", sa.Text, nullable=True),
+    sa.Column("created_by", sa.String(128), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+#: Every step of a request, in order (the audit trail has them too; this is the ticket view).
+dsr_steps = sa.Table(
+    "dsr_steps",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("request_id", ID, nullable=False, index=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("step", sa.String(32), nullable=False),
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("details", sa.Text, nullable=False, server_default="{}"),
+)
+
+#: Legal holds block retention purges and erasure of what they cover.
+legal_holds = sa.Table(
+    "legal_holds",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("scope", sa.String(16), nullable=False),  # subject | record | collection
+    sa.Column("target", sa.String(64), nullable=False, index=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("owner", sa.String(128), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("created_by", sa.String(128), nullable=False),
+    sa.Column("released_at", UTCDateTime(), nullable=True),
+    sa.Column("released_by", sa.String(128), nullable=True),
+)
+
+#: Erasures of subjects: the certificate (what was erased, kept and why, when), and whether
+#: records kept under a duty still wait for it to end (``pending``).
+erasures = sa.Table(
+    "erasures",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("subject_id", ID, nullable=False, index=True),
+    sa.Column("request_id", ID, nullable=True),
+    sa.Column("status", sa.String(16), nullable=False, index=True),  # complete | pending
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("completed_at", UTCDateTime(), nullable=True),
+    sa.Column("certificate", sa.Text, nullable=False),
+)
