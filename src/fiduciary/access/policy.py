@@ -24,7 +24,7 @@ from fiduciary.errors import DataMapInvalid, FieldProblem
 ACTIONS = ("read", "search", "write", "delete", "export", "import")
 MASKINGS = frozenset(REVEAL_ORDER) | partial_strategies()
 PERMISSIONS = frozenset({"users:manage", "apikeys:manage", "config:read", "audit:read",
-                         "privacy:manage", "alerts:manage"})
+                         "privacy:manage", "alerts:manage", "consent:read", "consent:write"})
 DEFAULT_POLICY = "default_policy.yaml"
 
 # Reasons, most telling first: the one a fully denied request reports.

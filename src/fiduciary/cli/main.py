@@ -32,6 +32,13 @@ users_app = typer.Typer(help="Staff users (password + TOTP).", no_args_is_help=T
 training_app = typer.Typer(help="Security-awareness training records.", no_args_is_help=True)
 access_app = typer.Typer(help="Access reviews and break-glass review.", no_args_is_help=True)
 audit_app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
+dsr_app = typer.Typer(help="Data-subject requests (GDPR, CCPA) with statutory deadlines.",
+                      no_args_is_help=True)
+consent_app = typer.Typer(help="The consent ledger.", no_args_is_help=True)
+holds_app = typer.Typer(help="Legal holds: block retention purges and erasure.",
+                        no_args_is_help=True)
+retention_app = typer.Typer(help="Retention: list or purge what has expired.",
+                            no_args_is_help=True)
 app.add_typer(datamap_app, name="datamap")
 app.add_typer(keys_app, name="keys")
 app.add_typer(apikeys_app, name="apikeys")
@@ -39,6 +46,10 @@ app.add_typer(users_app, name="users")
 app.add_typer(training_app, name="training")
 app.add_typer(access_app, name="access")
 app.add_typer(audit_app, name="audit")
+app.add_typer(dsr_app, name="dsr")
+app.add_typer(consent_app, name="consent")
+app.add_typer(holds_app, name="holds")
+app.add_typer(retention_app, name="retention")
 
 @app.callback()
 def _main() -> None:
@@ -425,6 +436,9 @@ def apikeys_revoke(key_id: str, data_dir: DataDir = None) -> None:
 
 from fiduciary.cli import access as _access  # noqa: E402,F401  (registers commands)
 from fiduciary.cli import audit as _audit  # noqa: E402,F401
+from fiduciary.cli import dsr as _dsr  # noqa: E402,F401
+from fiduciary.cli import privacy as _privacy  # noqa: E402,F401
+from fiduciary.cli import ropa as _ropa  # noqa: E402,F401
 
 if __name__ == "__main__":
     app()

@@ -1,0 +1,3 @@
+"""CLI: data-subject requests and the consent ledger."""
+
+from __future__ import annotations

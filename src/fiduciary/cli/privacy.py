@@ -1,0 +1,3 @@
+"""CLI: legal holds and retention."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""CLI: records of processing (GDPR Art. 30)."""
+
+from __future__ import annotations

@@ -1,0 +1,2 @@
+"""Privacy operations: consent, data-subject requests, erasure, retention, records of
+processing."""
