@@ -9,8 +9,9 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from fiduciary.crypto.keystore import subject_deks
 from fiduciary.runtime import Runtime
-from fiduciary.storage.schema import records, subject_keys
+from fiduciary.storage.schema import records
 from tests.test_api_records import PA, new_person
 
 
@@ -92,10 +93,10 @@ def test_swapped_subject_keys_fail(client: TestClient, rt: Runtime,
                                    caplog: pytest.LogCaptureFixture) -> None:
     a = new_person(client)
     b = new_person(client, national_id="219-09-9999")
-    with rt.db.write() as conn:
-        wrapped = conn.execute(sa.select(subject_keys.c.wrapped_dek).where(
-            subject_keys.c.subject_id == a["subject_id"])).scalar()
-        conn.execute(subject_keys.update().where(subject_keys.c.subject_id == b["subject_id"])
+    with rt.vault.keys.store.engine.begin() as conn:
+        wrapped = conn.execute(sa.select(subject_deks.c.wrapped_dek).where(
+            subject_deks.c.subject_id == a["subject_id"])).scalar()
+        conn.execute(subject_deks.update().where(subject_deks.c.subject_id == b["subject_id"])
                      .values(wrapped_dek=wrapped))
     rt.vault.keys.forget(b["subject_id"])
     with caplog.at_level(logging.ERROR, logger="fiduciary.integrity"):

@@ -15,6 +15,9 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./fiduciary-data")
     #: A SQLAlchemy URL; unset means SQLite in ``data_dir``. PostgreSQL: ``postgresql+psycopg://…``.
     database_url: str | None = None
+    #: Where subject data keys live, apart from the database (crypto-shredding must reach
+    #: database backups). Unset means ``keys.db`` (SQLite) in ``data_dir``.
+    keystore_url: str | None = None
     #: Base64 of 32 bytes. Unset means a generated ``master.key`` file in ``data_dir``.
     master_key: SecretStr | None = None
     #: A data-map YAML replacing the default insurance map.
@@ -41,6 +44,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'fiduciary.db').resolve()}"
+
+    def resolved_keystore_url(self) -> str:
+        if self.keystore_url:
+            return self.keystore_url
+        return f"sqlite:///{(self.data_dir / 'keys.db').resolve()}"
 
     @property
     def log_dir(self) -> Path:

@@ -21,10 +21,11 @@ from fiduciary.audit.trail import AuditTrail
 from fiduciary.clock import Clock, SystemClock
 from fiduciary.config import Settings
 from fiduciary.crypto.keyring import KEYRING_FILE, FileKeyring, open_file_keyring
+from fiduciary.crypto.keystore import SubjectKeyStore
 from fiduciary.datamap import DataMap, load
 from fiduciary.errors import ConfigurationError
 from fiduciary.storage import Database
-from fiduciary.storage.schema import system_state
+from fiduciary.storage.schema import subject_keys, system_state
 from fiduciary.vault import SubjectKeys, VaultService
 
 
@@ -45,6 +46,7 @@ class Runtime:
 
     def close(self) -> None:
         self.db.dispose()
+        self.vault.keys.store.dispose()
 
 
 def is_initialised(settings: Settings) -> bool:
@@ -69,8 +71,10 @@ def open_runtime(settings: Settings, *, create: bool = False,
     keyring = open_file_keyring(data_dir, master, create)
     db = Database(settings.resolved_database_url())
     db.migrate()
+    store = SubjectKeyStore(settings.resolved_keystore_url())
+    _move_keys_out_of_database(db, store)
     _tighten(data_dir)
-    keys = SubjectKeys(keyring, clock, cache_seconds=settings.dek_cache_seconds)
+    keys = SubjectKeys(keyring, store, clock, cache_seconds=settings.dek_cache_seconds)
     passwords = Passwords(policy.pack.settings.password_min_length, PasswordHasher(
         time_cost=settings.argon2_time_cost, memory_cost=settings.argon2_memory_kib))
     audit = AuditLog(db, clock)
@@ -111,6 +115,18 @@ def _record_configuration(db: Database, audit: AuditLog, datamap: DataMap,
                    if previous.get(k) != digest[k]]
         audit.append(conn, audit.event(None, "config.changed", details={
             **digest, "changed": changed, "previous": previous or None}))
+
+
+def _move_keys_out_of_database(db: Database, store: SubjectKeyStore) -> None:
+    """Stores made before the key store kept wrapped data keys in ``subject_keys``: move them
+    (a key in the database would survive an erasure in every backup)."""
+    with db.write() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(sa.select(subject_keys))]
+        if not rows:
+            return
+        have = store.get(r["subject_id"] for r in rows)
+        store.put([r for r in rows if r["subject_id"] not in have])
+        conn.execute(subject_keys.delete())
 
 
 def _tighten(data_dir: Path) -> None:

@@ -341,7 +341,7 @@ def keys_rotate(data_dir: DataDir = None,
     """Create a new KEK version and re-wrap every subject key under it, online."""
     rt = _open(_settings(data_dir))
     try:
-        report = rt.vault.keys.rotate(rt.db, batch_size=batch_size)
+        report = rt.vault.keys.rotate(batch_size=batch_size)
         rt.audit.append_committed(rt.audit.event(None, "keys.rotate", details={
             "kek_version": report.new_version, "rewrapped": report.rewrapped}))
     except FiduciaryError as exc:
@@ -356,7 +356,7 @@ def keys_rotate(data_dir: DataDir = None,
 def keys_status(data_dir: DataDir = None, json_out: JsonFlag = False) -> None:
     """KEK versions and how many subject keys each wraps."""
     rt = _open(_settings(data_dir))
-    counts = rt.vault.keys.counts_by_version(rt.db)
+    counts = rt.vault.keys.counts_by_version()
     versions = [{"version": v.version, "state": v.state, "created_at": v.created_at,
                  "wrapped_keys": counts.get(v.version, 0)} for v in rt.keyring.versions()]
     rt.close()

@@ -7,12 +7,13 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from fiduciary.storage.schema import blind_index, records, subject_keys, subjects
+from fiduciary.storage.schema import blind_index, records, subjects
 
 
 @dataclass
 class Batch:
     subjects: list[dict[str, Any]] = field(default_factory=list)
+    #: Key-store rows of new subjects: stored in the key store, never in the database.
     subject_keys: list[dict[str, Any]] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
     index: list[dict[str, Any]] = field(default_factory=list)
@@ -28,8 +29,8 @@ class Batch:
 
 
 def insert_batch(conn: Connection, batch: Batch) -> None:
-    for table, rows in ((subjects, batch.subjects), (subject_keys, batch.subject_keys),
-                        (records, batch.records), (blind_index, batch.index)):
+    for table, rows in ((subjects, batch.subjects), (records, batch.records),
+                        (blind_index, batch.index)):
         if rows:
             conn.execute(table.insert(), rows)
     for subject_id, attributes in batch.subject_attributes.items():

@@ -52,7 +52,8 @@ subjects = sa.Table(
     sa.Column("attributes", sa.Text, nullable=False, server_default="{}"),
 )
 
-#: One data key per subject, wrapped by a KEK version of the keyring.
+#: Retired: data keys now live in the key store (crypto/keystore.py), apart from the database.
+#: Kept empty so stores made before the move can be migrated (runtime moves any rows out).
 subject_keys = sa.Table(
     "subject_keys",
     metadata,

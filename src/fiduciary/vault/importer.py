@@ -19,7 +19,7 @@ from fiduciary.datamap import CollectionSpec
 from fiduciary.datamap.values import ValueRejected, from_text
 from fiduciary.errors import FieldProblem, InvalidInput
 from fiduciary.storage.bulk import Batch, insert_batch
-from fiduciary.storage.schema import subject_keys, subjects
+from fiduciary.storage.schema import subjects
 from fiduciary.vault.records import _dumps
 from fiduciary.vault.service import VaultService, is_id, new_id
 
@@ -147,8 +147,9 @@ class Importer:
 
     def _flush(self, spec: CollectionSpec, pending: list[tuple[int, str | None, dict[str, Any]]],
                report: ImportReport, reject: Callable[[int, list[FieldProblem]], None]) -> None:
-        known = self._existing_keys({s for _, s, _ in pending if s and is_id(s)})
+        known = self._existing({s for _, s, _ in pending if s and is_id(s)})
         keys = self.vault.keys
+        ciphers = keys.ciphers(known)
         attr_names = spec.subject_attributes
         now = self.vault.clock.now()
         prepared: list[tuple[int, Batch]] = []
@@ -156,8 +157,8 @@ class Importer:
             one = Batch()
             new_attrs = {n: values[n] for n in attr_names if n in values}
             if subject_id is not None and subject_id not in known:
-                self._reject(report, reject, line, [FieldProblem("subject_id",
-                                                                  "unknown or erased subject")])
+                self._reject(report, reject, line, [FieldProblem(
+                    "subject_id", "unknown, restricted or erased subject")])
                 continue
             subject_attrs = ({**json.loads(known[subject_id].attributes), **new_attrs}
                              if subject_id else new_attrs)
@@ -172,8 +173,7 @@ class Importer:
                                      "attributes": _dumps(new_attrs)})
                 one.subject_keys.append(key_row)
             else:
-                r = known[subject_id]
-                cipher = keys.open_row(subject_id, r.dek_version, r.kek_version, r.wrapped_dek)
+                cipher = ciphers[subject_id]
                 if new_attrs:
                     one.subject_attributes[subject_id] = _dumps(subject_attrs)
             record_id = new_id()
@@ -188,6 +188,8 @@ class Importer:
         whole = Batch()
         for _, one in prepared:
             whole.extend(one)
+        # New subjects' keys are stored before the subjects: none exists without its key.
+        keys.store.put(whole.subject_keys)
         try:
             with self.vault.db.write() as conn:
                 insert_batch(conn, whole)
@@ -248,16 +250,14 @@ class Importer:
             report.created_subject_ids += [s["id"] for s in b.subjects]
         report.subjects_created = len(report.created_subject_ids)
 
-    def _existing_keys(self, ids: set[str]) -> dict[str, Any]:
+    def _existing(self, ids: set[str]) -> dict[str, Any]:
+        """Active subjects among ``ids`` (restricted or erased ones take no new rows)."""
         if not ids:
             return {}
         with self.vault.db.read() as conn:
             rows = conn.execute(
-                sa.select(subject_keys.c.subject_id, subject_keys.c.dek_version,
-                          subject_keys.c.kek_version, subject_keys.c.wrapped_dek,
-                          subjects.c.attributes)
-                .join(subjects, subjects.c.id == subject_keys.c.subject_id)
-                .where(subject_keys.c.subject_id.in_(ids), subjects.c.status == "active")
+                sa.select(subjects.c.id.label("subject_id"), subjects.c.attributes)
+                .where(subjects.c.id.in_(ids), subjects.c.status == "active")
             ).all()
         return {r.subject_id: r for r in rows}
 

@@ -33,7 +33,7 @@ from fiduciary.errors import (
     NotFound,
 )
 from fiduciary.storage import Database
-from fiduciary.storage.schema import blind_index, records, subject_keys, subjects
+from fiduciary.storage.schema import blind_index, records, subjects
 from fiduciary.vault.keys import SubjectKeys
 from fiduciary.vault.records import Record, RecordCodec, _dumps
 
@@ -45,12 +45,15 @@ _ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 
 _RECORD_COLUMNS = (
     records.c.id, records.c.subject_id, records.c.collection, records.c.clear, records.c.sealed,
-    records.c.created_at, records.c.updated_at, subject_keys.c.dek_version,
-    subject_keys.c.kek_version, subject_keys.c.wrapped_dek,
-    subjects.c.attributes.label("subject_attributes"),
+    records.c.created_at, records.c.updated_at,
+    subjects.c.attributes.label("subject_attributes"), subjects.c.status.label("subject_status"),
 )
-_RECORD_FROM = records.join(subject_keys, subject_keys.c.subject_id == records.c.subject_id
-                            ).join(subjects, subjects.c.id == records.c.subject_id)
+_RECORD_FROM = records.join(subjects, subjects.c.id == records.c.subject_id)
+
+#: Subject states under which only legal obligations may still be served (GDPR Art. 18: a
+#: restriction; and the records an erasure had to keep while a duty to retain them runs).
+RESTRICTED = frozenset({"restricted", "erasure_pending"})
+RESTRICTED_PURPOSE = "legal_obligation"
 
 
 @dataclass(frozen=True)
@@ -74,14 +77,14 @@ class VaultService:
     """Constructed with its storage, data map, keyring and clock (see ``fiduciary.runtime``)."""
 
     def __init__(self, db: Database, datamap: DataMap, keyring: Keyring, clock: Clock,
-                 policy: PolicyEngine, audit: AuditLog, keys: SubjectKeys | None = None,
+                 policy: PolicyEngine, audit: AuditLog, keys: SubjectKeys,
                  break_glass_log: BreakGlassLog | None = None) -> None:
         self.db = db
         self.audit = audit
         self.datamap = datamap
         self.clock = clock
         self.policy = policy
-        self.keys = keys or SubjectKeys(keyring, clock)
+        self.keys = keys
         self.codec = RecordCodec(BlindIndexer(keyring.index_key()))
         self.masker = Masker(keyring.derive_key("pseudonym-tokens"))
         self._break_glass_log = break_glass_log
@@ -104,10 +107,10 @@ class VaultService:
 
     def _insert_subject(self, conn: Connection) -> Subject:
         subject = Subject(id=new_id(), status="active", created_at=self.clock.now())
-        key_row, _ = self.keys.new_key_row(subject.id)
+        # The key is stored first: a subject never exists without its key.
+        self.keys.create(subject.id)
         conn.execute(subjects.insert(), [{"id": subject.id, "status": subject.status,
                                           "created_at": subject.created_at}])
-        conn.execute(subject_keys.insert(), [key_row])
         return subject
 
     def get_subject(self, principal: Principal, subject_id: str) -> Subject:
@@ -124,6 +127,30 @@ class VaultService:
         if row.status == "erased":
             raise Gone(f"subject {subject_id} has been erased")
         return Subject(id=row.id, status=row.status, created_at=row.created_at)
+
+    def restrict_subject(self, principal: Principal, subject_id: str, restricted: bool) -> Subject:
+        """GDPR Art. 18: while restricted, the subject's data serves legal obligations only."""
+        if principal.kind != "system" and not principal.can("privacy:manage"):
+            raise Forbidden("restricting processing needs the privacy:manage permission",
+                            reason="field_not_permitted")
+        with self.db.write() as conn:
+            subject = self._subject(conn, subject_id)
+            if subject.status == "erasure_pending":
+                raise Forbidden(f"subject {subject_id} is being erased",
+                                reason="processing_restricted")
+            status = "restricted" if restricted else "active"
+            conn.execute(subjects.update().where(subjects.c.id == subject_id)
+                         .values(status=status))
+            self.audit.append(conn, self.audit.event(
+                principal, "subject.restrict" if restricted else "subject.unrestrict",
+                subject_ids=[subject_id]))
+            return Subject(subject.id, status, subject.created_at)
+
+    @staticmethod
+    def _check_restriction(status: str, subject_id: str, purpose: str) -> None:
+        if status in RESTRICTED and purpose != RESTRICTED_PURPOSE:
+            raise Forbidden(f"processing of subject {subject_id}'s data is restricted to "
+                            f"purpose {RESTRICTED_PURPOSE!r}", reason="processing_restricted")
 
     # -- checks --------------------------------------------------------------------------------
     def collection(self, name: str) -> CollectionSpec:
@@ -239,13 +266,14 @@ class VaultService:
                 sa.select(subjects.c.status, subjects.c.attributes)
                 .where(subjects.c.id == subject_id)
             ).first() if is_id(subject_id) else None
-            if row is None or row.status != "active":
+            if row is None or row.status == "erased":
                 reason = "unknown subject" if row is None else "subject has been erased"
                 raise InvalidInput.from_problems([FieldProblem("subject_id", reason)], "write")
+            self._check_restriction(row.status, subject_id, purpose)
             clear_values = {k: v for k, v in values.items() if not spec.fields[k].encrypted}
             self._require_write(principal, spec, purpose, values, clear_values,
                                 json.loads(row.attributes), subject_id)
-            cipher = self.keys.cipher_for(conn, subject_id)
+            cipher = self.keys.cipher_for(subject_id)
             clear, sealed = self.codec.seal(spec, record_id, cipher, values)
             conn.execute(records.insert(), [{
                 "id": record_id, "subject_id": subject_id, "collection": spec.name,
@@ -298,13 +326,13 @@ class VaultService:
         values, removed = self.validate_write(spec, data, purpose, partial=True)
         with self.db.write() as conn:
             row = self._record_row(conn, spec, record_id)
+            self._check_restriction(row.subject_status, row.subject_id, purpose)
             clear: dict[str, Any] = json.loads(row.clear)
             # Conditions are tested on the record as stored: nobody edits a record they
             # could not act on, by rewriting the very field a condition reads.
             self._require_write(principal, spec, purpose, {**values, **dict.fromkeys(removed)},
                                 clear, json.loads(row.subject_attributes), row.subject_id)
-            cipher = self.keys.open_row(row.subject_id, row.dek_version, row.kek_version,
-                                        row.wrapped_dek)
+            cipher = self.keys.cipher_for(row.subject_id)
             sealed: dict[str, str] = json.loads(row.sealed)
             new_clear, new_sealed = self.codec.seal(spec, record_id, cipher, values)
             for name in removed | set(values):
@@ -341,6 +369,7 @@ class VaultService:
         purpose = self.check_purpose(spec, purpose)
         with self.db.write() as conn:
             row = self._record_row(conn, spec, record_id)
+            self._check_restriction(row.subject_status, row.subject_id, purpose)
             clear = json.loads(row.clear)
             present = self._present(spec, clear, json.loads(row.sealed))
             decisions = self.policy.decide(principal, "delete", spec, purpose, present, clear,
@@ -365,7 +394,8 @@ class VaultService:
         purpose = self.check_purpose(None, purpose)
         self._require_any(principal, ("read",))
         with self.db.read() as conn:
-            self._subject(conn, subject_id)
+            subject = self._subject(conn, subject_id)
+            self._check_restriction(subject.status, subject_id, purpose)
             rows = conn.execute(
                 sa.select(*_RECORD_COLUMNS).select_from(_RECORD_FROM)
                 .where(records.c.subject_id == subject_id)
@@ -429,7 +459,9 @@ class VaultService:
                     blind_index.c.field == name)))
         found: list[Record] = []
         with self.db.read() as conn:
-            for row in conn.execute(query.order_by(records.c.id).limit(limit)).all():
+            rows = conn.execute(query.order_by(records.c.id).limit(limit)).all()
+            self._prefetch_keys(rows)
+            for row in rows:
                 clear = json.loads(row.clear)
                 subject = json.loads(row.subject_attributes)
                 queried = self.policy.decide(principal, "search", spec, purpose, list(where),
@@ -458,6 +490,7 @@ class VaultService:
                     .where(records.c.collection == spec.name, records.c.id > after)
                     .order_by(records.c.id).limit(batch_size)
                 ).all()
+                self._prefetch_keys(rows)
                 batch = [r for r in (self._view(row, spec, purpose, principal, "export",
                                                 required=False) for row in rows) if r]
             self._audit_read(principal, "records.export", spec.name, purpose, batch)
@@ -508,6 +541,12 @@ class VaultService:
                      .values(attributes=_dumps(current)))
 
     # -- internals -----------------------------------------------------------------------------
+    def _prefetch_keys(self, rows: Iterable[Any]) -> None:
+        """One key-store query for a batch of rows, instead of one per subject."""
+        ids = {r.subject_id for r in rows if r.sealed != "{}"}
+        if len(ids) > 1:
+            self.keys.ciphers(ids)
+
     def _record_row(self, conn: Connection, spec: CollectionSpec, record_id: str) -> Any:
         row = conn.execute(
             sa.select(*_RECORD_COLUMNS).select_from(_RECORD_FROM)
@@ -548,6 +587,10 @@ class VaultService:
               action: str, required: bool) -> Record | None:
         """Decide, decrypt only what is permitted, mask as decided. With ``required``, a record
         of which nothing is permitted is a 403; otherwise it is skipped (``None``)."""
+        if row.subject_status in RESTRICTED and purpose != RESTRICTED_PURPOSE:
+            if required:
+                self._check_restriction(row.subject_status, row.subject_id, purpose)
+            return None
         clear: dict[str, Any] = json.loads(row.clear)
         sealed: dict[str, str] = json.loads(row.sealed)
         present = self._present(spec, clear, sealed)
@@ -561,8 +604,7 @@ class VaultService:
             raise Forbidden(f"nothing of record {row.id} is permitted ({reason})", reason=reason)
         plain = {k: v for k, v in clear.items() if k in allowed}
         if sealed.keys() & allowed:
-            cipher = self.keys.open_row(row.subject_id, row.dek_version, row.kek_version,
-                                        row.wrapped_dek)
+            cipher = self.keys.cipher_for(row.subject_id)
             plain.update(self.codec.open(spec, row.id, cipher, sealed, allowed))
         data = {}
         for n in present:
