@@ -235,6 +235,21 @@ def create_app(rt: Runtime) -> FastAPI:
         audited(who, "proof/consistency", size1=size1, size2=size2)
         return proof
 
+    # -- records of processing, GDPR Art. 30 (compliance_officer, dpo, admin) ------------------
+    @app.get("/v1/ropa", tags=["privacy"], response_model=None)
+    def ropa(who: Annotated[Principal, Depends(permitted("config:read"))],
+             fmt: Annotated[str, Query(alias="format", pattern="^(json|html)$")] = "json",
+             ) -> dict[str, Any] | Response:
+        from fastapi.responses import HTMLResponse
+
+        from fiduciary.privacy.ropa import build_ropa, render_html, ropa_event_details
+
+        doc = build_ropa(rt.datamap, rt.policy, rt.keyring.versions(), rt.settings,
+                         rt.clock.now())
+        rt.audit.append_committed(rt.audit.event(who, "ropa.generated",
+                                                 details=ropa_event_details(doc, fmt)))
+        return HTMLResponse(render_html(doc)) if fmt == "html" else doc
+
     # -- administration (no customer data) -----------------------------------------------------
     @app.get("/v1/admin/users", tags=["admin"])
     def list_users(_: UserAdmin) -> dict[str, Any]:
