@@ -165,6 +165,10 @@ def _purposes(raw: Any, problems: _Problems) -> dict[str, Purpose]:
         if not isinstance(body, dict):
             problems.add(where, "expected a mapping")
             continue
+        for key in body:
+            if key not in {"description", "consent_required", "pseudonymised_only"}:
+                problems.add(f"{where}.{key}", "unknown purpose key (quote a description that "
+                                               "contains a comma)")
         out[name] = Purpose(
             name=name,
             description=str(body.get("description", "")),
@@ -276,7 +280,7 @@ def _retention(
                      f"expected a date field of the collection or one of: "
                      f"{', '.join(sorted(RETENTION_EVENTS))}")
     for key in raw:
-        if key not in {"period", "from", "description", "when", "purpose"}:
+        if key not in {"period", "from", "description", "when", "purpose", "statutory"}:
             problems.add(f"{where}.{key}", "unknown retention key")
     when = raw.get("when") or {}
     if not isinstance(when, dict):
@@ -296,7 +300,8 @@ def _retention(
         problems.add(f"{where}.purpose", "only used with from: consent_withdrawn")
     return RetentionRule(period=period, start=str(start),
                          description=str(raw.get("description", "")), when=dict(when),
-                         consent_purpose=consent_purpose)
+                         consent_purpose=consent_purpose,
+                         statutory=str(raw.get("statutory") or ""))
 
 
 def _number(raw: Any, where: str, problems: _Problems) -> float | None:

@@ -98,6 +98,9 @@ class RetentionRule:
     description: str = ""
     when: dict[str, Any] = field(default_factory=dict)
     consent_purpose: str | None = None
+    #: The law that obliges the insurer to keep these records for the period (not merely
+    #: allows it): an erasure request keeps them until the period ends (GDPR Art. 17(3)(b),(e)).
+    statutory: str = ""
 
 
 @dataclass(frozen=True)
@@ -217,7 +220,9 @@ class DataMap:
                         else None
                     ),
                     "retention": {"period": c.retention.period, "from": c.retention.start,
-                                  **({"when": c.retention.when} if c.retention.when else {})},
+                                  **({"when": c.retention.when} if c.retention.when else {}),
+                                  **({"statutory": c.retention.statutory}
+                                     if c.retention.statutory else {})},
                     "fields": {f.name: f.as_dict() for f in c.fields.values()},
                 }
                 for c in self.collections.values()
