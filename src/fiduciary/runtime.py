@@ -24,6 +24,8 @@ from fiduciary.crypto.keyring import KEYRING_FILE, FileKeyring, open_file_keyrin
 from fiduciary.crypto.keystore import SubjectKeyStore
 from fiduciary.datamap import DataMap, load
 from fiduciary.errors import ConfigurationError
+from fiduciary.privacy.consent import ConsentLedger
+from fiduciary.privacy.dsr import DsrService
 from fiduciary.storage import Database
 from fiduciary.storage.schema import subject_keys, system_state
 from fiduciary.vault import SubjectKeys, VaultService
@@ -42,6 +44,8 @@ class Runtime:
     reviews: AccessReviewService
     audit: AuditLog
     trail: AuditTrail
+    consent: ConsentLedger
+    dsr: DsrService
     clock: Clock = field(default_factory=SystemClock)
 
     def close(self) -> None:
@@ -85,9 +89,13 @@ def open_runtime(settings: Settings, *, create: bool = False,
     reviews = AccessReviewService(db, clock, policy, users, api_keys)
     trail = AuditTrail(db, keyring, clock, audit, settings.audit_checkpoint_events,
                        settings.audit_checkpoint_seconds)
+    consent = ConsentLedger(db, datamap, clock, audit)
+    # Consent-based purposes (marketing) are decided against the ledger from now on.
+    policy.consent = consent
+    dsr = DsrService(db, clock, audit, vault, consent)
     _record_configuration(db, audit, datamap, policy)
     return Runtime(settings, datamap, db, keyring, vault, api_keys, users, policy, reviews,
-                   audit, trail, clock)
+                   audit, trail, consent, dsr, clock)
 
 
 def _record_configuration(db: Database, audit: AuditLog, datamap: DataMap,

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
@@ -16,6 +16,7 @@ from fiduciary.access.users import SESSION_PREFIX
 from fiduciary.api import errors
 from fiduciary.audit.events import RequestContext, request_context
 from fiduciary.errors import Forbidden, Unauthenticated
+from fiduciary.privacy.consent import entries_as_dict
 from fiduciary.runtime import Runtime
 
 _bearer = HTTPBearer(auto_error=False)
@@ -68,6 +69,42 @@ class NewApiKey(BaseModel):
     days: int | None = None
 
 
+class NewConsent(BaseModel):
+    purpose: str = Field(description="A consent-based purpose, sale_or_sharing or "
+                         "sensitive_data_use")
+    granted: bool = Field(description="false records a withdrawal (or a CCPA opt-out)")
+    notice_version: str | None = Field(None, description="Required when granting")
+    method: str = Field(description="web_form, phone, paper, email, in_person, "
+                        "opt_out_preference_signal or api")
+    notice_id: str | None = None
+    channel: str | None = None
+
+
+class NewDsr(BaseModel):
+    subject_id: str
+    type: str = Field(description="gdpr: access, portability, rectification, erasure, "
+                      "restriction, objection; ccpa: know, delete, correct, "
+                      "opt_out_sale_sharing, limit_sensitive")
+    regime: str = Field(description="gdpr or ccpa")
+    received_at: datetime = Field(description="When the request reached the insurer (UTC)")
+    channel: str | None = None
+
+
+class DsrVerification(BaseModel):
+    method: str
+
+
+class DsrReason(BaseModel):
+    reason: str
+
+
+class DsrFulfilment(BaseModel):
+    note: str | None = Field(None, description="Required for rectification and correct: "
+                             "what was corrected")
+    purposes: list[str] | None = Field(None, description="Objection: the consent-based "
+                                       "purposes objected to (default: all)")
+
+
 def create_app(rt: Runtime) -> FastAPI:
     app = FastAPI(title="Fiduciary", version=__version__,
                   description="Customer-data vault for insurers")
@@ -94,11 +131,11 @@ def create_app(rt: Runtime) -> FastAPI:
     ) -> tuple[Principal, str]:
         return authenticate(creds)
 
-    def permitted(permission: str) -> Any:
+    def permitted(permission: str, *alternatives: str) -> Any:
         def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
-            if not who.can(permission):
-                raise Forbidden(f"requires the {permission} permission",
-                                reason="field_not_permitted")
+            if not any(who.can(p) for p in (permission, *alternatives)):
+                raise Forbidden(f"requires the {' or '.join((permission, *alternatives))} "
+                                "permission", reason="field_not_permitted")
             return who
         return check
 
@@ -249,6 +286,75 @@ def create_app(rt: Runtime) -> FastAPI:
         rt.audit.append_committed(rt.audit.event(who, "ropa.generated",
                                                  details=ropa_event_details(doc, fmt)))
         return HTMLResponse(render_html(doc)) if fmt == "html" else doc
+
+    # -- consent ledger and data-subject requests ----------------------------------------------
+    ConsentReader = Annotated[Principal, Depends(permitted("consent:read", "privacy:manage"))]
+    ConsentWriter = Annotated[Principal, Depends(permitted("consent:write", "privacy:manage"))]
+    PrivacyOfficer = Annotated[Principal, Depends(permitted("privacy:manage"))]
+    GpcHeader = Annotated[str | None, Header(alias="Sec-GPC", description="Global Privacy "
+                                             "Control: 1 opts the subject out of sale and "
+                                             "sharing (CCPA regs 7025)")]
+
+    def honour_gpc(who: Principal, subject_id: str, sec_gpc: str | None) -> None:
+        if (sec_gpc or "").strip() == "1":
+            rt.consent.honour_gpc(who, subject_id)
+
+    @app.post("/v1/subjects/{subject_id}/consents", status_code=201, tags=["consent"])
+    def record_consent(subject_id: str, body: NewConsent, who: ConsentWriter,
+                       sec_gpc: GpcHeader = None) -> dict[str, Any]:
+        honour_gpc(who, subject_id, sec_gpc)
+        return rt.consent.record(who, subject_id, body.purpose, body.granted, body.notice_id,
+                                 body.notice_version, body.method, body.channel).as_dict()
+
+    @app.get("/v1/subjects/{subject_id}/consents", tags=["consent"])
+    def subject_consents(subject_id: str, who: ConsentReader,
+                         sec_gpc: GpcHeader = None) -> dict[str, Any]:
+        honour_gpc(who, subject_id, sec_gpc)
+        return entries_as_dict(*rt.consent.read(who, subject_id))
+
+    @app.post("/v1/dsr", status_code=201, tags=["dsr"])
+    def create_dsr(body: NewDsr, who: PrivacyOfficer) -> dict[str, Any]:
+        return rt.dsr.create(who, body.subject_id, body.type, body.regime, body.received_at,
+                             body.channel).as_dict(rt.clock.now())
+
+    @app.get("/v1/dsr", tags=["dsr"])
+    def list_dsr(_: PrivacyOfficer, status: str | None = None, overdue: bool = False,
+                 due_within_days: int | None = None, subject_id: str | None = None,
+                 limit: int = 1000) -> dict[str, Any]:
+        now = rt.clock.now()
+        found = rt.dsr.list(status, overdue, due_within_days, subject_id, limit)
+        return {"items": [r.as_dict(now) for r in found]}
+
+    @app.get("/v1/dsr/{request_id}", tags=["dsr"])
+    def get_dsr(request_id: str, _: PrivacyOfficer) -> dict[str, Any]:
+        return rt.dsr.get(request_id).as_dict(rt.clock.now())
+
+    @app.post("/v1/dsr/{request_id}/verify", tags=["dsr"])
+    def verify_dsr(request_id: str, body: DsrVerification, who: PrivacyOfficer
+                   ) -> dict[str, Any]:
+        return rt.dsr.verify(who, request_id, body.method).as_dict(rt.clock.now())
+
+    @app.post("/v1/dsr/{request_id}/acknowledge", tags=["dsr"])
+    def acknowledge_dsr(request_id: str, who: PrivacyOfficer) -> dict[str, Any]:
+        return rt.dsr.acknowledge(who, request_id).as_dict(rt.clock.now())
+
+    @app.post("/v1/dsr/{request_id}/extend", tags=["dsr"])
+    def extend_dsr(request_id: str, body: DsrReason, who: PrivacyOfficer) -> dict[str, Any]:
+        return rt.dsr.extend(who, request_id, body.reason).as_dict(rt.clock.now())
+
+    @app.post("/v1/dsr/{request_id}/start", tags=["dsr"])
+    def start_dsr(request_id: str, who: PrivacyOfficer) -> dict[str, Any]:
+        return rt.dsr.start(who, request_id).as_dict(rt.clock.now())
+
+    @app.post("/v1/dsr/{request_id}/fulfil", tags=["dsr"])
+    def fulfil_dsr(request_id: str, who: PrivacyOfficer,
+                   body: DsrFulfilment | None = None) -> dict[str, Any]:
+        body = body or DsrFulfilment()
+        return rt.dsr.fulfil(who, request_id, body.note, body.purposes).as_dict(rt.clock.now())
+
+    @app.post("/v1/dsr/{request_id}/deny", tags=["dsr"])
+    def deny_dsr(request_id: str, body: DsrReason, who: PrivacyOfficer) -> dict[str, Any]:
+        return rt.dsr.deny(who, request_id, body.reason).as_dict(rt.clock.now())
 
     # -- administration (no customer data) -----------------------------------------------------
     @app.get("/v1/admin/users", tags=["admin"])

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fiduciary.errors import (
+    ConfigurationError,
     FiduciaryError,
     Forbidden,
     Gone,
@@ -21,6 +22,7 @@ from fiduciary.errors import (
     NotFound,
     Unauthenticated,
 )
+from fiduciary.privacy.dsr import WorkflowConflict
 
 log = logging.getLogger("fiduciary.api")
 
@@ -31,6 +33,8 @@ _STATUS: list[tuple[type[FiduciaryError], int]] = [
     (Unauthenticated, 401),
     (Forbidden, 403),
     (IntegrityFailure, 409),
+    (WorkflowConflict, 409),
+    (ConfigurationError, 503),
 ]
 _HTTP_CODES = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 406: "not_acceptable", 413: "payload_too_large",
@@ -50,7 +54,7 @@ def install(app: FastAPI) -> None:
     async def _domain(_: Request, exc: FiduciaryError) -> JSONResponse:
         status = next((s for cls, s in _STATUS if isinstance(exc, cls)), 400)
         extra: dict[str, Any] = {}
-        if isinstance(exc, Forbidden | Unauthenticated):
+        if isinstance(exc, Forbidden | Unauthenticated | WorkflowConflict):
             extra["reason"] = exc.reason
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return JSONResponse(
