@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     audit_checkpoint_seconds: float = 5.0
     #: Keep audit events at least this long (HIPAA 164.316: 6 years; NYDFS 500.6: 5).
     audit_retention_days: int = 2191
+    #: ``fiduciary serve`` runs the retention job this often (hours); 0 turns it off (then run
+    #: ``fiduciary retention run`` from cron).
+    retention_interval_hours: float = 24.0
     #: Exposes bench-only endpoints (plaintext baseline). Never enable in production.
     bench_endpoints: bool = False
 

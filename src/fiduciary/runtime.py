@@ -24,8 +24,12 @@ from fiduciary.crypto.keyring import KEYRING_FILE, FileKeyring, open_file_keyrin
 from fiduciary.crypto.keystore import SubjectKeyStore
 from fiduciary.datamap import DataMap, load
 from fiduciary.errors import ConfigurationError
+from fiduciary.privacy.access_package import AccessPackager
 from fiduciary.privacy.consent import ConsentLedger
 from fiduciary.privacy.dsr import DsrService
+from fiduciary.privacy.erasure import Eraser
+from fiduciary.privacy.holds import HoldService
+from fiduciary.privacy.retention import RetentionService
 from fiduciary.storage import Database
 from fiduciary.storage.schema import subject_keys, system_state
 from fiduciary.vault import SubjectKeys, VaultService
@@ -46,6 +50,10 @@ class Runtime:
     trail: AuditTrail
     consent: ConsentLedger
     dsr: DsrService
+    holds: HoldService
+    eraser: Eraser
+    retention: RetentionService
+    packager: AccessPackager
     clock: Clock = field(default_factory=SystemClock)
 
     def close(self) -> None:
@@ -92,10 +100,16 @@ def open_runtime(settings: Settings, *, create: bool = False,
     consent = ConsentLedger(db, datamap, clock, audit)
     # Consent-based purposes (marketing) are decided against the ledger from now on.
     policy.consent = consent
-    dsr = DsrService(db, clock, audit, vault, consent)
+    holds = HoldService(db, datamap, clock, audit)
+    eraser = Eraser(db, vault, clock, audit, keys, consent)
+    retention = RetentionService(db, datamap, clock, audit, consent, eraser.shred,
+                                 eraser.finish, sweep=eraser.destroy_leftover_keys)
+    packager = AccessPackager(vault, policy, consent, trail, audit, clock,
+                              data_dir / "exports")
+    dsr = DsrService(db, clock, audit, vault, consent, packager=packager, eraser=eraser)
     _record_configuration(db, audit, datamap, policy)
     return Runtime(settings, datamap, db, keyring, vault, api_keys, users, policy, reviews,
-                   audit, trail, consent, dsr, clock)
+                   audit, trail, consent, dsr, holds, eraser, retention, packager, clock)
 
 
 def _record_configuration(db: Database, audit: AuditLog, datamap: DataMap,

@@ -179,6 +179,10 @@ def serve(
     stop = threading.Event()
     threading.Thread(target=rt.trail.run_forever, args=(stop,), name="audit-sequencer",
                      daemon=True).start()
+    if settings.retention_interval_hours > 0:
+        threading.Thread(target=rt.retention.run_forever,
+                         args=(SYSTEM, stop, settings.retention_interval_hours * 3600),
+                         name="retention", daemon=True).start()
     out.print(f"Fiduciary listening on http://{settings.host}:{settings.port} "
               f"(docs: http://{settings.host}:{settings.port}/docs)", highlight=False)
     for line in banner:

@@ -110,7 +110,7 @@ class SubjectKeyStore:
         if self._sqlite:
             # secure_delete zeroed the freed cells; the WAL still holds older page images
             # until it is checkpointed and truncated.
-            with self.engine.connect() as conn:
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 busy = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").first()
             if busy and busy[0]:
                 log.warning("key store WAL checkpoint blocked by a reader; destroyed keys "

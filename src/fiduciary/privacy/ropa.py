@@ -70,7 +70,7 @@ def build_ropa(datamap: DataMap, policy: PolicyEngine, keyring_versions: Sequenc
         },
         "controller": _controller(datamap.controller),
         "activities": [_activity(datamap, policy, name) for name in datamap.purposes],
-        "third_parties": [_third_party(tp, tp.collections) for tp in datamap.third_parties],
+        "third_parties": [third_party(tp, tp.collections) for tp in datamap.third_parties],
         "security_measures": _security_measures(datamap, policy, keyring_versions, settings),
     }
 
@@ -113,7 +113,7 @@ def _activity(datamap: DataMap, policy: PolicyEngine, name: str) -> dict[str, An
     if purpose.consent_required:
         # The policy engine refuses the purpose without the subject's current consent.
         bases.add("consent")
-    third_parties = [_third_party(tp, tp.collections & used.keys())
+    third_parties = [third_party(tp, tp.collections & used.keys())
                      for tp in datamap.third_parties if name in tp.purposes]
     return {
         "purpose": name,
@@ -135,7 +135,7 @@ def _activity(datamap: DataMap, policy: PolicyEngine, name: str) -> dict[str, An
             {"recipient": tp["name"], "kind": tp["kind"], "country": tp["country"],
              "transfer_safeguard": tp["transfer_safeguard"], "collections": tp["collections"]}
             for tp in third_parties if tp["third_country"]],
-        "retention": [_retention(spec) for spec in specs],
+        "retention": [retention_rule(spec) for spec in specs],
     }
 
 
@@ -180,14 +180,14 @@ def _maskings(grants: Iterable[Grant]) -> list[str]:
     return sorted({m for g in grants for m in (g.default_masking, *g.masking.values())})
 
 
-def _third_party(tp: ThirdParty, collections: Iterable[str]) -> dict[str, Any]:
+def third_party(tp: ThirdParty, collections: Iterable[str]) -> dict[str, Any]:
     return {"name": tp.name, "kind": tp.kind, "description": tp.description,
             "country": tp.country, "third_country": is_third_country(tp.country),
             "transfer_safeguard": tp.transfer_safeguard, "purposes": sorted(tp.purposes),
             "collections": sorted(collections)}
 
 
-def _retention(spec: CollectionSpec) -> dict[str, Any]:
+def retention_rule(spec: CollectionSpec) -> dict[str, Any]:
     rule = spec.retention
     return {"collection": spec.name, "period": rule.period, "from": rule.start,
             "when": dict(sorted(rule.when.items())), "description": rule.description,

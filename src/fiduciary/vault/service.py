@@ -128,6 +128,41 @@ class VaultService:
             raise Gone(f"subject {subject_id} has been erased")
         return Subject(id=row.id, status=row.status, created_at=row.created_at)
 
+    def subject(self, conn: Connection, subject_id: str) -> Subject:
+        """The subject, in the caller's transaction: 404 if unknown, 410 if erased."""
+        return self._subject(conn, subject_id)
+
+    def disclose_subject(self, principal: Principal, subject_id: str,
+                         request_id: str | None = None) -> list[Record]:
+        """Every record of the subject, every field in clear, for the subject themself (GDPR
+        Art. 15 and 20, CCPA right to know). Only for whoever fulfils their requests."""
+        if principal.kind != "system" and not principal.can("privacy:manage"):
+            raise Forbidden("disclosing a subject's data needs the privacy:manage permission",
+                            reason="field_not_permitted")
+        with self.db.read() as conn:
+            self._subject(conn, subject_id)
+            rows = conn.execute(
+                sa.select(*_RECORD_COLUMNS).select_from(_RECORD_FROM)
+                .where(records.c.subject_id == subject_id)
+                .order_by(records.c.collection, records.c.created_at, records.c.id)).all()
+        out = []
+        for row in rows:
+            clear: dict[str, Any] = json.loads(row.clear)
+            sealed: dict[str, str] = json.loads(row.sealed)
+            spec = self.datamap.collections.get(row.collection)
+            data = dict(clear)
+            if sealed and spec is not None:
+                cipher = self.keys.cipher_for(subject_id)
+                data.update(self.codec.open(spec, row.id, cipher, sealed, set(sealed)))
+            out.append(Record(row.id, subject_id, row.collection, data, row.created_at,
+                              row.updated_at))
+        self.audit.append_committed(self.audit.event(
+            principal, "subject.disclose", purpose=RESTRICTED_PURPOSE,
+            subject_ids=[subject_id], record_ids=[r.id for r in out],
+            fields={f for r in out for f in r.data},
+            details={"result_count": len(out), "request_id": request_id}))
+        return out
+
     def restrict_subject(self, principal: Principal, subject_id: str, restricted: bool) -> Subject:
         """GDPR Art. 18: while restricted, the subject's data serves legal obligations only."""
         if principal.kind != "system" and not principal.can("privacy:manage"):

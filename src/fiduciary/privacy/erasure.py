@@ -1,0 +1,198 @@
+"""Erasure by crypto-shredding (GDPR Art. 17, CCPA delete).
+
+The subject's rows and blind-index entries are deleted and, once nothing of theirs must be
+kept, their data key is destroyed in the key store: every copy of their ciphertext — backups,
+replicas, a stolen file — becomes undecryptable. Records under a legal hold or a statutory
+retention duty are kept (listed with the reason in the certificate) and erased by the
+retention job when the hold or duty ends; until then the subject is ``erasure_pending`` and
+their kept records serve legal obligations only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections import Counter
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+
+from fiduciary.access.principal import Principal
+from fiduciary.audit.events import AuditLog, canonical
+from fiduciary.clock import Clock
+from fiduciary.errors import Forbidden, NotFound
+from fiduciary.privacy.holds import HoldService
+from fiduciary.privacy.retention import RetentionRules, StoredRecord
+from fiduciary.storage import Database
+from fiduciary.storage.schema import blind_index, erasures, records, subjects
+from fiduciary.vault.keys import SubjectKeys
+from fiduciary.vault.service import VaultService
+
+FORMAT = "fiduciary-erasure-certificate/1"
+
+#: What an erasure leaves on purpose: none of it holds the subject's data.
+NOT_ERASED = [
+    "audit trail events: ids, actions and times, never values; kept for NYDFS 500.6 and "
+    "HIPAA 164.316 and so the trail still verifies",
+    "consent ledger entries: purpose, decision, notice and method, as evidence of consent "
+    "(GDPR Art. 7(1))",
+    "the data-subject request log: dates, types and outcomes (CCPA regs 7101, 24 months)",
+]
+
+
+class ConsentState(Protocol):
+    def current(self, subject_id: str) -> Mapping[str, Any]: ...
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return dt.isoformat().replace("+00:00", "Z") if dt else None
+
+
+def _actor(principal: Principal) -> str:
+    return principal.username or principal.id
+
+
+class Eraser:
+    def __init__(self, db: Database, vault: VaultService, clock: Clock, audit: AuditLog,
+                 keys: SubjectKeys, consent: ConsentState) -> None:
+        self.db = db
+        self.vault = vault
+        self.clock = clock
+        self.audit = audit
+        self.keys = keys
+        self.consent = consent
+        self.rules = RetentionRules(vault.datamap)
+
+    def erase(self, principal: Principal, subject_id: str,
+              request_id: str | None = None) -> dict[str, Any]:
+        """Fulfil an erasure request: the certificate of what was erased, kept and why."""
+        return self._erase(principal, subject_id, request_id, "data-subject request")
+
+    def shred(self, principal: Principal, subject_id: str, reason: str) -> dict[str, Any]:
+        """The retention job's erasure of a subject whose every record has expired."""
+        return self._erase(principal, subject_id, None, reason)
+
+    def _erase(self, principal: Principal, subject_id: str, request_id: str | None,
+               cause: str) -> dict[str, Any]:
+        if principal.kind != "system" and not principal.can("privacy:manage"):
+            raise Forbidden("erasure needs the privacy:manage permission",
+                            reason="field_not_permitted")
+        now = self.clock.now()
+        withdrawn = {p: e.recorded_at for p, e in self.consent.current(subject_id).items()
+                     if not e.granted}
+        with self.db.write() as conn:
+            self.vault.subject(conn, subject_id)  # 404 unknown, 410 already erased
+            rows = [StoredRecord(r.id, r.subject_id, r.collection, json.loads(r.clear),
+                                 r.created_at, r.updated_at)
+                    for r in conn.execute(
+                        sa.select(records.c.id, records.c.subject_id, records.c.collection,
+                                  records.c.clear, records.c.created_at, records.c.updated_at)
+                        .where(records.c.subject_id == subject_id)
+                        .order_by(records.c.collection, records.c.id))]
+            held = HoldService.covering(conn, subject_id, rows)
+            expiries = self.rules.expiries(rows, withdrawn)
+            kept: list[dict[str, Any]] = []
+            erased: list[StoredRecord] = []
+            for r in rows:
+                hold = held.get(r.id)
+                duty = self.rules.duty(r, expiries[r.id], now.date())
+                if hold or duty:
+                    expiry = expiries[r.id].expires_on
+                    kept.append({"record_id": r.id, "collection": r.collection,
+                                 "reason": hold.label() if hold else duty,
+                                 "hold_id": hold.id if hold else None,
+                                 "until": None if hold or expiry is None
+                                 else expiry.isoformat()})
+                else:
+                    erased.append(r)
+            ids = [r.id for r in erased]
+            index_entries = 0
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                index_entries += conn.execute(
+                    blind_index.delete().where(blind_index.c.record_id.in_(chunk))).rowcount
+                conn.execute(records.delete().where(records.c.id.in_(chunk)))
+            complete = not kept
+            conn.execute(subjects.update().where(subjects.c.id == subject_id).values(
+                status="erased" if complete else "erasure_pending",
+                attributes="{}" if complete else subjects.c.attributes))
+            erasure_id = str(uuid.uuid4())
+            certificate = {
+                "format": FORMAT, "erasure_id": erasure_id, "subject_id": subject_id,
+                "request_id": request_id, "cause": cause, "performed_by": _actor(principal),
+                "started_at": _iso(now), "completed_at": _iso(now) if complete else None,
+                "status": "complete" if complete else "pending",
+                "erased": {"records": len(erased),
+                           "by_collection": dict(sorted(Counter(
+                               r.collection for r in erased).items())),
+                           "record_ids": ids, "blind_index_entries": index_entries},
+                "data_key": ({"state": "destroyed", "destroyed_at": _iso(now)} if complete
+                             else {"state": "kept until the records below are erased"}),
+                "kept": kept,
+                "not_erased": NOT_ERASED,
+            }
+            conn.execute(erasures.insert(), [{
+                "id": erasure_id, "subject_id": subject_id, "request_id": request_id,
+                "status": certificate["status"], "started_at": now,
+                "completed_at": now if complete else None,
+                "certificate": json.dumps(certificate)}])
+            self.audit.append(conn, self.audit.event(
+                principal, "subject.erase", subject_ids=[subject_id],
+                record_ids=[*ids, *(k["record_id"] for k in kept)],
+                decision="allow" if complete else "partial",
+                details={"erasure_id": erasure_id, "request_id": request_id, "cause": cause,
+                         "erased": len(ids), "kept": len(kept),
+                         "data_key_destroyed": complete,
+                         "certificate_sha256": hashlib.sha256(canonical(certificate))
+                         .hexdigest()}))
+        if complete:
+            # After the commit: the event and the deletions are durable first; a failure
+            # here leaves an erased subject whose key `retention run` destroys next time.
+            self.keys.destroy([subject_id], "erasure")
+        return certificate
+
+    def finish(self, principal: Principal, subject_id: str) -> bool:
+        """A pending erasure whose kept records are all gone now: destroy the key."""
+        now = self.clock.now()
+        with self.db.write() as conn:
+            status = conn.execute(sa.select(subjects.c.status).where(
+                subjects.c.id == subject_id)).scalar()
+            left = conn.execute(sa.select(sa.func.count()).select_from(records).where(
+                records.c.subject_id == subject_id)).scalar_one()
+            if status != "erasure_pending" or left:
+                return False
+            conn.execute(subjects.update().where(subjects.c.id == subject_id)
+                         .values(status="erased", attributes="{}"))
+            pending = conn.execute(sa.select(erasures.c.id, erasures.c.certificate).where(
+                erasures.c.subject_id == subject_id, erasures.c.status == "pending")).all()
+            for e in pending:
+                cert = json.loads(e.certificate)
+                cert.update(status="complete", completed_at=_iso(now),
+                            data_key={"state": "destroyed", "destroyed_at": _iso(now)})
+                cert["kept_erased_at"] = _iso(now)
+                conn.execute(erasures.update().where(erasures.c.id == e.id).values(
+                    status="complete", completed_at=now, certificate=json.dumps(cert)))
+            self.audit.append(conn, self.audit.event(
+                principal, "subject.erase.complete", subject_ids=[subject_id],
+                details={"erasure_ids": [e.id for e in pending], "data_key_destroyed": True}))
+        self.keys.destroy([subject_id], "erasure")
+        return True
+
+    def destroy_leftover_keys(self) -> int:
+        """Keys of subjects already marked erased (a crash between commit and destruction)."""
+        with self.db.read() as conn:
+            erased = list(conn.execute(sa.select(subjects.c.id).where(
+                subjects.c.status == "erased")).scalars())
+        left = [s for s in self.keys.store.get(erased)]
+        return self.keys.destroy(left, "erasure") if left else 0
+
+    def certificates(self, subject_id: str) -> list[dict[str, Any]]:
+        with self.db.read() as conn:
+            rows = conn.execute(sa.select(erasures.c.certificate).where(
+                erasures.c.subject_id == subject_id).order_by(erasures.c.started_at)).all()
+        if not rows:
+            raise NotFound(f"no erasure of subject {subject_id}", code="erasure_not_found")
+        return [json.loads(r.certificate) for r in rows]
