@@ -67,7 +67,7 @@ def test_declined_quote_expires_on_the_boundary_day(rt: Runtime, client: TestCli
 
 def test_a_subject_whose_every_record_expired_is_crypto_shredded(
         rt: Runtime, client: TestClient) -> None:
-    sid, pid = person(client)
+    sid, _ = person(client)
     policy(client, sid, "2018-06-30")  # persons and policies: 7 years after it ended
     assert rt.retention.run(SYSTEM, date(2025, 6, 29), dry_run=True).items == []
     plan = rt.retention.run(SYSTEM, date(2025, 6, 30), dry_run=True)
@@ -105,7 +105,7 @@ def test_holds_block_purges_until_released(rt: Runtime, client: TestClient,
     assert {(i.record_id, i.action, i.hold_id) for i in report.items
             if i.subject_id == sid} == {(declined, "held", col.id)}
     assert all(i.hold_id == sub.id for i in report.items if i.subject_id == other)
-    code, out, err = cli(settings, "holds", "release", col.id)
+    code, _, err = cli(settings, "holds", "release", col.id)
     assert code == 0, err
     rt.holds.release(SYSTEM, sub.id)
     report = rt.retention.run(SYSTEM)
