@@ -50,6 +50,7 @@ from fiduciary.privacy.deadlines import (
     GDPR,
     REGIMES,
     deadlines,
+    end_of_day,
     extended_due,
     extension_refusal,
     utc_day,
@@ -443,7 +444,7 @@ class DsrService:
              limit: int = 1000) -> builtins.list[DsrRequest]:
         """Requests by due date. ``overdue``: open and past a deadline (the response, or a
         CCPA acknowledgement not made in time). ``due_within_days``: open with a deadline
-        still ahead but within that many days."""
+        still ahead that falls on one of the next that many days (0: today)."""
         problems = []
         if status is not None and status not in STATUSES:
             problems.append(FieldProblem("status", "one of: " + ", ".join(STATUSES)))
@@ -466,7 +467,7 @@ class DsrService:
         if overdue:
             q = q.where(sa.or_(r.due_at < now, sa.and_(unacknowledged, r.acknowledge_by < now)))
         if due_within_days is not None:
-            horizon = now + timedelta(days=due_within_days)
+            horizon = end_of_day(utc_day(now) + timedelta(days=due_within_days))
             q = q.where(sa.or_(r.due_at.between(now, horizon), sa.and_(
                 unacknowledged, r.acknowledge_by.between(now, horizon))))
         with self.db.read() as conn:
