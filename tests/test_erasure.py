@@ -228,6 +228,13 @@ def test_access_package_through_a_dsr(rt: Runtime, client: TestClient,
     assert '"adj"' not in json.dumps(doc["access_log"])  # roles, not staff names
     page = Path(result["html_path"]).read_text()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>" not in page
+    # The DPO downloads it; the download is audited too.
+    r = dpo.client.get(f"/v1/dsr/{dsr}/package?format=html")
+    assert r.status_code == 200 and r.text == page
+    assert dpo.client.get(f"/v1/dsr/{dsr}/package").json()["package_id"] == doc["package_id"]
+    assert dpo.client.get(f"/v1/dsr/{dsr}/package?format=../x").status_code == 422
+    assert adj.client.get(f"/v1/dsr/{dsr}/package").status_code == 403
+    assert len(rt.trail.events(action="dsr.package_download")[0]) == 2
     # Its creation is audited, without the values.
     events = [e["event"] for e in rt.trail.events(action="dsr.access_package")[0]]
     assert events and events[0]["details"]["sha256"] == result["sha256"]

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi.responses import FileResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
@@ -328,6 +329,14 @@ def create_app(rt: Runtime) -> FastAPI:
     @app.get("/v1/dsr/{request_id}", tags=["dsr"])
     def get_dsr(request_id: str, _: PrivacyOfficer) -> dict[str, Any]:
         return rt.dsr.get(request_id).as_dict(rt.clock.now())
+
+    @app.get("/v1/dsr/{request_id}/package", tags=["dsr"], response_model=None)
+    def download_package(request_id: str, who: PrivacyOfficer,
+                         format: str = "json") -> FileResponse:
+        req = rt.dsr.get(request_id)
+        path = rt.packager.download(who, req.result, req.subject_id, format)
+        return FileResponse(path, filename=path.name, media_type="application/json"
+                            if format == "json" else "text/html; charset=utf-8")
 
     @app.post("/v1/dsr/{request_id}/verify", tags=["dsr"])
     def verify_dsr(request_id: str, body: DsrVerification, who: PrivacyOfficer

@@ -27,7 +27,7 @@ from fiduciary.access.principal import Principal
 from fiduciary.audit.events import AuditLog
 from fiduciary.audit.trail import AuditTrail
 from fiduciary.clock import Clock
-from fiduciary.errors import FieldProblem, Forbidden, InvalidInput
+from fiduciary.errors import FieldProblem, Forbidden, InvalidInput, NotFound
 from fiduciary.privacy.ropa import retention_rule, third_party
 from fiduciary.storage.schema import dsr_requests
 from fiduciary.vault.service import VaultService
@@ -91,6 +91,24 @@ class AccessPackager:
         return {"package_id": package_id, "json_path": str(json_path),
                 "html_path": str(html_path), "records": len(found), "sha256": digest,
                 "generated_at": _iso(now)}
+
+    def download(self, principal: Principal, result: Mapping[str, Any] | None,
+                 subject_id: str, fmt: str) -> Path:
+        """The file of a request's package, for the DPO to hand over; each download audited."""
+        if principal.kind != "system" and not principal.can("privacy:manage"):
+            raise Forbidden("access packages need the privacy:manage permission",
+                            reason="field_not_permitted")
+        package = (result or {}).get("package")
+        if not isinstance(package, Mapping):
+            raise NotFound("this request has no access package", code="package_not_found")
+        path = self.path(str(package.get("package_id")), fmt)
+        if not path.exists():
+            raise NotFound("the package file is no longer there", code="package_not_found")
+        self.audit.append_committed(self.audit.event(
+            principal, "dsr.package_download", subject_ids=[subject_id],
+            purpose="legal_obligation",
+            details={"package_id": package.get("package_id"), "format": fmt}))
+        return path
 
     def path(self, package_id: str, fmt: str) -> Path:
         """Where a package was written (for download)."""
