@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import getpass
 import json
-from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -15,16 +14,12 @@ from rich.table import Table
 from fiduciary.cli.main import (
     DataDir,
     JsonFlag,
-    _fail,
-    _open,
-    _settings,
+    _run,
     access_app,
     out,
     training_app,
     users_app,
 )
-from fiduciary.errors import FiduciaryError
-from fiduciary.runtime import Runtime
 
 T = TypeVar("T")
 
@@ -32,16 +27,6 @@ RoleOpt = Annotated[list[str], typer.Option("--role", help="Role from the policy
                                             "repeatable")]
 RegionOpt = Annotated[list[str] | None, typer.Option("--region", help="Region the user "
                                                      "serves; repeatable")]
-
-
-def _run(data_dir: Path | None, action: Callable[[Runtime], T]) -> T:
-    rt = _open(_settings(data_dir))
-    try:
-        return action(rt)
-    except FiduciaryError as exc:
-        raise _fail(exc) from None
-    finally:
-        rt.close()
 
 
 @users_app.command("create")

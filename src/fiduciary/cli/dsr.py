@@ -13,8 +13,7 @@ import typer
 from rich.table import Table
 
 from fiduciary.access import SYSTEM
-from fiduciary.cli.access import _run
-from fiduciary.cli.main import DataDir, JsonFlag, consent_app, dsr_app, err, out
+from fiduciary.cli.main import DataDir, JsonFlag, _run, consent_app, dsr_app, err, out
 from fiduciary.privacy.consent import entries_as_dict
 from fiduciary.privacy.dsr import DsrRequest
 from fiduciary.runtime import Runtime

@@ -6,9 +6,10 @@ import getpass
 import json
 import os
 import sys
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -59,6 +60,8 @@ def _main() -> None:
     request_context.set(RequestContext(client="cli", operator=getpass.getuser()))
 
 
+T = TypeVar("T")
+
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -93,6 +96,17 @@ def _open(settings: Settings, create: bool = False) -> Runtime:
         return open_runtime(settings, create=create)
     except FiduciaryError as exc:
         raise _fail(exc) from None
+
+
+def _run(data_dir: Path | None, action: Callable[[Runtime], T]) -> T:
+    """Open the runtime, do one thing, close; domain errors become a clean exit."""
+    rt = _open(_settings(data_dir))
+    try:
+        return action(rt)
+    except FiduciaryError as exc:
+        raise _fail(exc) from None
+    finally:
+        rt.close()
 
 
 def _init(settings: Settings) -> tuple[Runtime, str, str, str]:

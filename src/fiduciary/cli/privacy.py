@@ -11,8 +11,7 @@ import typer
 from rich.table import Table
 
 from fiduciary.access import SYSTEM
-from fiduciary.cli.access import _run
-from fiduciary.cli.main import DataDir, JsonFlag, app, holds_app, out, retention_app
+from fiduciary.cli.main import DataDir, JsonFlag, _run, app, holds_app, out, retention_app
 
 ScopeOpt = Annotated[str, typer.Option("--scope", help="subject | record | collection")]
 
