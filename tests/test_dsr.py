@@ -6,7 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from fiduciary.clock import FixedClock
 from fiduciary.config import Settings
 from fiduciary.errors import ConfigurationError
 from fiduciary.privacy.dsr import DsrService
-from fiduciary.runtime import Runtime
+from fiduciary.runtime import Runtime, open_runtime
 from tests.conftest import make_staff, table_rows
 from tests.test_import_export import cli
 
@@ -388,3 +389,16 @@ def test_cli_runs_a_request_and_records_consent(rt: Runtime, settings: Settings)
     events = [i["event"] for i in rt.trail.events(subject_id=s, limit=1000)[0]
               if i["event"]["action"].split(".")[0] in ("dsr", "consent")]
     assert events and all(e["actor"]["kind"] == "operator" for e in events)
+
+
+def test_holidays_from_configuration(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="FIDUCIARY_DSR_HOLIDAYS"):
+        Settings(dsr_holidays="25 December").holidays()
+    settings = Settings(data_dir=tmp_path / "d", dsr_holidays="2026-02-02, 2026-02-03",
+                        argon2_time_cost=1, argon2_memory_kib=8192)
+    runtime = open_runtime(settings, create=True, clock=FixedClock(
+        datetime(2026, 1, 31, 12, 0, tzinfo=UTC)))
+    try:
+        assert runtime.dsr.holidays == {date(2026, 2, 2), date(2026, 2, 3)}
+    finally:
+        runtime.close()

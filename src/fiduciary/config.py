@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fiduciary.errors import ConfigurationError
 
 
 class Settings(BaseSettings):
@@ -37,6 +40,8 @@ class Settings(BaseSettings):
     audit_checkpoint_seconds: float = 5.0
     #: Keep audit events at least this long (HIPAA 164.316: 6 years; NYDFS 500.6: 5).
     audit_retention_days: int = 2191
+    #: Dates that are not business days (CCPA acknowledgement), comma-separated YYYY-MM-DD.
+    dsr_holidays: str = ""
     #: ``fiduciary serve`` runs the retention job this often (hours); 0 turns it off (then run
     #: ``fiduciary retention run`` from cron).
     retention_interval_hours: float = 24.0
@@ -52,6 +57,14 @@ class Settings(BaseSettings):
         if self.keystore_url:
             return self.keystore_url
         return f"sqlite:///{(self.data_dir / 'keys.db').resolve()}"
+
+    def holidays(self) -> list[date]:
+        try:
+            return [date.fromisoformat(d.strip()) for d in self.dsr_holidays.split(",")
+                    if d.strip()]
+        except ValueError:
+            raise ConfigurationError("FIDUCIARY_DSR_HOLIDAYS must be comma-separated "
+                                     "YYYY-MM-DD dates") from None
 
     @property
     def log_dir(self) -> Path:

@@ -106,7 +106,8 @@ def open_runtime(settings: Settings, *, create: bool = False,
                                  eraser.finish, sweep=eraser.destroy_leftover_keys)
     packager = AccessPackager(vault, policy, consent, trail, audit, clock,
                               data_dir / "exports")
-    dsr = DsrService(db, clock, audit, vault, consent, packager=packager, eraser=eraser)
+    dsr = DsrService(db, clock, audit, vault, consent, packager=packager, eraser=eraser,
+                     holidays=settings.holidays())
     _record_configuration(db, audit, datamap, policy)
     return Runtime(settings, datamap, db, keyring, vault, api_keys, users, policy, reviews,
                    audit, trail, consent, dsr, holds, eraser, retention, packager, clock)
