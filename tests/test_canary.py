@@ -197,7 +197,10 @@ def test_canaries_never_stored_or_logged_in_plaintext(
     scanned.append(server.log)
     hits = []
     for path in scanned:
-        blob = path.read_bytes()
+        try:
+            blob = path.read_bytes()
+        except FileNotFoundError:
+            continue  # the shared PostgreSQL server dropped another test's file meanwhile
         hits += [(str(path), form) for form in forms if form.encode() in blob]
     assert hits == []
     assert len(forms) > 30

@@ -136,9 +136,12 @@ def test_a_backup_of_the_database_is_unreadable_after_erasure(
 
 def test_statutory_duty_and_holds_keep_records_until_they_end(
         rt: Runtime, client: TestClient, clock: FixedClock) -> None:
+    now = clock.now()
+    clock.advance(days=-244)  # 2025-06-01: the claim is written when it closes
     sid, pid = person(client)
-    open_claim = claim(client, sid, None, status="open")
     closed = claim(client, sid, "2025-06-01")
+    clock._at = now
+    open_claim = claim(client, sid, None, status="open")
     quote = add(client, sid, "quotes", "underwriting",
                 {"quote_number": "Q-1", "product": "auto", "decision": "accepted"})
     hold = rt.holds.add(SYSTEM, "record", quote, "Smith v. Example Mutual 2026-CV-12",
@@ -159,6 +162,9 @@ def test_statutory_duty_and_holds_keep_records_until_they_end(
     r = client.get(f"/v1/collections/claims/records/{closed}?purpose=claims_handling")
     assert r.status_code == 403 and r.json()["error"]["reason"] == "processing_restricted"
     r = client.get(f"/v1/collections/claims/records/{closed}?purpose=legal_obligation")
+    assert r.status_code == 403  # a service key's wildcard grant is not the privacy office
+    dpo = make_staff(rt, clock, "dpo0", ["dpo"])
+    r = dpo.client.get(f"/v1/collections/claims/records/{closed}?purpose=legal_obligation")
     assert r.status_code == 200 and r.json()["data"]["description"] == "rear-ended at a junction"
     r = client.patch(f"/v1/collections/claims/records/{closed}?purpose=claims_handling",
                      json={"data": {"status": "open"}})
@@ -166,12 +172,17 @@ def test_statutory_duty_and_holds_keep_records_until_they_end(
 
     # The hold is released and the open claim closes; the retention job erases as duties end.
     rt.holds.release(SYSTEM, hold.id)
-    client.patch(f"/v1/collections/claims/records/{open_claim}?purpose=legal_obligation",
-                 json={"data": {"status": "closed", "closed_at": "2026-01-15"}})
+    # Only the privacy office may still act on what an erasure keeps.
+    r = client.patch(f"/v1/collections/claims/records/{open_claim}?purpose=legal_obligation",
+                     json={"data": {"status": "closed", "closed_at": "2026-01-15"}})
+    assert r.status_code == 403 and r.json()["error"]["reason"] == "processing_restricted"
+    rt.vault.update_record(SYSTEM, "claims", open_claim,
+                           {"status": "closed", "closed_at": "2026-01-15"}, "legal_obligation")
     report = rt.retention.run(SYSTEM)
     assert report.records_deleted == 1  # the quote
     assert rt.vault.keys.store.get([sid])  # claims still within their duty
-    clock.advance(days=365 * 7)  # 2033-01-30: 2032-06-01 has passed, 2033-01-15 too
+    clock.advance(days=365 * 7 + 5)  # 2033-02-03: both claims closed 7 years ago (counted
+    # from when closed_at was written, 2025-06-01 and 2026-01-31)
     report = rt.retention.run(SYSTEM)
     assert report.records_deleted == 2 and report.erasures_completed == 1
     assert rt.vault.keys.store.get([sid]) == {}
@@ -271,14 +282,16 @@ def test_erasure_dsr_and_cli(rt: Runtime, client: TestClient, clock: FixedClock,
     hold = json.loads(out)["id"]
     code, out, err = cli(settings, "holds", "list", "--json")
     assert [h["id"] for h in json.loads(out)["items"]] == [hold]
-    code, out, err = cli(settings, "retention", "run", "--as-of", "2033-01-01", "--dry-run",
+    code, out, err = cli(settings, "retention", "run", "--as-of", "2033-02-01", "--dry-run",
                          "--json")
     assert code == 0, err
     plan = json.loads(out)
     assert plan["held"] == 1 and plan["items"][0]["hold_id"] == hold
     assert cli(settings, "holds", "release", hold)[0] == 0
-    code, out, err = cli(settings, "retention", "run", "--as-of", "2033-01-01", "--json")
-    assert json.loads(out)["erasures_completed"] == 1
+    code, out, err = cli(settings, "retention", "run", "--as-of", "2033-02-01", "--json")
+    assert code == 2 and "future" in err  # only a dry run may look ahead
+    clock.advance(days=365 * 7 + 2)  # 2033-02-01; the claim was written 2026-01-31
+    assert rt.retention.run(SYSTEM).erasures_completed == 1
     assert rt.vault.keys.store.get([sid]) == {}
     code, out, err = cli(settings, "holds", "add", "nope", "--reason", "x", "--owner", "y")
     assert code == 2 and "target" in err
@@ -292,3 +305,46 @@ def test_erasure_needs_privacy_manage(rt: Runtime, client: TestClient,
     assert rt.vault.keys.store.get([sid])
     with rt.vault.keys.store.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(subject_deks)).scalar() == 1
+
+
+def test_a_legal_hold_freezes_the_records_it_covers(rt: Runtime, client: TestClient) -> None:
+    sid, pid = person(client)
+    closed = claim(client, sid, "2025-06-01")
+    hold = rt.holds.add(SYSTEM, "subject", sid, "Doe v. Example", "legal")
+    r = client.delete(f"/v1/collections/persons/records/{pid}?purpose={PA}")
+    assert r.status_code == 403 and r.json()["error"]["reason"] == "legal_hold"
+    r = client.patch(f"/v1/collections/claims/records/{closed}?purpose=claims_handling",
+                     json={"data": {"status": "open"}})
+    assert r.status_code == 403 and r.json()["error"]["reason"] == "legal_hold"
+    # New records may still be added; the hold keeps what exists.
+    add(client, sid, "claim_notes", "claims_handling", {"claim_number": "CLM-1",
+                                                        "note": "called the customer"})
+    rt.holds.release(SYSTEM, hold.id)
+    assert client.delete(f"/v1/collections/persons/records/{pid}?purpose={PA}"
+                         ).status_code == 204
+
+
+def test_a_restricted_subject_is_for_the_privacy_office_only(
+        rt: Runtime, client: TestClient, clock: FixedClock) -> None:
+    sid, pid = person(client)
+    rt.vault.restrict_subject(SYSTEM, sid, True)
+    for purpose in (PA, "legal_obligation"):
+        r = client.get(f"/v1/collections/persons/records/{pid}?purpose={purpose}")
+        assert r.status_code == 403 and r.json()["error"]["reason"] == "processing_restricted"
+        r = client.post(f"/v1/collections/policies/records?purpose={purpose}", json={
+            "subject_id": sid, "data": {"policy_number": "P-9", "product": "auto",
+                                        "status": "active"}})
+        assert r.status_code == 403, r.text
+    found = client.post("/v1/collections/persons/search?purpose=legal_obligation",
+                        json={"where": {"national_id": SSN}}).json()["items"]
+    assert found == []
+    dpo = make_staff(rt, clock, "dpo3", ["dpo"])
+    r = dpo.client.get(f"/v1/collections/persons/records/{pid}?purpose=legal_obligation")
+    assert r.status_code == 200 and r.json()["data"]["national_id"] == SSN
+    # While an erasure keeps records, nothing new is written for the subject.
+    rt.vault.restrict_subject(SYSTEM, sid, False)
+    claim(client, sid, "2025-06-01")
+    rt.eraser.erase(SYSTEM, sid)
+    r = client.post("/v1/collections/claim_notes/records?purpose=legal_obligation", json={
+        "subject_id": sid, "data": {"claim_number": "CLM-1", "note": "late note"}})
+    assert r.status_code == 422 and "being erased" in r.text

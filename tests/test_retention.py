@@ -4,19 +4,26 @@ withdrawal, legal holds blocking purges."""
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import UTC, date, datetime, time
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from fiduciary.access import SYSTEM
 from fiduciary.clock import FixedClock
 from fiduciary.config import Settings
 from fiduciary.datamap import load_default
+from fiduciary.errors import InvalidInput
 from fiduciary.privacy.retention import RetentionRules, StoredRecord, add_period
 from fiduciary.runtime import Runtime
 from tests.test_erasure import add, person
 from tests.test_import_export import cli
+
+
+def at(clock: FixedClock, day: date) -> None:
+    """Records are written when their events happen: move the clock there first."""
+    clock._at = datetime.combine(day, time(12), UTC)
 
 
 def test_add_period_clamps_month_ends() -> None:
@@ -40,7 +47,9 @@ def policy(client: TestClient, sid: str, end: str | None) -> str:
     return add(client, sid, "policies", "policy_administration", data)
 
 
-def test_declined_quote_expires_on_the_boundary_day(rt: Runtime, client: TestClient) -> None:
+def test_declined_quote_expires_on_the_boundary_day(rt: Runtime, client: TestClient,
+                                                    clock: FixedClock) -> None:
+    at(clock, date(2024, 3, 15))
     sid, _ = person(client)
     policy(client, sid, None)  # an active policy keeps the customer
     declined = quote(client, sid, "declined", "2024-03-15")
@@ -54,7 +63,10 @@ def test_declined_quote_expires_on_the_boundary_day(rt: Runtime, client: TestCli
     assert client.get(f"/v1/collections/quotes/records/{declined}?purpose=underwriting"
                       ).status_code == 200  # a dry run changes nothing
 
-    done = rt.retention.run(SYSTEM, date(2026, 3, 15))
+    with pytest.raises(InvalidInput, match="future"):
+        rt.retention.run(SYSTEM, date(2026, 3, 15))  # the clock still says 2024
+    at(clock, date(2026, 3, 15))
+    done = rt.retention.run(SYSTEM)
     assert done.records_deleted == 1 and done.subjects_shredded == 0
     assert client.get(f"/v1/collections/quotes/records/{declined}?purpose=underwriting"
                       ).status_code == 404
@@ -66,13 +78,15 @@ def test_declined_quote_expires_on_the_boundary_day(rt: Runtime, client: TestCli
 
 
 def test_a_subject_whose_every_record_expired_is_crypto_shredded(
-        rt: Runtime, client: TestClient) -> None:
+        rt: Runtime, client: TestClient, clock: FixedClock) -> None:
+    at(clock, date(2018, 6, 30))
     sid, _ = person(client)
     policy(client, sid, "2018-06-30")  # persons and policies: 7 years after it ended
     assert rt.retention.run(SYSTEM, date(2025, 6, 29), dry_run=True).items == []
     plan = rt.retention.run(SYSTEM, date(2025, 6, 30), dry_run=True)
     assert {i.action for i in plan.items} == {"shred_subject"} and len(plan.items) == 2
-    report = rt.retention.run(SYSTEM, date(2025, 6, 30))
+    at(clock, date(2025, 6, 30))
+    report = rt.retention.run(SYSTEM)
     assert report.subjects_shredded == 1
     assert client.get(f"/v1/subjects/{sid}").status_code == 410
     assert rt.vault.keys.store.get([sid]) == {}
@@ -80,7 +94,9 @@ def test_a_subject_whose_every_record_expired_is_crypto_shredded(
     assert cert["cause"] == "retention period ended" and cert["erased"]["records"] == 2
 
 
-def test_an_open_claim_keeps_the_customer(rt: Runtime, client: TestClient) -> None:
+def test_an_open_claim_keeps_the_customer(rt: Runtime, client: TestClient,
+                                          clock: FixedClock) -> None:
+    at(clock, date(2010, 6, 30))
     sid, _ = person(client)
     policy(client, sid, "2010-06-30")
     add(client, sid, "claims", "claims_handling", {
@@ -92,12 +108,14 @@ def test_an_open_claim_keeps_the_customer(rt: Runtime, client: TestClient) -> No
 
 
 def test_holds_block_purges_until_released(rt: Runtime, client: TestClient,
-                                           settings: Settings) -> None:
+                                           settings: Settings, clock: FixedClock) -> None:
+    at(clock, date(2012, 1, 1))
     sid, _ = person(client)
     policy(client, sid, None)
-    declined = quote(client, sid, "declined", "2020-01-01")
+    declined = quote(client, sid, "declined", "2012-01-01")
     other, _ = person(client)
     policy(client, other, "2012-01-01")
+    at(clock, date(2026, 1, 31))
     col = rt.holds.add(SYSTEM, "collection", "quotes", "market-conduct exam", "compliance")
     sub = rt.holds.add(SYSTEM, "subject", other, "Doe v. Example", "legal")
     report = rt.retention.run(SYSTEM)
@@ -144,5 +162,13 @@ def test_rules_from_a_record_field_and_created() -> None:
             StoredRecord("x1", "s", "claims", {}, at, at)]
     got = rules.expiries(rows)
     assert got["c1"].expires_on == date(2028, 2, 28)
+    # Backdating a clock's field after the fact does not shorten retention: the clock never
+    # starts before the record's last change.
+    later = datetime(2026, 1, 10, tzinfo=UTC)
+    backdated = StoredRecord("c2", "s", "claims", {"closed_at": "2001-01-01"}, at, later)
+    assert rules.expiries([backdated])["c2"].expires_on == date(2033, 1, 10)
+    ended = StoredRecord("p1", "s", "policies", {"end_date": "2001-01-01"}, at, later)
+    person_row = StoredRecord("x", "s", "persons", {}, at, at)
+    assert rules.expiries([ended, person_row])["x"].expires_on == date(2033, 1, 10)
     assert got["n1"].expires_on == date(2027, 5, 1)
     assert got["x1"].running and got["x1"].expires_on is None

@@ -84,6 +84,9 @@ class Eraser:
         withdrawn = {p: e.recorded_at for p, e in self.consent.current(subject_id).items()
                      if not e.granted}
         with self.db.write() as conn:
+            # Writers take the subject row FOR SHARE: they finish first, or see the erasure.
+            conn.execute(sa.select(subjects.c.id).where(subjects.c.id == subject_id)
+                         .with_for_update())
             self.vault.subject(conn, subject_id)  # 404 unknown, 410 already erased
             rows = [StoredRecord(r.id, r.subject_id, r.collection, json.loads(r.clear),
                                  r.created_at, r.updated_at)
@@ -182,11 +185,14 @@ class Eraser:
         return True
 
     def destroy_leftover_keys(self) -> int:
-        """Keys of subjects already marked erased (a crash between commit and destruction)."""
-        with self.db.read() as conn:
-            erased = list(conn.execute(sa.select(subjects.c.id).where(
-                subjects.c.status == "erased")).scalars())
-        left = [s for s in self.keys.store.get(erased)]
+        """Clean up after a crash between an erasure's commit and its key destruction: keys
+        of subjects marked erased, and any row that reached them despite the erasure."""
+        with self.db.write() as conn:
+            erased = sa.select(subjects.c.id).where(subjects.c.status == "erased")
+            conn.execute(blind_index.delete().where(blind_index.c.subject_id.in_(erased)))
+            conn.execute(records.delete().where(records.c.subject_id.in_(erased)))
+            ids = list(conn.execute(erased).scalars())
+        left = list(self.keys.store.get(ids))
         return self.keys.destroy(left, "erasure") if left else 0
 
     def certificates(self, subject_id: str) -> list[dict[str, Any]]:

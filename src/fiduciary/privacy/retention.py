@@ -16,6 +16,11 @@ How a record's clock is counted (the data map's ``retention`` of its collection)
   others have no clock of their own and go when their subject's whole record set expires.
 
 A record has expired on and after ``start + period`` (the anniversary day itself included).
+
+A clock counted from a date field never starts before the record's last change: whoever may
+write a record but not delete it cannot have it purged by backdating ``end_date``,
+``closed_at`` or ``decision_date``. (Records imported with historical dates are therefore kept
+a full period from their import.)
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from fiduciary.access.principal import Principal
 from fiduciary.audit.events import AuditLog
 from fiduciary.clock import Clock
 from fiduciary.datamap import CollectionSpec, DataMap
+from fiduciary.errors import FieldProblem, InvalidInput
 from fiduciary.privacy.deadlines import add_months
 from fiduciary.storage import Database
 from fiduciary.storage.schema import blind_index, legal_holds, records, subjects
@@ -144,6 +150,7 @@ class RetentionRules:
             start = _as_date(r.clear.get(rule.start))
             if start is None:
                 return Expiry(None, running=True)
+            start = max(start, r.updated_at.date())
         return Expiry(add_period(start, rule.period))
 
     @staticmethod
@@ -159,7 +166,7 @@ class RetentionRules:
             if end is None:
                 running = True
             else:
-                ends.append(end)
+                ends.append(max(end, r.updated_at.date()))
         return (max(ends) if ends else None), running
 
     def duty(self, r: StoredRecord, expiry: Expiry, as_of: date) -> str | None:
@@ -240,7 +247,13 @@ class RetentionService:
 
     def run(self, principal: Principal, as_of: date | None = None,
             dry_run: bool = False) -> RetentionReport:
-        as_of = as_of or self.clock.now().date()
+        today = self.clock.now().date()
+        as_of = as_of or today
+        if as_of > today and not dry_run:
+            # A purge judged as of a future date would destroy what must still be kept.
+            raise InvalidInput("a purge cannot be judged as of a future date",
+                               [FieldProblem("as_of", f"on or before {today.isoformat()} "
+                                                      "(use --dry-run to look ahead)")])
         report = RetentionReport(as_of=as_of, dry_run=dry_run)
         if self._sweep and not dry_run:
             self._sweep()

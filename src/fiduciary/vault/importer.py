@@ -192,20 +192,43 @@ class Importer:
         keys.store.put(whole.subject_keys)
         try:
             with self.vault.db.write() as conn:
+                if not self._still_active(conn, whole):
+                    raise _SubjectChanged()
                 insert_batch(conn, whole)
                 self._audit(conn, spec, whole)
             self._count(report, prepared)
             return
+        except _SubjectChanged:
+            log.warning("a subject of the batch was erased or restricted meanwhile; "
+                        "storing row by row")
         except sa.exc.DBAPIError as exc:
             log.warning("batch insert failed (%s); retrying row by row", type(exc).__name__)
         for line, one in prepared:
             try:
                 with self.vault.db.write() as conn:
+                    if not self._still_active(conn, one):
+                        raise _SubjectChanged()
                     insert_batch(conn, one)
                     self._audit(conn, spec, one)
                 self._count(report, [(line, one)])
+            except _SubjectChanged:
+                self._reject(report, reject, line, [FieldProblem(
+                    "subject_id", "unknown, restricted or erased subject")])
             except sa.exc.DBAPIError:
                 self._reject(report, reject, line, [FieldProblem("row", "could not be stored")])
+
+    @staticmethod
+    def _still_active(conn: Any, batch: Batch) -> bool:
+        """Existing subjects the batch adds to are still active, locked (FOR SHARE) until it
+        commits, so an erasure cannot slip between the check and the insert."""
+        new = {s["id"] for s in batch.subjects}
+        ids = {r["subject_id"] for r in batch.records} - new
+        if not ids:
+            return True
+        active = conn.execute(sa.select(subjects.c.id).where(
+            subjects.c.id.in_(ids), subjects.c.status == "active")
+            .with_for_update(read=True)).scalars().all()
+        return len(active) == len(ids)
 
     def _audit(self, conn: Any, spec: CollectionSpec, batch: Batch) -> None:
         """The batch and its event commit together."""
@@ -260,6 +283,10 @@ class Importer:
                 .where(subjects.c.id.in_(ids), subjects.c.status == "active")
             ).all()
         return {r.subject_id: r for r in rows}
+
+
+class _SubjectChanged(Exception):
+    pass
 
 
 def write_reject(fh: TextIO) -> Callable[[int, list[FieldProblem]], None]:

@@ -33,7 +33,7 @@ from fiduciary.errors import (
     NotFound,
 )
 from fiduciary.storage import Database
-from fiduciary.storage.schema import blind_index, records, subjects
+from fiduciary.storage.schema import blind_index, legal_holds, records, subjects
 from fiduciary.vault.keys import SubjectKeys
 from fiduciary.vault.records import Record, RecordCodec, _dumps
 
@@ -182,10 +182,35 @@ class VaultService:
             return Subject(subject.id, status, subject.created_at)
 
     @staticmethod
-    def _check_restriction(status: str, subject_id: str, purpose: str) -> None:
-        if status in RESTRICTED and purpose != RESTRICTED_PURPOSE:
-            raise Forbidden(f"processing of subject {subject_id}'s data is restricted to "
-                            f"purpose {RESTRICTED_PURPOSE!r}", reason="processing_restricted")
+    def _restriction_allows(status: str, purpose: str, principal: Principal) -> bool:
+        """A restricted subject's data (or what an erasure keeps) serves legal obligations
+        only, and only in the hands of the privacy office — not any role whose grants happen
+        to cover every purpose, nor a break-glass grant."""
+        return status not in RESTRICTED or (
+            purpose == RESTRICTED_PURPOSE
+            and (principal.kind == "system" or principal.can("privacy:manage")))
+
+    def _check_restriction(self, status: str, subject_id: str, purpose: str,
+                           principal: Principal) -> None:
+        if not self._restriction_allows(status, purpose, principal):
+            raise Forbidden(f"processing of subject {subject_id}'s data is restricted to the "
+                            f"privacy office, for purpose {RESTRICTED_PURPOSE!r}",
+                            reason="processing_restricted")
+
+    @staticmethod
+    def _check_hold(conn: Connection, subject_id: str, record_id: str, collection: str,
+                    action: str) -> None:
+        """Evidence under a legal hold is neither changed nor deleted (privacy/holds.py)."""
+        held = conn.execute(sa.select(legal_holds.c.id).where(
+            legal_holds.c.released_at.is_(None),
+            sa.or_(sa.and_(legal_holds.c.scope == "subject",
+                           legal_holds.c.target == subject_id),
+                   sa.and_(legal_holds.c.scope == "record", legal_holds.c.target == record_id),
+                   sa.and_(legal_holds.c.scope == "collection",
+                           legal_holds.c.target == collection))).limit(1)).scalar()
+        if held is not None:
+            raise Forbidden(f"record {record_id} is under legal hold {held}: it cannot be "
+                            f"{action}", reason="legal_hold")
 
     # -- checks --------------------------------------------------------------------------------
     def collection(self, name: str) -> CollectionSpec:
@@ -297,14 +322,17 @@ class VaultService:
         now = self.clock.now()
         record_id = new_id()
         with self.db.write() as conn:
+            # FOR SHARE: an erasure of this subject waits for this write, or this write sees
+            # the erasure (PostgreSQL; SQLite write transactions are serial anyway).
             row = conn.execute(
                 sa.select(subjects.c.status, subjects.c.attributes)
-                .where(subjects.c.id == subject_id)
+                .where(subjects.c.id == subject_id).with_for_update(read=True)
             ).first() if is_id(subject_id) else None
-            if row is None or row.status == "erased":
-                reason = "unknown subject" if row is None else "subject has been erased"
+            if row is None or row.status in ("erased", "erasure_pending"):
+                reason = ("unknown subject" if row is None
+                          else "subject has been erased or is being erased")
                 raise InvalidInput.from_problems([FieldProblem("subject_id", reason)], "write")
-            self._check_restriction(row.status, subject_id, purpose)
+            self._check_restriction(row.status, subject_id, purpose, principal)
             clear_values = {k: v for k, v in values.items() if not spec.fields[k].encrypted}
             self._require_write(principal, spec, purpose, values, clear_values,
                                 json.loads(row.attributes), subject_id)
@@ -360,8 +388,9 @@ class VaultService:
         purpose = self.check_purpose(spec, purpose)
         values, removed = self.validate_write(spec, data, purpose, partial=True)
         with self.db.write() as conn:
-            row = self._record_row(conn, spec, record_id)
-            self._check_restriction(row.subject_status, row.subject_id, purpose)
+            row = self._record_row(conn, spec, record_id, lock=True)
+            self._check_restriction(row.subject_status, row.subject_id, purpose, principal)
+            self._check_hold(conn, row.subject_id, record_id, spec.name, "changed")
             clear: dict[str, Any] = json.loads(row.clear)
             # Conditions are tested on the record as stored: nobody edits a record they
             # could not act on, by rewriting the very field a condition reads.
@@ -403,8 +432,9 @@ class VaultService:
         spec = self.collection(collection)
         purpose = self.check_purpose(spec, purpose)
         with self.db.write() as conn:
-            row = self._record_row(conn, spec, record_id)
-            self._check_restriction(row.subject_status, row.subject_id, purpose)
+            row = self._record_row(conn, spec, record_id, lock=True)
+            self._check_restriction(row.subject_status, row.subject_id, purpose, principal)
+            self._check_hold(conn, row.subject_id, record_id, spec.name, "deleted")
             clear = json.loads(row.clear)
             present = self._present(spec, clear, json.loads(row.sealed))
             decisions = self.policy.decide(principal, "delete", spec, purpose, present, clear,
@@ -430,7 +460,7 @@ class VaultService:
         self._require_any(principal, ("read",))
         with self.db.read() as conn:
             subject = self._subject(conn, subject_id)
-            self._check_restriction(subject.status, subject_id, purpose)
+            self._check_restriction(subject.status, subject_id, purpose, principal)
             rows = conn.execute(
                 sa.select(*_RECORD_COLUMNS).select_from(_RECORD_FROM)
                 .where(records.c.subject_id == subject_id)
@@ -582,11 +612,13 @@ class VaultService:
         if len(ids) > 1:
             self.keys.ciphers(ids)
 
-    def _record_row(self, conn: Connection, spec: CollectionSpec, record_id: str) -> Any:
-        row = conn.execute(
-            sa.select(*_RECORD_COLUMNS).select_from(_RECORD_FROM)
-            .where(records.c.id == record_id, records.c.collection == spec.name)
-        ).first() if is_id(record_id) else None
+    def _record_row(self, conn: Connection, spec: CollectionSpec, record_id: str,
+                    lock: bool = False) -> Any:
+        query = (sa.select(*_RECORD_COLUMNS).select_from(_RECORD_FROM)
+                 .where(records.c.id == record_id, records.c.collection == spec.name))
+        if lock:  # the subject row, shared: an erasure waits for this write (PostgreSQL)
+            query = query.with_for_update(read=True, of=subjects)
+        row = conn.execute(query).first() if is_id(record_id) else None
         if row is None:
             raise NotFound(f"record {record_id} not found in collection {spec.name!r}",
                            code="record_not_found")
@@ -622,9 +654,9 @@ class VaultService:
               action: str, required: bool) -> Record | None:
         """Decide, decrypt only what is permitted, mask as decided. With ``required``, a record
         of which nothing is permitted is a 403; otherwise it is skipped (``None``)."""
-        if row.subject_status in RESTRICTED and purpose != RESTRICTED_PURPOSE:
+        if not self._restriction_allows(row.subject_status, purpose, principal):
             if required:
-                self._check_restriction(row.subject_status, row.subject_id, purpose)
+                self._check_restriction(row.subject_status, row.subject_id, purpose, principal)
             return None
         clear: dict[str, Any] = json.loads(row.clear)
         sealed: dict[str, str] = json.loads(row.sealed)
