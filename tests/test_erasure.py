@@ -224,9 +224,14 @@ def test_access_package_through_a_dsr(rt: Runtime, client: TestClient,
     r = dpo.client.post(f"/v1/dsr/{dsr}/fulfil", json={})
     assert r.status_code == 200, r.text
     result = r.json()["result"]["package"]
-    path = Path(result["json_path"])
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    doc = json.loads(path.read_text())
+    # On disk the package is sealed under the subject's key: no value in clear, owner-only.
+    files = [Path(rt.settings.data_dir) / "exports" / name for name in result["files"]]
+    for f in files:
+        assert stat.S_IMODE(os.stat(f).st_mode) == 0o600
+        assert SSN.encode() not in f.read_bytes() and b"hail damage" not in f.read_bytes()
+    r = dpo.client.get(f"/v1/dsr/{dsr}/package?format=json")
+    assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
+    doc = r.json()
     by_collection = {r["collection"]: r["data"] for r in doc["records"]}
     assert by_collection["persons"]["national_id"] == SSN  # in clear: it is their own data
     assert by_collection["claims"]["description"] == "hail damage"
@@ -237,12 +242,8 @@ def test_access_package_through_a_dsr(rt: Runtime, client: TestClient,
     reads = [e for e in doc["access_log"] if e["by"]["roles"] == ["claims_adjuster"]]
     assert reads and reads[0]["action"] == "record.search"
     assert '"adj"' not in json.dumps(doc["access_log"])  # roles, not staff names
-    page = Path(result["html_path"]).read_text()
+    page = dpo.client.get(f"/v1/dsr/{dsr}/package?format=html").text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>" not in page
-    # The DPO downloads it; the download is audited too.
-    r = dpo.client.get(f"/v1/dsr/{dsr}/package?format=html")
-    assert r.status_code == 200 and r.text == page
-    assert dpo.client.get(f"/v1/dsr/{dsr}/package").json()["package_id"] == doc["package_id"]
     assert dpo.client.get(f"/v1/dsr/{dsr}/package?format=../x").status_code == 422
     assert adj.client.get(f"/v1/dsr/{dsr}/package").status_code == 403
     assert len(rt.trail.events(action="dsr.package_download")[0]) == 2
@@ -250,9 +251,19 @@ def test_access_package_through_a_dsr(rt: Runtime, client: TestClient,
     events = [e["event"] for e in rt.trail.events(action="dsr.access_package")[0]]
     assert events and events[0]["details"]["sha256"] == result["sha256"]
     assert SSN not in json.dumps(events)
+    # The CLI opens it too.
+    out_file = Path(rt.settings.data_dir) / "pkg.html"
+    code, _, err = cli(rt.settings, "dsr", "package", dsr, "--format", "html", "--output",
+                       str(out_file))
+    assert code == 0, err
+    assert out_file.read_text() == page and stat.S_IMODE(out_file.stat().st_mode) == 0o600
     # Only privacy:manage may build one.
     with pytest.raises(Exception, match="privacy:manage"):
         rt.packager.build(adj_principal(rt, "adj"), sid)
+    # Erasure takes the package with it, even while it keeps the open claim for its duty.
+    assert rt.eraser.erase(SYSTEM, sid)["status"] == "pending"
+    assert not any(f.exists() for f in files)
+    assert dpo.client.get(f"/v1/dsr/{dsr}/package").status_code == 404
 
 
 def adj_principal(rt: Runtime, username: str) -> Any:

@@ -106,6 +106,7 @@ def open_runtime(settings: Settings, *, create: bool = False,
                                  eraser.finish, sweep=eraser.destroy_leftover_keys)
     packager = AccessPackager(vault, policy, consent, trail, audit, clock,
                               data_dir / "exports")
+    eraser.on_erased = packager.delete_for
     dsr = DsrService(db, clock, audit, vault, consent, packager=packager, eraser=eraser,
                      holidays=settings.holidays())
     _record_configuration(db, audit, datamap, policy)

@@ -7,7 +7,6 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
-from fastapi.responses import FileResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
@@ -332,11 +331,13 @@ def create_app(rt: Runtime) -> FastAPI:
 
     @app.get("/v1/dsr/{request_id}/package", tags=["dsr"], response_model=None)
     def download_package(request_id: str, who: PrivacyOfficer,
-                         format: str = "json") -> FileResponse:
+                         format: str = "json") -> Response:
         req = rt.dsr.get(request_id)
-        path = rt.packager.download(who, req.result, req.subject_id, format)
-        return FileResponse(path, filename=path.name, media_type="application/json"
-                            if format == "json" else "text/html; charset=utf-8")
+        body, media = rt.packager.download(who, req.result, req.subject_id, format)
+        name = f"access-{request_id}.{format}"
+        return Response(body, media_type=media, headers={
+            "Content-Disposition": f'attachment; filename="{name}"',
+            "Cache-Control": "no-store"})
 
     @app.post("/v1/dsr/{request_id}/verify", tags=["dsr"])
     def verify_dsr(request_id: str, body: DsrVerification, who: PrivacyOfficer

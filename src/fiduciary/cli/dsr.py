@@ -4,6 +4,8 @@ operator running the command (their OS user appears in the ticket and the audit 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -170,6 +172,30 @@ def dsr_show(request_id: RequestId, data_dir: DataDir = None,
     for s in req.steps:
         steps.add_row(s.at.isoformat(), s.step, s.actor, json.dumps(s.details))
     out.print(steps)
+
+
+@dsr_app.command("package")
+def dsr_package(
+    request_id: RequestId,
+    fmt: Annotated[str, typer.Option("--format", help="json or html")] = "json",
+    output: Annotated[Path | None, typer.Option(help="File to write (0600); default "
+                                                "stdout")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """The access package of a fulfilled request, opened (it is stored sealed)."""
+    def fetch(rt: Runtime) -> bytes:
+        req = rt.dsr.get(request_id)
+        return rt.packager.download(SYSTEM, req.result, req.subject_id, fmt)[0]
+
+    body = _run(data_dir, fetch)
+    if output is None:
+        sys.stdout.buffer.write(body)
+        return
+    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(body)
+    os.chmod(output, 0o600)
+    err.print(f"wrote {output}", highlight=False)
 
 
 @consent_app.command("record")

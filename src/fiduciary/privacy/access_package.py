@@ -6,6 +6,10 @@ machine-readable JSON and as a readable HTML page, written for the DPO to downlo
 Staff who touched the data are shown by role and kind, not by name: the subject learns which
 functions of the insurer saw their data (Art. 15(1)(c)) without the package disclosing
 employees' identities.
+
+The files are sealed (AES-256-GCM) under the subject's own data key, so they are ciphertext on
+disk and in backups, and an erasure (which destroys that key, and deletes the files) leaves
+nothing readable. They are opened only on download.
 """
 
 from __future__ import annotations
@@ -27,13 +31,17 @@ from fiduciary.access.principal import Principal
 from fiduciary.audit.events import AuditLog
 from fiduciary.audit.trail import AuditTrail
 from fiduciary.clock import Clock
-from fiduciary.errors import FieldProblem, Forbidden, InvalidInput, NotFound
+from fiduciary.crypto.aead import DecryptionError
+from fiduciary.errors import FieldProblem, Forbidden, IntegrityFailure, InvalidInput, NotFound
 from fiduciary.privacy.ropa import retention_rule, third_party
 from fiduciary.storage.schema import dsr_requests
-from fiduciary.vault.service import VaultService
+from fiduciary.vault.service import VaultService, is_id
 
 FORMAT = "fiduciary-access-package/1"
-_PACKAGE_NAME = "access-{id}"
+_PACKAGE_NAME = "access-{subject}-{id}.{fmt}.sealed"
+#: The associated data's "collection": a package can never pass for a record's field.
+_AD_COLLECTION = "_access_package"
+_MEDIA = {"json": "application/json", "html": "text/html; charset=utf-8"}
 
 
 class ConsentHistory(Protocol):
@@ -79,47 +87,68 @@ class AccessPackager:
         body = json.dumps(doc, indent=1, ensure_ascii=False, sort_keys=False)
         digest = hashlib.sha256(body.encode()).hexdigest()
         self.out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        json_path = self.out_dir / (_PACKAGE_NAME.format(id=package_id) + ".json")
-        html_path = json_path.with_suffix(".html")
-        _write_private(json_path, body)
-        _write_private(html_path, render_html(doc))
+        cipher = self.vault.keys.cipher_for(subject_id)
+        paths = {}
+        for fmt, text in (("json", body), ("html", render_html(doc))):
+            paths[fmt] = self._file(subject_id, package_id, fmt)
+            _write_private(paths[fmt], cipher.encrypt(_AD_COLLECTION, package_id, fmt,
+                                                      text.encode()))
         self.audit.append_committed(self.audit.event(
             principal, "dsr.access_package", subject_ids=[subject_id],
             record_ids=[r.id for r in found], purpose="legal_obligation",
             details={"package_id": package_id, "request_id": request_id,
                      "records": len(found), "sha256": digest}))
-        return {"package_id": package_id, "json_path": str(json_path),
-                "html_path": str(html_path), "records": len(found), "sha256": digest,
-                "generated_at": _iso(now)}
+        return {"package_id": package_id, "files": [p.name for p in paths.values()],
+                "records": len(found), "sha256": digest, "generated_at": _iso(now)}
 
     def download(self, principal: Principal, result: Mapping[str, Any] | None,
-                 subject_id: str, fmt: str) -> Path:
-        """The file of a request's package, for the DPO to hand over; each download audited."""
+                 subject_id: str, fmt: str) -> tuple[bytes, str]:
+        """The opened package of a request and its media type, for the DPO to hand over; each
+        download audited. 410 once the subject is erased."""
         if principal.kind != "system" and not principal.can("privacy:manage"):
             raise Forbidden("access packages need the privacy:manage permission",
                             reason="field_not_permitted")
+        if fmt not in _MEDIA:
+            raise InvalidInput("format is json or html", [FieldProblem("format", "json|html")])
         package = (result or {}).get("package")
         if not isinstance(package, Mapping):
             raise NotFound("this request has no access package", code="package_not_found")
-        path = self.path(str(package.get("package_id")), fmt)
-        if not path.exists():
-            raise NotFound("the package file is no longer there", code="package_not_found")
+        package_id = str(package.get("package_id"))
+        cipher = self.vault.keys.cipher_for(subject_id)  # Gone (410) after an erasure
+        path = self._file(subject_id, package_id, fmt)
+        try:
+            blob = path.read_bytes()
+        except FileNotFoundError:
+            raise NotFound("the package file is no longer there", code="package_not_found"
+                           ) from None
+        try:
+            text = cipher.decrypt(_AD_COLLECTION, package_id, fmt, blob)
+        except DecryptionError:
+            raise IntegrityFailure(f"access package {package_id} failed its integrity check"
+                                   ) from None
         self.audit.append_committed(self.audit.event(
             principal, "dsr.package_download", subject_ids=[subject_id],
-            purpose="legal_obligation",
-            details={"package_id": package.get("package_id"), "format": fmt}))
-        return path
+            purpose="legal_obligation", details={"package_id": package_id, "format": fmt}))
+        return text, _MEDIA[fmt]
 
-    def path(self, package_id: str, fmt: str) -> Path:
-        """Where a package was written (for download)."""
-        if fmt not in ("json", "html"):
-            raise InvalidInput("format is json or html", [FieldProblem("format", "json|html")])
+    def delete_for(self, subject_id: str) -> int:
+        """Remove a subject's package files (an erasure does, after destroying the key)."""
+        gone = 0
+        if is_id(subject_id) and self.out_dir.is_dir():
+            for path in self.out_dir.glob(f"access-{subject_id}-*.sealed"):
+                path.unlink(missing_ok=True)
+                gone += 1
+        return gone
+
+    def _file(self, subject_id: str, package_id: str, fmt: str) -> Path:
         try:
             uuid.UUID(package_id)
         except ValueError:
             raise InvalidInput("not a package id", [FieldProblem("package_id", "a uuid")]
                                ) from None
-        return self.out_dir / (_PACKAGE_NAME.format(id=package_id) + "." + fmt)
+        if not is_id(subject_id):
+            raise InvalidInput("not a subject id", [FieldProblem("subject_id", "a uuid")])
+        return self.out_dir / _PACKAGE_NAME.format(subject=subject_id, id=package_id, fmt=fmt)
 
     def _collections(self, names: list[str]) -> list[dict[str, Any]]:
         dm = self.vault.datamap
@@ -173,10 +202,10 @@ class AccessPackager:
                  "closed_at": _iso(r.closed_at)} for r in rows]
 
 
-def _write_private(path: Path, text: str) -> None:
+def _write_private(path: Path, blob: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(blob)
 
 
 def _cell(value: Any) -> str:

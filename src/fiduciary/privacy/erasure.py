@@ -14,7 +14,7 @@ import hashlib
 import json
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -65,6 +65,8 @@ class Eraser:
         self.keys = keys
         self.consent = consent
         self.rules = RetentionRules(vault.datamap)
+        #: Called after each erasure of a subject (the access packager deletes its files).
+        self.on_erased: Callable[[str], object] | None = None
 
     def erase(self, principal: Principal, subject_id: str,
               request_id: str | None = None) -> dict[str, Any]:
@@ -155,7 +157,14 @@ class Eraser:
             # After the commit: the event and the deletions are durable first; a failure
             # here leaves an erased subject whose key `retention run` destroys next time.
             self.keys.destroy([subject_id], "erasure")
+        if self.on_erased:
+            self.on_erased(subject_id)  # copies made from the erased records go too
         return certificate
+
+    def _destroy(self, subject_id: str) -> None:
+        self.keys.destroy([subject_id], "erasure")
+        if self.on_erased:
+            self.on_erased(subject_id)
 
     def finish(self, principal: Principal, subject_id: str) -> bool:
         """A pending erasure whose kept records are all gone now: destroy the key."""
@@ -181,7 +190,7 @@ class Eraser:
             self.audit.append(conn, self.audit.event(
                 principal, "subject.erase.complete", subject_ids=[subject_id],
                 details={"erasure_ids": [e.id for e in pending], "data_key_destroyed": True}))
-        self.keys.destroy([subject_id], "erasure")
+        self._destroy(subject_id)
         return True
 
     def destroy_leftover_keys(self) -> int:
@@ -193,7 +202,9 @@ class Eraser:
             conn.execute(records.delete().where(records.c.subject_id.in_(erased)))
             ids = list(conn.execute(erased).scalars())
         left = list(self.keys.store.get(ids))
-        return self.keys.destroy(left, "erasure") if left else 0
+        for sid in left:
+            self._destroy(sid)
+        return len(left)
 
     def certificates(self, subject_id: str) -> list[dict[str, Any]]:
         with self.db.read() as conn:
