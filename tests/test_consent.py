@@ -213,3 +213,20 @@ def test_withdrawn_lists_subjects_currently_withdrawn_since_their_withdrawal(
     assert found == {a: a_withdrawn, c: c_withdrawn, d: d_second, f: start}
     assert dict(ledger.withdrawn("marketing", middle))[d] == d_first
     assert list(ledger.withdrawn("sale_or_sharing")) == []
+
+
+def test_gpc_from_staff_is_ignored_and_read_only_keys_cannot_record(
+        client: TestClient, rt: Runtime, clock: FixedClock) -> None:
+    s, _ = person(rt)
+    url = f"/v1/subjects/{s}/consents"
+    # A staff browser's own GPC signal is the employee's, not the customer's.
+    agent = make_staff(rt, clock, "agent2", ["call_center_agent"], regions=["west"]).client
+    assert agent.get(url, headers={"Sec-GPC": "1"}).status_code == 200
+    assert rt.consent.current(s) == {}
+    _, token = rt.api_keys.create("reader", role="service", scopes=["read"])
+    reader = TestClient(client.app, raise_server_exceptions=False)
+    reader.headers["Authorization"] = f"Bearer {token}"
+    r = reader.post(url, json=GRANT)
+    assert r.status_code == 403 and "write scope" in r.json()["error"]["message"]
+    assert reader.get(url).status_code == 200
+    assert rt.consent.current(s) == {}

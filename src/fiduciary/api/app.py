@@ -296,7 +296,9 @@ def create_app(rt: Runtime) -> FastAPI:
                                              "sharing (CCPA regs 7025)")]
 
     def honour_gpc(who: Principal, subject_id: str, sec_gpc: str | None) -> None:
-        if (sec_gpc or "").strip() == "1":
+        # The signal is the consumer's, relayed by the insurer's consumer-facing applications
+        # (API keys); staff browsers may send it on their own behalf, not the customer's.
+        if who.kind == "api_key" and (sec_gpc or "").strip() == "1":
             rt.consent.honour_gpc(who, subject_id)
 
     @app.post("/v1/subjects/{subject_id}/consents", status_code=201, tags=["consent"])

@@ -82,10 +82,15 @@ def audit_actor(principal: Principal) -> Principal | None:
 
 
 def require_permission(principal: Principal, *permissions: str) -> None:
-    """Privacy operations need one of ``permissions``; the system itself (CLI) is trusted."""
+    """Privacy operations need one of ``permissions``; the system itself (CLI) is trusted.
+    An API key limited by scopes must also hold the matching one (``write`` to record,
+    ``read`` to read)."""
     if principal.kind != "system" and not any(principal.can(p) for p in permissions):
         raise Forbidden(f"requires the {' or '.join(permissions)} permission",
                         reason="field_not_permitted")
+    scope = "write" if any(p.endswith(":write") for p in permissions) else "read"
+    if principal.scopes is not None and scope not in principal.scopes:
+        raise Forbidden(f"this API key lacks the {scope} scope", reason="field_not_permitted")
 
 
 def subject_status(conn: Connection, subject_id: str, *, lock: bool = False) -> str:

@@ -42,6 +42,7 @@ from fiduciary.clock import Clock
 from fiduciary.datamap import CollectionSpec, DataMap
 from fiduciary.errors import FieldProblem, InvalidInput
 from fiduciary.privacy.deadlines import add_months
+from fiduciary.privacy.holds import HoldService
 from fiduciary.storage import Database
 from fiduciary.storage.schema import blind_index, legal_holds, records, subjects
 
@@ -380,14 +381,18 @@ class RetentionService:
 
     def _delete(self, principal: Principal, subject_id: str,
                 rows: list[StoredRecord]) -> None:
-        ids = [r.id for r in rows]
         with self.db.write() as conn:
+            # A hold placed since the run began still wins.
+            held = HoldService.covering(conn, subject_id, rows)
+            ids = [r.id for r in rows if r.id not in held]
+            if not ids:
+                return
             conn.execute(blind_index.delete().where(blind_index.c.record_id.in_(ids)))
             conn.execute(records.delete().where(records.c.id.in_(ids)))
             self.audit.append(conn, self.audit.event(
                 principal, "retention.purge", record_ids=ids, subject_ids=[subject_id],
                 purpose="legal_obligation",
                 details={"records": len(ids),
-                         "collections": sorted({r.collection for r in rows})}))
+                         "collections": sorted({r.collection for r in rows if r.id in ids})}))
 
 
