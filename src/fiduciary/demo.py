@@ -7,6 +7,7 @@ as customer files, and is therefore encrypted and indexed like real data.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from typing import Any
@@ -33,6 +34,7 @@ class DemoGenerator:
     def __init__(self, seed: int | None = None) -> None:
         self.fake = Faker("en_US")
         self.rng = random.Random(seed)
+        self._serial = 0
         if seed is not None:
             self.fake.seed_instance(seed)
 
@@ -45,12 +47,17 @@ class DemoGenerator:
         gender = r.choice(["female", "male", "female", "male", "non_binary", "undisclosed"])
         first = f.first_name_female() if gender == "female" else f.first_name_male()
         state = f.state_abbr(include_territories=False)
+        last = f.last_name()
+        # People's addresses are their own: a serial keeps them unique, as real ones are
+        # (Faker's would repeat by the thousand in a large store).
+        self._serial += 1
+        local = re.sub(r"[^a-z.]", "", f"{first}.{last}".lower())
         return {
             "first_name": first,
-            "last_name": f.last_name(),
+            "last_name": last,
             "date_of_birth": self._date_between(85, 18).isoformat(),
             "gender": gender,
-            "email": f.email(),
+            "email": f"{local}.{self._serial}@{f.free_email_domain()}",
             "phone": f"+1 {r.randint(201, 989)}-{r.randint(200, 999)}-{r.randint(0, 9999):04d}",
             "address_line": f.street_address(),
             "city": f.city(),
