@@ -172,3 +172,20 @@ def test_rules_from_a_record_field_and_created() -> None:
     assert rules.expiries([ended, person_row])["x"].expires_on == date(2033, 1, 10)
     assert got["n1"].expires_on == date(2027, 5, 1)
     assert got["x1"].running and got["x1"].expires_on is None
+
+
+def test_serve_runs_retention_on_a_schedule(rt: Runtime) -> None:
+    import threading
+
+    stop = threading.Event()
+    worker = threading.Thread(target=rt.retention.run_forever, args=(SYSTEM, stop, 0.05))
+    worker.start()
+    try:
+        for _ in range(200):
+            if rt.trail.events(action="retention.run")[0]:
+                break
+            stop.wait(0.05)
+    finally:
+        stop.set()
+        worker.join()
+    assert rt.trail.events(action="retention.run")[0]
