@@ -225,7 +225,7 @@ def test_access_package_through_a_dsr(rt: Runtime, client: TestClient,
     assert r.status_code == 200, r.text
     result = r.json()["result"]["package"]
     # On disk the package is sealed under the subject's key: no value in clear, owner-only.
-    files = [Path(rt.settings.data_dir) / "exports" / name for name in result["files"]]
+    files = [Path(rt.settings.data_dir) / "exports" / sid / name for name in result["files"]]
     for f in files:
         assert stat.S_IMODE(os.stat(f).st_mode) == 0o600
         assert SSN.encode() not in f.read_bytes() and b"hail damage" not in f.read_bytes()

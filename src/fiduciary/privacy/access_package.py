@@ -38,7 +38,7 @@ from fiduciary.storage.schema import dsr_requests
 from fiduciary.vault.service import VaultService, is_id
 
 FORMAT = "fiduciary-access-package/1"
-_PACKAGE_NAME = "access-{subject}-{id}.{fmt}.sealed"
+_PACKAGE_NAME = "access-{id}.{fmt}.sealed"  # in a directory per subject
 #: The associated data's "collection": a package can never pass for a record's field.
 _AD_COLLECTION = "_access_package"
 _MEDIA = {"json": "application/json", "html": "text/html; charset=utf-8"}
@@ -86,7 +86,7 @@ class AccessPackager:
         }
         body = json.dumps(doc, indent=1, ensure_ascii=False, sort_keys=False)
         digest = hashlib.sha256(body.encode()).hexdigest()
-        self.out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._dir(subject_id).mkdir(parents=True, exist_ok=True, mode=0o700)
         cipher = self.vault.keys.cipher_for(subject_id)
         paths = {}
         for fmt, text in (("json", body), ("html", render_html(doc))):
@@ -132,13 +132,22 @@ class AccessPackager:
         return text, _MEDIA[fmt]
 
     def delete_for(self, subject_id: str) -> int:
-        """Remove a subject's package files (an erasure does, after destroying the key)."""
+        """Remove a subject's package files (every erasure does): one directory per subject,
+        so this costs the subject's packages, not everyone's."""
+        if not is_id(subject_id):
+            return 0
+        folder = self._dir(subject_id)
+        if not folder.is_dir():
+            return 0
         gone = 0
-        if is_id(subject_id) and self.out_dir.is_dir():
-            for path in self.out_dir.glob(f"access-{subject_id}-*.sealed"):
-                path.unlink(missing_ok=True)
-                gone += 1
+        for path in folder.iterdir():
+            path.unlink(missing_ok=True)
+            gone += 1
+        folder.rmdir()
         return gone
+
+    def _dir(self, subject_id: str) -> Path:
+        return self.out_dir / subject_id
 
     def _file(self, subject_id: str, package_id: str, fmt: str) -> Path:
         try:
@@ -148,7 +157,7 @@ class AccessPackager:
                                ) from None
         if not is_id(subject_id):
             raise InvalidInput("not a subject id", [FieldProblem("subject_id", "a uuid")])
-        return self.out_dir / _PACKAGE_NAME.format(subject=subject_id, id=package_id, fmt=fmt)
+        return self._dir(subject_id) / _PACKAGE_NAME.format(id=package_id, fmt=fmt)
 
     def _collections(self, names: list[str]) -> list[dict[str, Any]]:
         dm = self.vault.datamap

@@ -45,7 +45,7 @@ subjects = sa.Table(
     "subjects",
     metadata,
     sa.Column("id", ID, primary_key=True),
-    sa.Column("status", sa.String(16), nullable=False, server_default="active"),
+    sa.Column("status", sa.String(16), nullable=False, server_default="active", index=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     #: JSON of the clear attributes policies may test (vip, employee, region), copied from the
     #: subject's fields marked ``subject_attribute`` in the data map.
@@ -86,7 +86,7 @@ blind_index = sa.Table(
               primary_key=True),
     sa.Column("field", sa.String(64), primary_key=True),
     sa.Column("collection", sa.String(64), nullable=False),
-    sa.Column("subject_id", ID, nullable=False),
+    sa.Column("subject_id", ID, nullable=False, index=True),
     sa.Column("digest", sa.LargeBinary, nullable=False, index=True),
 )
 
