@@ -120,11 +120,8 @@ class AuditLog:
 
     def _insert(self, conn: Connection, events: list[dict[str, Any]]) -> None:
         """Insert events and index them by subject, for a subject's trail without a scan."""
-        inserted = conn.execute(
-            audit_events.insert().returning(audit_events.c.seq, audit_events.c.event_id),
-            [self._row(e) for e in events]).all()
-        seqs = {event_id: seq for seq, event_id in inserted}
-        by_subject = [{"subject_id": sid, "seq": seqs[e["id"]]}
+        conn.execute(audit_events.insert(), [self._row(e) for e in events])
+        by_subject = [{"subject_id": sid, "event_id": e["id"]}
                       for e in events for sid in e["subject_ids"]]
         if by_subject:
             conn.execute(audit_subjects.insert(), by_subject)

@@ -191,8 +191,8 @@ class AuditTrail:
                       "dry_run": dry_run}
             if dry_run or count == 0:
                 return result
-            conn.execute(audit_subjects.delete().where(audit_subjects.c.seq.in_(
-                sa.select(audit_events.c.seq).where(audit_events.c.leaf_index < below))))
+            conn.execute(audit_subjects.delete().where(audit_subjects.c.event_id.in_(
+                sa.select(audit_events.c.event_id).where(audit_events.c.leaf_index < below))))
             conn.execute(audit_events.update().where(audit_events.c.leaf_index < below)
                          .values(event=None, subject_ids="", record_ids=""))
             self.log.append(conn, self.log.event(None, PRUNE_ACTION, details={
@@ -256,7 +256,7 @@ class AuditTrail:
             raise InvalidInput("limit out of range", [FieldProblem("limit", "1 to 1000")])
         q = sa.select(audit_events.c.seq, audit_events.c.event, audit_events.c.leaf_index)
         if subject_id:
-            q = q.where(audit_events.c.seq.in_(sa.select(audit_subjects.c.seq).where(
+            q = q.where(audit_events.c.event_id.in_(sa.select(audit_subjects.c.event_id).where(
                 audit_subjects.c.subject_id == subject_id)))
         if record_id:
             q = q.where(audit_events.c.record_ids.contains(record_id, autoescape=True))

@@ -255,7 +255,7 @@ audit_subjects = sa.Table(
     "audit_subjects",
     metadata,
     sa.Column("subject_id", ID, primary_key=True),
-    sa.Column("seq", sa.BigInteger, primary_key=True),
+    sa.Column("event_id", ID, primary_key=True),
 )
 
 # -- privacy operations -------------------------------------------------------------------------

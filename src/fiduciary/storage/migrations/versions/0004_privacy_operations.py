@@ -22,17 +22,17 @@ def upgrade() -> None:
     op.create_table(
         "audit_subjects",
         sa.Column("subject_id", ID, nullable=False),
-        sa.Column("seq", sa.BigInteger, nullable=False),
-        sa.PrimaryKeyConstraint("subject_id", "seq", name="pk_audit_subjects"),
+        sa.Column("event_id", ID, nullable=False),
+        sa.PrimaryKeyConstraint("subject_id", "event_id", name="pk_audit_subjects"),
     )
     # Index the events written before this revision.
     conn = op.get_bind()
-    rows = conn.execute(sa.text("SELECT seq, subject_ids FROM audit_events "
+    rows = conn.execute(sa.text("SELECT event_id, subject_ids FROM audit_events "
                                 "WHERE subject_ids <> ''")).all()
-    pairs = [{"s": sid, "q": seq} for seq, ids in rows for sid in set(ids.split())]
+    pairs = [{"s": sid, "e": eid} for eid, ids in rows for sid in set(ids.split())]
     if pairs:
-        conn.execute(sa.text("INSERT INTO audit_subjects (subject_id, seq) VALUES (:s, :q)"),
-                     pairs)
+        conn.execute(sa.text("INSERT INTO audit_subjects (subject_id, event_id) "
+                             "VALUES (:s, :e)"), pairs)
     op.create_table(
         "consent_events",
         sa.Column("id", ID, nullable=False),
