@@ -36,6 +36,11 @@ request_context: ContextVar[RequestContext] = ContextVar("fiduciary_request",
                                                         default=_NO_CONTEXT)
 
 
+# Built once: on the path of every audited read.
+_INSERT_EVENT = audit_events.insert()
+_INSERT_SUBJECT = audit_subjects.insert()
+
+
 def canonical(event: dict[str, Any]) -> bytes:
     return rfc8785.dumps(event)
 
@@ -120,11 +125,11 @@ class AuditLog:
 
     def _insert(self, conn: Connection, events: list[dict[str, Any]]) -> None:
         """Insert events and index them by subject, for a subject's trail without a scan."""
-        conn.execute(audit_events.insert(), [self._row(e) for e in events])
+        conn.execute(_INSERT_EVENT, [self._row(e) for e in events])
         by_subject = [{"subject_id": sid, "event_id": e["id"]}
                       for e in events for sid in e["subject_ids"]]
         if by_subject:
-            conn.execute(audit_subjects.insert(), by_subject)
+            conn.execute(_INSERT_SUBJECT, by_subject)
 
     def append_committed(self, event: dict[str, Any]) -> None:
         """Returns once the event is committed (or raises). Concurrent callers share one
