@@ -32,8 +32,29 @@ class Database:
             engine_args.setdefault("max_overflow", 20)
             engine_args.setdefault("pool_pre_ping", True)
         self.engine: Engine = sa.create_engine(url, **engine_args)
+        self._stop = threading.Event()
+        self._checkpointer: threading.Thread | None = None
         if self.is_sqlite:
             _configure_sqlite(self.engine)
+            # Fold the WAL into the database from a background thread, not inside whichever
+            # request's commit crosses SQLite's threshold: that commit used to take ms.
+            self._checkpointer = threading.Thread(target=self._checkpoint_forever,
+                                                  name="sqlite-checkpoint", daemon=True)
+            self._checkpointer.start()
+
+    def _checkpoint_forever(self, interval: float = 1.0) -> None:
+        while not self._stop.wait(interval):
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Copy committed WAL pages into the database file (SQLite; readers are not blocked)."""
+        if not self.is_sqlite:
+            return
+        try:
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+        except sa.exc.DBAPIError:
+            pass  # busy or closing: the next round catches up
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -59,6 +80,11 @@ class Database:
             conn.execute(sa.text("SELECT 1"))
 
     def dispose(self) -> None:
+        if self._checkpointer is not None:
+            self._stop.set()
+            self._checkpointer.join()
+            self._checkpointer = None
+            self.checkpoint()
         self.engine.dispose()
 
 
@@ -72,6 +98,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA wal_autocheckpoint=0")  # the checkpoint thread does it
         cur.close()
 
     @event.listens_for(engine, "begin")
