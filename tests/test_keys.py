@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
+
+import pytest
 
 from fiduciary.access import SYSTEM
 from fiduciary.config import Settings
@@ -82,3 +85,11 @@ def test_apikeys_cli(settings: Settings, rt: Runtime) -> None:
     assert code == 0
     code, out, _ = cli(settings, "apikeys", "list", "--json")
     assert {k["id"]: k for k in json.loads(out)["items"]}[created["id"]]["state"] == "revoked"
+
+
+def test_a_shared_database_with_a_local_key_store_warns(
+        settings: Settings, backend: str, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="fiduciary.keystore"):
+        open_runtime(settings, create=True).close()
+    warned = [r for r in caplog.records if "FIDUCIARY_KEYSTORE_URL" in r.getMessage()]
+    assert bool(warned) == (backend == "postgresql")

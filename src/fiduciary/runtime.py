@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +84,10 @@ def open_runtime(settings: Settings, *, create: bool = False,
     keyring = open_file_keyring(data_dir, master, create)
     db = Database(settings.resolved_database_url())
     db.migrate()
+    if not db.is_sqlite and not settings.keystore_url:
+        logging.getLogger("fiduciary.keystore").warning(
+            "the database is shared but the key store is this machine's %s: every node must "
+            "use one key store, set FIDUCIARY_KEYSTORE_URL", data_dir / "keys.db")
     store = SubjectKeyStore(settings.resolved_keystore_url())
     _move_keys_out_of_database(db, store)
     _tighten(data_dir)
