@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,7 +45,10 @@ class Database:
 
     def _checkpoint_forever(self, interval: float = 1.0) -> None:
         while not self._stop.wait(interval):
-            self.checkpoint()
+            try:
+                self.checkpoint()
+            except Exception:  # keep folding the WAL whatever one round met
+                logging.getLogger("fiduciary.storage").exception("WAL checkpoint failed")
 
     def checkpoint(self) -> None:
         """Copy committed WAL pages into the database file (SQLite; readers are not blocked)."""
