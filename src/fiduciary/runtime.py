@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ from fiduciary.privacy.dsr import DsrService
 from fiduciary.privacy.erasure import Eraser
 from fiduciary.privacy.holds import HoldService
 from fiduciary.privacy.retention import RetentionService
+from fiduciary.privacy.ropa import configuration_digests
 from fiduciary.storage import Database
 from fiduciary.storage.schema import subject_keys, system_state
 from fiduciary.vault import SubjectKeys, VaultService
@@ -122,12 +122,8 @@ def open_runtime(settings: Settings, *, create: bool = False,
 def _record_configuration(db: Database, audit: AuditLog, datamap: DataMap,
                           policy: PolicyEngine) -> None:
     """A changed data map or policy pack leaves an audit event when it first takes effect."""
-    digest = {
-        "datamap_sha256": hashlib.sha256(json.dumps(datamap.as_dict(), sort_keys=True)
-                                         .encode()).hexdigest(),
-        "policy_sha256": hashlib.sha256(policy.pack.text.encode()).hexdigest(),
-        "datamap_source": datamap.source, "policy_source": policy.pack.source,
-    }
+    digest = {**configuration_digests(datamap, policy),
+              "datamap_source": datamap.source, "policy_source": policy.pack.source}
     value = json.dumps(digest, sort_keys=True)
     with db.write() as conn:
         current = conn.execute(sa.select(system_state.c.value).where(

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from fiduciary.errors import Forbidden
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -35,6 +37,13 @@ class Principal:
 
     def can(self, permission: str) -> bool:
         return permission in self.permissions
+
+
+def require_permission(principal: Principal, *permissions: str) -> None:
+    """One of ``permissions`` is needed; the system itself (the operator's CLI) is trusted."""
+    if principal.kind != "system" and not any(principal.can(p) for p in permissions):
+        raise Forbidden(f"requires the {' or '.join(permissions)} permission",
+                        reason="field_not_permitted")
 
 
 SYSTEM = Principal(id="system", kind="system", username="system", roles=("service",))

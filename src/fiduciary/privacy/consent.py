@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from fiduciary.access.principal import Principal
+from fiduciary.access.principal import require_permission as require_any_permission
 from fiduciary.audit.events import AuditLog, request_context
 from fiduciary.clock import Clock
 from fiduciary.datamap import DataMap
@@ -85,9 +86,7 @@ def require_permission(principal: Principal, *permissions: str) -> None:
     """Privacy operations need one of ``permissions``; the system itself (CLI) is trusted.
     An API key limited by scopes must also hold the matching one (``write`` to record,
     ``read`` to read)."""
-    if principal.kind != "system" and not any(principal.can(p) for p in permissions):
-        raise Forbidden(f"requires the {' or '.join(permissions)} permission",
-                        reason="field_not_permitted")
+    require_any_permission(principal, *permissions)
     scope = "write" if any(p.endswith(":write") for p in permissions) else "read"
     if principal.scopes is not None and scope not in principal.scopes:
         raise Forbidden(f"this API key lacks the {scope} scope", reason="field_not_permitted")

@@ -20,10 +20,10 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
-from fiduciary.access.principal import Principal
+from fiduciary.access.principal import Principal, require_permission
 from fiduciary.audit.events import AuditLog, canonical
 from fiduciary.clock import Clock
-from fiduciary.errors import Forbidden, NotFound
+from fiduciary.errors import NotFound
 from fiduciary.privacy.holds import HoldService
 from fiduciary.privacy.retention import RetentionRules, StoredRecord
 from fiduciary.storage import Database
@@ -79,9 +79,7 @@ class Eraser:
 
     def _erase(self, principal: Principal, subject_id: str, request_id: str | None,
                cause: str) -> dict[str, Any]:
-        if principal.kind != "system" and not principal.can("privacy:manage"):
-            raise Forbidden("erasure needs the privacy:manage permission",
-                            reason="field_not_permitted")
+        require_permission(principal, "privacy:manage")
         now = self.clock.now()
         withdrawn = {p: e.recorded_at for p, e in self.consent.current(subject_id).items()
                      if not e.granted}

@@ -13,11 +13,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from fiduciary.access.principal import Principal
+from fiduciary.access.principal import Principal, require_permission
 from fiduciary.audit.events import AuditLog
 from fiduciary.clock import Clock
 from fiduciary.datamap import DataMap
-from fiduciary.errors import FieldProblem, Forbidden, InvalidInput, NotFound
+from fiduciary.errors import FieldProblem, InvalidInput, NotFound
 from fiduciary.storage import Database
 from fiduciary.storage.schema import legal_holds, records, subjects
 from fiduciary.vault.service import is_id
@@ -75,9 +75,7 @@ class HoldService:
 
     @staticmethod
     def _require(principal: Principal) -> None:
-        if principal.kind != "system" and not principal.can("privacy:manage"):
-            raise Forbidden("legal holds need the privacy:manage permission",
-                            reason="field_not_permitted")
+        require_permission(principal, "privacy:manage")
 
     def add(self, principal: Principal, scope: str, target: str, reason: str,
             owner: str) -> Hold:

@@ -38,8 +38,8 @@ _CLASSIFICATIONS = sorted(Classification, key=lambda c: c.rank, reverse=True)
 
 
 def configuration_digests(datamap: DataMap, policy: PolicyEngine) -> dict[str, str]:
-    """The same digests the runtime audits as ``config.changed``, so a register can be matched
-    to the configuration that produced it."""
+    """Digests of the configuration in force: the runtime audits them as ``config.changed``,
+    and a register carries them, so each can be matched to the other."""
     return {
         "datamap_sha256": hashlib.sha256(
             json.dumps(datamap.as_dict(), sort_keys=True).encode()).hexdigest(),

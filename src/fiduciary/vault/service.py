@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 
 from fiduciary.access.masking import Masker
 from fiduciary.access.policy import FieldDecision, PolicyEngine, denial_reason
-from fiduciary.access.principal import Principal
+from fiduciary.access.principal import Principal, require_permission
 from fiduciary.audit.events import AuditLog
 from fiduciary.clock import Clock
 from fiduciary.crypto.blind_index import BlindIndexer
@@ -158,9 +158,7 @@ class VaultService:
                          request_id: str | None = None) -> list[Record]:
         """Every record of the subject, every field in clear, for the subject themself (GDPR
         Art. 15 and 20, CCPA right to know). Only for whoever fulfils their requests."""
-        if principal.kind != "system" and not principal.can("privacy:manage"):
-            raise Forbidden("disclosing a subject's data needs the privacy:manage permission",
-                            reason="field_not_permitted")
+        require_permission(principal, "privacy:manage")
         with self.db.read() as conn:
             self._subject(conn, subject_id)
             rows = conn.execute(
@@ -187,9 +185,7 @@ class VaultService:
 
     def restrict_subject(self, principal: Principal, subject_id: str, restricted: bool) -> Subject:
         """GDPR Art. 18: while restricted, the subject's data serves legal obligations only."""
-        if principal.kind != "system" and not principal.can("privacy:manage"):
-            raise Forbidden("restricting processing needs the privacy:manage permission",
-                            reason="field_not_permitted")
+        require_permission(principal, "privacy:manage")
         with self.db.write() as conn:
             subject = self._subject(conn, subject_id)
             if subject.status == "erasure_pending":
