@@ -25,7 +25,7 @@ from fiduciary.audit.events import AuditLog, canonical
 from fiduciary.clock import Clock
 from fiduciary.errors import NotFound
 from fiduciary.privacy.holds import HoldService
-from fiduciary.privacy.retention import RetentionRules, StoredRecord
+from fiduciary.privacy.retention import RetentionRules, StoredRecord, stored_records
 from fiduciary.storage import Database
 from fiduciary.storage.schema import blind_index, erasures, records, subjects
 from fiduciary.vault.keys import SubjectKeys
@@ -88,13 +88,7 @@ class Eraser:
             conn.execute(sa.select(subjects.c.id).where(subjects.c.id == subject_id)
                          .with_for_update())
             self.vault.subject(conn, subject_id)  # 404 unknown, 410 already erased
-            rows = [StoredRecord(r.id, r.subject_id, r.collection, json.loads(r.clear),
-                                 r.created_at, r.updated_at)
-                    for r in conn.execute(
-                        sa.select(records.c.id, records.c.subject_id, records.c.collection,
-                                  records.c.clear, records.c.created_at, records.c.updated_at)
-                        .where(records.c.subject_id == subject_id)
-                        .order_by(records.c.collection, records.c.id))]
+            rows = stored_records(conn, subject_id)
             held = HoldService.covering(conn, subject_id, rows)
             expiries = self.rules.expiries(rows, withdrawn)
             kept: list[dict[str, Any]] = []

@@ -35,6 +35,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from fiduciary.access.principal import Principal
 from fiduciary.audit.events import AuditLog
@@ -101,6 +102,18 @@ class Expiry:
 
     def expired(self, as_of: date) -> bool:
         return self.expires_on is not None and self.expires_on <= as_of
+
+
+def stored_records(conn: Connection, *subject_ids: str) -> list[StoredRecord]:
+    """The records of these subjects as retention sees them (never their sealed fields),
+    by collection and id."""
+    return [StoredRecord(r.id, r.subject_id, r.collection, json.loads(r.clear), r.created_at,
+                         r.updated_at)
+            for r in conn.execute(
+                sa.select(records.c.id, records.c.subject_id, records.c.collection,
+                          records.c.clear, records.c.created_at, records.c.updated_at)
+                .where(records.c.subject_id.in_(subject_ids))
+                .order_by(records.c.collection, records.c.id))]
 
 
 class ConsentWithdrawals(Protocol):
@@ -301,13 +314,8 @@ class RetentionService:
                 if not page:
                     return
                 by_subject: dict[str, list[StoredRecord]] = {s.id: [] for s in page}
-                for r in conn.execute(
-                        sa.select(records.c.id, records.c.subject_id, records.c.collection,
-                                  records.c.clear, records.c.created_at, records.c.updated_at)
-                        .where(records.c.subject_id.in_(list(by_subject)))):
-                    by_subject[r.subject_id].append(StoredRecord(
-                        r.id, r.subject_id, r.collection, json.loads(r.clear), r.created_at,
-                        r.updated_at))
+                for r in stored_records(conn, *by_subject):
+                    by_subject[r.subject_id].append(r)
             for s in page:
                 yield s.id, s.status, by_subject[s.id]
             after = page[-1].id
