@@ -59,6 +59,10 @@ class StoredKey:
     wrapped_dek: bytes
 
 
+def _stored(r: Any) -> StoredKey:
+    return StoredKey(r.subject_id, r.dek_version, r.kek_version, r.wrapped_dek)
+
+
 class SubjectKeyStore:
     """Wrapped subject keys: put, get in batches, re-wrap on rotation, destroy on erasure."""
 
@@ -87,15 +91,13 @@ class SubjectKeyStore:
             with self.engine.connect() as conn:
                 r = conn.execute(_ONE, {"sid": ids[0]}).first()
             if r is not None:
-                out[r.subject_id] = StoredKey(r.subject_id, r.dek_version, r.kek_version,
-                                              r.wrapped_dek)
+                out[r.subject_id] = _stored(r)
             return out
         with self.engine.connect() as conn:
             for i in range(0, len(ids), 500):
                 for r in conn.execute(sa.select(subject_deks).where(
                         subject_deks.c.subject_id.in_(ids[i:i + 500]))):
-                    out[r.subject_id] = StoredKey(r.subject_id, r.dek_version, r.kek_version,
-                                                  r.wrapped_dek)
+                    out[r.subject_id] = _stored(r)
         return out
 
     def destroyed_at(self, subject_id: str) -> datetime | None:
@@ -130,10 +132,10 @@ class SubjectKeyStore:
 
     def below(self, kek_version: int, limit: int) -> list[StoredKey]:
         with self.engine.connect() as conn:
-            return [StoredKey(r.subject_id, r.dek_version, r.kek_version, r.wrapped_dek)
-                    for r in conn.execute(sa.select(subject_deks)
-                                          .where(subject_deks.c.kek_version < kek_version)
-                                          .order_by(subject_deks.c.subject_id).limit(limit))]
+            rows = conn.execute(sa.select(subject_deks)
+                                .where(subject_deks.c.kek_version < kek_version)
+                                .order_by(subject_deks.c.subject_id).limit(limit))
+            return [_stored(r) for r in rows]
 
     def rewrap(self, updates: list[tuple[StoredKey, int, bytes]]) -> None:
         """Replace wraps; a key destroyed meanwhile stays destroyed (the update finds nothing)."""

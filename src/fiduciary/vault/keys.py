@@ -9,7 +9,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from fiduciary.clock import Clock
 from fiduciary.crypto.aead import DecryptionError, FieldCipher, associated_data, new_key
@@ -82,12 +82,10 @@ class SubjectKeys:
             stored = self.store.get(missing)
             for sid in missing:
                 key = stored.get(sid)
-                if key is None:
-                    self._missing(sid)
-                out[sid] = self._open(key)  # type: ignore[arg-type]  # _missing raised
+                out[sid] = self._open(key) if key is not None else self._missing(sid)
         return out
 
-    def _missing(self, subject_id: str) -> None:
+    def _missing(self, subject_id: str) -> NoReturn:
         if self.store.destroyed_at(subject_id) is not None:
             raise Gone(f"subject {subject_id} has been erased: its data key was destroyed")
         integrity_log.error("integrity failure: subject %s has no data key in the key store",
