@@ -93,3 +93,32 @@ def test_a_shared_database_with_a_local_key_store_warns(
         open_runtime(settings, create=True).close()
     warned = [r for r in caplog.records if "FIDUCIARY_KEYSTORE_URL" in r.getMessage()]
     assert bool(warned) == (backend == "postgresql")
+
+
+def test_keys_left_in_the_database_by_older_stores_move_to_the_key_store(
+        settings: Settings) -> None:
+    import sqlalchemy as sa
+
+    from fiduciary.crypto.keystore import subject_deks
+    from fiduciary.storage.schema import subject_keys
+
+    rt = open_runtime(settings, create=True)
+    sid = rt.vault.create_subject(SYSTEM).id
+    rec = rt.vault.create_record(SYSTEM, "persons", sid, {
+        "first_name": "Ada", "last_name": "Quill", "national_id": "219-09-9999"},
+        "policy_administration")
+    with rt.vault.keys.store.engine.begin() as conn:  # as an older store kept it
+        row = dict(conn.execute(sa.select(subject_deks)).one()._mapping)
+        conn.execute(subject_deks.delete())
+    with rt.db.write() as conn:
+        conn.execute(subject_keys.insert(), [row])
+    rt.close()
+    rt = open_runtime(settings)
+    try:
+        assert rt.vault.keys.store.get([sid])[sid].wrapped_dek == row["wrapped_dek"]
+        with rt.db.read() as conn:
+            assert conn.execute(sa.select(subject_keys)).all() == []
+        got = rt.vault.get_record(SYSTEM, "persons", rec.id, "policy_administration")
+        assert got.data["national_id"] == "219-09-9999"
+    finally:
+        rt.close()

@@ -145,10 +145,11 @@ def _record_configuration(db: Database, audit: AuditLog, datamap: DataMap,
 def _move_keys_out_of_database(db: Database, store: SubjectKeyStore) -> None:
     """Stores made before the key store kept wrapped data keys in ``subject_keys``: move them
     (a key in the database would survive an erasure in every backup)."""
+    with db.read() as conn:  # every start: no write lock unless there is something to move
+        if conn.execute(sa.select(subject_keys.c.subject_id).limit(1)).first() is None:
+            return
     with db.write() as conn:
         rows = [dict(r._mapping) for r in conn.execute(sa.select(subject_keys))]
-        if not rows:
-            return
         have = store.get(r["subject_id"] for r in rows)
         store.put([r for r in rows if r["subject_id"] not in have])
         conn.execute(subject_keys.delete())
