@@ -27,8 +27,7 @@ from fiduciary.audit.merkle import (
     verify_inclusion,
 )
 
-# CI clones the repository with shared/ beside it.
-VECTORS = Path(__file__).resolve().parents[1].parent / "shared" / "vectors" / "merkle"
+VECTORS = Path(__file__).parent / "vectors" / "merkle"
 
 KNOWN_LEAVES = [bytes.fromhex(h) for h in (
     "", "00", "10", "2021", "3031", "40414243", "5051525354555657",
