@@ -286,11 +286,11 @@ def test_access_and_erasure_use_the_packager_and_eraser_when_configured(
     missing = step(dpo, rid, "fulfil", 503)
     assert missing["error"]["code"] == "configuration_error"
     assert dpo.get(f"/v1/dsr/{rid}").json()["status"] == "identity_verified"  # untouched
-    bare = DsrService(rt.db, rt.clock, rt.audit, rt.vault, rt.consent)
+    bare = DsrService(rt.db, rt.clock, rt.audit, rt.restriction, rt.consent)
     with pytest.raises(ConfigurationError, match="eraser"):
         bare.fulfil(SYSTEM, verified(dpo, s, "erasure"))
 
-    service = DsrService(rt.db, rt.clock, rt.audit, rt.vault, rt.consent,
+    service = DsrService(rt.db, rt.clock, rt.audit, rt.restriction, rt.consent,
                          packager=Packager(), eraser=Eraser("pending"))
     access = service.fulfil(SYSTEM, rid)
     assert access.status == "fulfilled"
@@ -299,7 +299,7 @@ def test_access_and_erasure_use_the_packager_and_eraser_when_configured(
     assert erasure.status == "partially_fulfilled"
     assert erasure.result is not None and erasure.result["erasure"]["kept"]
     assert erasure.outcome_reason and "legal hold" in erasure.outcome_reason
-    complete = DsrService(rt.db, rt.clock, rt.audit, rt.vault, rt.consent,
+    complete = DsrService(rt.db, rt.clock, rt.audit, rt.restriction, rt.consent,
                           eraser=Eraser("complete"))
     assert complete.fulfil(SYSTEM, verified(dpo, s, "delete", "ccpa")).status == "fulfilled"
     assert [x.step for x in service.get(rid).steps] == ["create", "verify", "start", "fulfil"]

@@ -267,7 +267,7 @@ def test_access_package_through_a_dsr(rt: Runtime, client: TestClient,
 
 
 def adj_principal(rt: Runtime, username: str) -> Any:
-    from fiduciary.access.principal import Principal
+    from fiduciary.principal import Principal
     return Principal(id=username, kind="user", username=username, roles=("claims_adjuster",))
 
 
@@ -338,7 +338,7 @@ def test_a_legal_hold_freezes_the_records_it_covers(rt: Runtime, client: TestCli
 def test_a_restricted_subject_is_for_the_privacy_office_only(
         rt: Runtime, client: TestClient, clock: FixedClock) -> None:
     sid, pid = person(client)
-    rt.vault.restrict_subject(SYSTEM, sid, True)
+    rt.restriction.restrict_subject(SYSTEM, sid, True)
     for purpose in (PA, "legal_obligation"):
         r = client.get(f"/v1/collections/persons/records/{pid}?purpose={purpose}")
         assert r.status_code == 403 and r.json()["error"]["reason"] == "processing_restricted"
@@ -353,7 +353,7 @@ def test_a_restricted_subject_is_for_the_privacy_office_only(
     r = dpo.client.get(f"/v1/collections/persons/records/{pid}?purpose=legal_obligation")
     assert r.status_code == 200 and r.json()["data"]["national_id"] == SSN
     # While an erasure keeps records, nothing new is written for the subject.
-    rt.vault.restrict_subject(SYSTEM, sid, False)
+    rt.restriction.restrict_subject(SYSTEM, sid, False)
     claim(client, sid, "2025-06-01")
     rt.eraser.erase(SYSTEM, sid)
     r = client.post("/v1/collections/claim_notes/records?purpose=legal_obligation", json={

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from fiduciary.access.policy import PolicyInvalid, compile_condition, load_policy
+from fiduciary.access.policy import compile_condition, load_policy
 from fiduciary.datamap import load_default
+from fiduciary.errors import PolicyInvalid
 
 BAD = """
 settings: {idle_minutes: -3, break_glass_max_minutes: 90, shoe_size: 9}

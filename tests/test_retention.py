@@ -15,8 +15,9 @@ from fiduciary.clock import FixedClock
 from fiduciary.config import Settings
 from fiduciary.datamap import load_default
 from fiduciary.errors import InvalidInput
-from fiduciary.privacy.retention import RetentionRules, StoredRecord, add_period
+from fiduciary.privacy.retention import RetentionRules, add_period
 from fiduciary.runtime import Runtime
+from fiduciary.vault.store import StoredRecord
 from tests.test_erasure import add, person
 from tests.test_import_export import cli
 

@@ -14,8 +14,8 @@ from typing import Any
 
 from faker import Faker
 
-from fiduciary.access.principal import SYSTEM
 from fiduciary.errors import FieldProblem
+from fiduciary.principal import SYSTEM
 from fiduciary.vault.importer import Importer, ImportReport, ParsedRow
 from fiduciary.vault.service import VaultService
 

@@ -8,16 +8,35 @@
      ├── Gone                  a subject that existed and was erased
      ├── Unauthenticated       no credential, or one that is unknown, revoked or expired
      ├── Forbidden             authenticated, but not for this (``reason`` is a stable code)
+     ├── WorkflowConflict      a step the record's state does not allow (a DSR already closed)
      ├── IntegrityFailure      stored ciphertext that does not authenticate (tampered or moved)
+     ├── VerificationFailed    the audit trail does not verify (the message names where)
      ├── DataMapInvalid        a data-map file that does not validate (names its place)
+     │    └── PolicyInvalid    a policy pack that does not validate
      └── ConfigurationError    settings or a keyring that cannot be used
 
-No message or attribute of these ever carries a field value: they name fields, never contents.
+Every error has a ``code`` (its kind) and a ``reason`` (a stable, finer code where the kind
+has several causes; otherwise the code). No message or attribute of these ever carries a field
+value: they name fields, never contents.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Reason codes that code compares (API bodies carry them as ``error.reason``)."""
+
+    UNAUTHENTICATED = "unauthenticated"
+    MFA_REQUIRED = "mfa_required"
+    #: Not granted: a field, or a permission a route or operation needs.
+    FIELD_NOT_PERMITTED = "field_not_permitted"
+    PURPOSE_NOT_ALLOWED = "purpose_not_allowed"
+    PROCESSING_RESTRICTED = "processing_restricted"
+    LEGAL_HOLD = "legal_hold"
+    PASSWORD_CHANGE_REQUIRED = "password_change_required"  # noqa: S105 (a code)
 
 
 @dataclass(frozen=True)
@@ -36,10 +55,12 @@ class FiduciaryError(Exception):
 
     code = "error"
 
-    def __init__(self, message: str, fields: list[FieldProblem] | None = None) -> None:
+    def __init__(self, message: str, fields: list[FieldProblem] | None = None, *,
+                 reason: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.fields = fields or []
+        self.reason: str = reason or self.code
 
 
 class InvalidInput(FiduciaryError):
@@ -59,7 +80,7 @@ class NotFound(FiduciaryError):
     code = "not_found"
 
     def __init__(self, message: str, code: str = "not_found") -> None:
-        super().__init__(message)
+        super().__init__(message, reason=code)
         self.code = code
 
 
@@ -75,9 +96,8 @@ class Unauthenticated(FiduciaryError):
 
     code = "unauthenticated"
 
-    def __init__(self, message: str, reason: str = "unauthenticated") -> None:
-        super().__init__(message)
-        self.reason = reason
+    def __init__(self, message: str, reason: str = Reason.UNAUTHENTICATED) -> None:
+        super().__init__(message, reason=reason)
 
 
 class Forbidden(FiduciaryError):
@@ -88,8 +108,18 @@ class Forbidden(FiduciaryError):
 
     def __init__(self, message: str, reason: str,
                  fields: list[FieldProblem] | None = None) -> None:
-        super().__init__(message, fields)
-        self.reason = reason
+        super().__init__(message, fields, reason=reason)
+
+
+class WorkflowConflict(FiduciaryError):
+    """The request is not in a state that allows this step; ``reason`` is a stable code
+    (``identity_not_verified``, ``request_closed``, ``already_extended``,
+    ``original_due_passed`` …)."""
+
+    code = "invalid_state"
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message, reason=reason)
 
 
 class IntegrityFailure(FiduciaryError):
@@ -98,10 +128,22 @@ class IntegrityFailure(FiduciaryError):
     code = "integrity_error"
 
 
+class VerificationFailed(FiduciaryError):
+    """The audit trail does not verify; the message names where."""
+
+    code = "audit_verification_failed"
+
+
 class DataMapInvalid(FiduciaryError):
     """A data map did not validate; ``fields`` carries ``file: collection.field`` locations."""
 
     code = "datamap_invalid"
+
+
+class PolicyInvalid(DataMapInvalid):
+    """A policy pack did not validate; ``fields`` carries ``file: roles.R.grants[i]: reason``."""
+
+    code = "policy_invalid"
 
 
 class ConfigurationError(FiduciaryError):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,13 +26,15 @@ from fiduciary.crypto.keyring import KEYRING_FILE, FileKeyring, open_file_keyrin
 from fiduciary.crypto.keystore import SubjectKeyStore
 from fiduciary.datamap import DataMap, load
 from fiduciary.errors import ConfigurationError
+from fiduciary.principal import SYSTEM
 from fiduciary.privacy.access_package import AccessPackager
 from fiduciary.privacy.consent import ConsentLedger
 from fiduciary.privacy.dsr import DsrService
 from fiduciary.privacy.erasure import Eraser
+from fiduciary.privacy.gates import PrivacyGate, Restriction
 from fiduciary.privacy.holds import HoldService
 from fiduciary.privacy.retention import RetentionService
-from fiduciary.privacy.ropa import configuration_digests
+from fiduciary.privacy.ropa import RopaService, configuration_digests
 from fiduciary.storage import Database
 from fiduciary.storage.schema import subject_keys, system_state
 from fiduciary.vault import SubjectKeys, VaultService
@@ -38,6 +42,9 @@ from fiduciary.vault import SubjectKeys, VaultService
 
 @dataclass
 class Runtime:
+    """Every service, built once in dependency order; owns the background work (the audit
+    sequencer and the retention schedule) that a long-running host starts and stops."""
+
     settings: Settings
     datamap: DataMap
     db: Database
@@ -52,12 +59,49 @@ class Runtime:
     consent: ConsentLedger
     dsr: DsrService
     holds: HoldService
+    restriction: Restriction
     eraser: Eraser
     retention: RetentionService
     packager: AccessPackager
+    ropa: RopaService
     clock: Clock = field(default_factory=SystemClock)
+    _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _threads: list[threading.Thread] = field(default_factory=list, init=False, repr=False)
+
+    @property
+    def running(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
+
+    def start(self) -> None:
+        """Start the background work of a long-running host (``fiduciary serve`` and the
+        ASGI lifespan): the audit sequencer, and the retention job every
+        ``retention_interval_hours`` (0: never; run it from cron instead). Idempotent."""
+        if self._threads:
+            return
+        self._stop.clear()
+        self._spawn("audit-sequencer", self.trail.run_forever, self._stop)
+        hours = self.settings.retention_interval_hours
+        if hours > 0:
+            self._spawn("retention", self.retention.run_forever, SYSTEM, self._stop, hours * 3600)
+
+    def _spawn(self, name: str, target: Callable[..., None], *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self) -> None:
+        """Stop the background work, waiting for a round in progress to finish, and leave a
+        checkpoint over everything appended so far."""
+        if not self._threads:
+            return
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+        self._threads.clear()
+        self.trail.sequence(force_checkpoint=True)
 
     def close(self) -> None:
+        self.stop()
         self.db.dispose()
         self.vault.keys.store.dispose()
 
@@ -79,7 +123,7 @@ def open_runtime(settings: Settings, *, create: bool = False,
             f"{data_dir} is not an initialised Fiduciary data directory: run "
             f"'fiduciary init --data-dir {data_dir}' first")
     datamap = load(settings.datamap)
-    policy = PolicyEngine(load_policy(settings.policy, datamap), datamap)
+    pack = load_policy(settings.policy, datamap)  # an invalid pack fails before anything opens
     master = settings.master_key.get_secret_value() if settings.master_key else None
     keyring = open_file_keyring(data_dir, master, create)
     db = Database(settings.resolved_database_url())
@@ -92,31 +136,34 @@ def open_runtime(settings: Settings, *, create: bool = False,
     _move_keys_out_of_database(db, store)
     _tighten(data_dir)
     keys = SubjectKeys(keyring, store, clock, cache_seconds=settings.dek_cache_seconds)
-    passwords = Passwords(policy.pack.settings.password_min_length, PasswordHasher(
-        time_cost=settings.argon2_time_cost, memory_cost=settings.argon2_memory_kib))
     audit = AuditLog(db, clock)
+    consent = ConsentLedger(db, datamap, clock, audit)
+    # Consent-based purposes (marketing) are decided against the ledger.
+    policy = PolicyEngine(pack, datamap, consent=consent)
+    passwords = Passwords(pack.settings.password_min_length, PasswordHasher(
+        time_cost=settings.argon2_time_cost, memory_cost=settings.argon2_memory_kib))
     users = UserService(db, clock, keyring, policy, audit, passwords)
     vault = VaultService(db, datamap, keyring, clock, policy, audit, keys,
-                         break_glass_log=users.record_break_glass_use)
+                         break_glass_log=users.record_break_glass_use, gate=PrivacyGate())
     api_keys = ApiKeyService(db, clock, policy, audit)
     reviews = AccessReviewService(db, clock, policy, users, api_keys)
     trail = AuditTrail(db, keyring, clock, audit, settings.audit_checkpoint_events,
                        settings.audit_checkpoint_seconds)
-    consent = ConsentLedger(db, datamap, clock, audit)
-    # Consent-based purposes (marketing) are decided against the ledger from now on.
-    policy.consent = consent
     holds = HoldService(db, datamap, clock, audit)
-    eraser = Eraser(db, vault, clock, audit, keys, consent)
-    retention = RetentionService(db, datamap, clock, audit, consent, eraser.shred,
-                                 eraser.finish, sweep=eraser.destroy_leftover_keys)
+    restriction = Restriction(db, audit)
     packager = AccessPackager(vault, policy, consent, trail, audit, clock,
                               data_dir / "exports")
-    eraser.on_erased = packager.delete_for
-    dsr = DsrService(db, clock, audit, vault, consent, packager=packager, eraser=eraser,
+    # Copies made from an erased subject's records (access packages) go with them.
+    eraser = Eraser(db, datamap, clock, audit, keys, consent, on_erased=packager.delete_for)
+    retention = RetentionService(db, datamap, clock, audit, consent, eraser.shred,
+                                 eraser.finish, sweep=eraser.destroy_leftover_keys)
+    dsr = DsrService(db, clock, audit, restriction, consent, packager=packager, eraser=eraser,
                      holidays=settings.holidays())
+    ropa = RopaService(datamap, policy, keyring, settings, clock, audit)
     _record_configuration(db, audit, datamap, policy)
     return Runtime(settings, datamap, db, keyring, vault, api_keys, users, policy, reviews,
-                   audit, trail, consent, dsr, holds, eraser, retention, packager, clock)
+                   audit, trail, consent, dsr, holds, restriction, eraser, retention, packager,
+                   ropa, clock)
 
 
 def _record_configuration(db: Database, audit: AuditLog, datamap: DataMap,

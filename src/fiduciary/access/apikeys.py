@@ -17,10 +17,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from fiduciary.access.policy import ACTIONS, PolicyEngine
-from fiduciary.access.principal import Principal
 from fiduciary.audit.events import AuditLog
 from fiduciary.clock import Clock
 from fiduciary.errors import FieldProblem, InvalidInput, NotFound, Unauthenticated
+from fiduciary.principal import Principal
 from fiduciary.storage import Database
 from fiduciary.storage.schema import api_keys
 

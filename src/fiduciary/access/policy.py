@@ -19,23 +19,17 @@ import yaml
 
 from fiduciary.access.masking import REVEAL_ORDER, partial_strategies
 from fiduciary.datamap import Classification, CollectionSpec, DataMap
-from fiduciary.errors import DataMapInvalid, FieldProblem
+from fiduciary.errors import FieldProblem, PolicyInvalid
+from fiduciary.principal import Permission
 
 ACTIONS = ("read", "search", "write", "delete", "export", "import")
 MASKINGS = frozenset(REVEAL_ORDER) | partial_strategies()
-PERMISSIONS = frozenset({"users:manage", "apikeys:manage", "config:read", "audit:read",
-                         "privacy:manage", "alerts:manage", "consent:read", "consent:write"})
+PERMISSIONS = frozenset(Permission)
 DEFAULT_POLICY = "default_policy.yaml"
 
 # Reasons, most telling first: the one a fully denied request reports.
 REASON_PRIORITY = ("training_expired", "consent_required", "purpose_not_allowed",
                    "condition_failed", "field_not_permitted")
-
-
-class PolicyInvalid(DataMapInvalid):
-    """A policy pack did not validate; ``fields`` carries ``file: roles.R.grants[i]: reason``."""
-
-    code = "policy_invalid"
 
 
 class FieldDecision(NamedTuple):

@@ -21,7 +21,6 @@ from sqlalchemy.engine import Connection
 
 from fiduciary.access.passwords import Passwords
 from fiduciary.access.policy import PolicyEngine, PolicySettings
-from fiduciary.access.principal import Principal
 from fiduciary.audit.events import AuditLog
 from fiduciary.clock import Clock
 from fiduciary.crypto.aead import DecryptionError, associated_data, open_sealed, seal
@@ -33,6 +32,7 @@ from fiduciary.errors import (
     NotFound,
     Unauthenticated,
 )
+from fiduciary.principal import Principal
 from fiduciary.storage import Database
 from fiduciary.storage.schema import (
     break_glass_grants,

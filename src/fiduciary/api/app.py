@@ -279,12 +279,9 @@ def create_app(rt: Runtime) -> FastAPI:
              ) -> dict[str, Any] | Response:
         from fastapi.responses import HTMLResponse
 
-        from fiduciary.privacy.ropa import build_ropa, render_html, ropa_event_details
+        from fiduciary.privacy.ropa import render_html
 
-        doc = build_ropa(rt.datamap, rt.policy, rt.keyring.versions(), rt.settings,
-                         rt.clock.now())
-        rt.audit.append_committed(rt.audit.event(who, "ropa.generated",
-                                                 details=ropa_event_details(doc, fmt)))
+        doc = rt.ropa.generate(who, fmt)
         return HTMLResponse(render_html(doc)) if fmt == "html" else doc
 
     # -- consent ledger and data-subject requests ----------------------------------------------
@@ -295,23 +292,17 @@ def create_app(rt: Runtime) -> FastAPI:
                                              "Control: 1 opts the subject out of sale and "
                                              "sharing (CCPA regs 7025)")]
 
-    def honour_gpc(who: Principal, subject_id: str, sec_gpc: str | None) -> None:
-        # The signal is the consumer's, relayed by the insurer's consumer-facing applications
-        # (API keys); staff browsers may send it on their own behalf, not the customer's.
-        if who.kind == "api_key" and (sec_gpc or "").strip() == "1":
-            rt.consent.honour_gpc(who, subject_id)
-
     @app.post("/v1/subjects/{subject_id}/consents", status_code=201, tags=["consent"])
     def record_consent(subject_id: str, body: NewConsent, who: ConsentWriter,
                        sec_gpc: GpcHeader = None) -> dict[str, Any]:
-        honour_gpc(who, subject_id, sec_gpc)
+        rt.consent.honour_signal(who, subject_id, sec_gpc)
         return rt.consent.record(who, subject_id, body.purpose, body.granted, body.notice_id,
                                  body.notice_version, body.method, body.channel).as_dict()
 
     @app.get("/v1/subjects/{subject_id}/consents", tags=["consent"])
     def subject_consents(subject_id: str, who: ConsentReader,
                          sec_gpc: GpcHeader = None) -> dict[str, Any]:
-        honour_gpc(who, subject_id, sec_gpc)
+        rt.consent.honour_signal(who, subject_id, sec_gpc)
         return entries_as_dict(*rt.consent.read(who, subject_id))
 
     @app.post("/v1/dsr", status_code=201, tags=["dsr"])

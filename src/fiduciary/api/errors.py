@@ -21,8 +21,8 @@ from fiduciary.errors import (
     InvalidInput,
     NotFound,
     Unauthenticated,
+    WorkflowConflict,
 )
-from fiduciary.privacy.dsr import WorkflowConflict
 
 log = logging.getLogger("fiduciary.api")
 
@@ -55,7 +55,7 @@ def install(app: FastAPI) -> None:
         status = next((s for cls, s in _STATUS if isinstance(exc, cls)), 400)
         extra: dict[str, Any] = {}
         if isinstance(exc, Forbidden | Unauthenticated | WorkflowConflict):
-            extra["reason"] = exc.reason
+            extra["reason"] = str(exc.reason)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return JSONResponse(
             error_body(exc.code, exc.message, [f.as_dict() for f in exc.fields], **extra),

@@ -16,8 +16,8 @@ import rfc8785
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from fiduciary.access.principal import Principal
 from fiduciary.clock import Clock
+from fiduciary.principal import Principal
 from fiduciary.storage import Database
 from fiduciary.storage.schema import audit_events, audit_subjects
 
@@ -34,6 +34,21 @@ class RequestContext:
 _NO_CONTEXT = RequestContext()
 request_context: ContextVar[RequestContext] = ContextVar("fiduciary_request",
                                                         default=_NO_CONTEXT)
+
+
+def actor_label(principal: Principal) -> str:
+    """Who did it, for a ledger or ticket row: the operator behind a CLI run as SYSTEM."""
+    operator = request_context.get().operator
+    if principal.is_system and operator:
+        return f"cli:{operator}"
+    return f"{principal.kind}:{principal.username if principal.is_person else principal.id}"
+
+
+def audit_actor(principal: Principal) -> Principal | None:
+    """The principal an event names: None lets the audit log name the CLI operator."""
+    if principal.is_system and request_context.get().operator:
+        return None
+    return principal
 
 
 # Built once: on the path of every audited read.

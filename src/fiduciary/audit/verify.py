@@ -27,12 +27,9 @@ from fiduciary.audit.trail import (
     b64,
     checkpoint_message,
 )
+from fiduciary.errors import VerificationFailed
 from fiduciary.storage import Database
 from fiduciary.storage.schema import audit_checkpoints, audit_events, audit_nodes
-
-
-class VerificationFailed(Exception):
-    """The trail does not verify; the message names where."""
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,9 @@ from rich.table import Table
 
 from fiduciary.audit.siem import FORMATS
 from fiduciary.audit.trail import public_key_bytes
-from fiduciary.audit.verify import VerificationFailed, verify
+from fiduciary.audit.verify import verify
 from fiduciary.cli.main import DataDir, JsonFlag, _open, _settings, audit_app, err, out
+from fiduciary.errors import VerificationFailed
 
 
 @audit_app.command("verify")

@@ -188,15 +188,6 @@ def serve(
         rt = _open(settings)
     logs.configure(settings.log_level, settings.log_dir)
     application = create_app(rt)
-    import threading
-
-    stop = threading.Event()
-    threading.Thread(target=rt.trail.run_forever, args=(stop,), name="audit-sequencer",
-                     daemon=True).start()
-    if settings.retention_interval_hours > 0:
-        threading.Thread(target=rt.retention.run_forever,
-                         args=(SYSTEM, stop, settings.retention_interval_hours * 3600),
-                         name="retention", daemon=True).start()
     out.print(f"Fiduciary listening on http://{settings.host}:{settings.port} "
               f"(docs: http://{settings.host}:{settings.port}/docs)", highlight=False)
     for line in banner:
@@ -206,8 +197,7 @@ def serve(
         uvicorn.run(application, host=settings.host, port=settings.port, log_config=None,
                     log_level=settings.log_level)
     finally:
-        stop.set()
-        rt.trail.sequence(force_checkpoint=True)  # leave a checkpoint over everything
+        rt.close()  # stops the background work, leaving a checkpoint over everything
 
 
 @app.command()

@@ -13,7 +13,8 @@ import typer
 
 from fiduciary.cli.main import DataDir, _fail, _open, _settings, app, err
 from fiduciary.errors import FiduciaryError
-from fiduciary.privacy.ropa import build_ropa, render_html, ropa_event_details
+from fiduciary.principal import SYSTEM
+from fiduciary.privacy.ropa import render_html
 
 
 class RopaFormat(StrEnum):
@@ -32,12 +33,9 @@ def ropa(
     """Generate the records of processing (GDPR Art. 30) from the data map and policy pack."""
     rt = _open(_settings(data_dir))
     try:
-        doc = build_ropa(rt.datamap, rt.policy, rt.keyring.versions(), rt.settings,
-                         rt.clock.now())
         # No event, no document: the generation is on the audit trail before it is handed out.
-        rt.audit.append_committed(rt.audit.event(None, "ropa.generated", details={
-            **ropa_event_details(doc, format_.value),
-            "output": str(output) if output else "stdout"}))
+        doc = rt.ropa.generate(SYSTEM, format_.value,
+                               output=str(output) if output else "stdout")
     except FiduciaryError as exc:
         raise _fail(exc) from None
     finally:

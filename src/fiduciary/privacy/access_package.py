@@ -27,15 +27,16 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 
 from fiduciary.access.policy import PolicyEngine
-from fiduciary.access.principal import Principal, require_permission
 from fiduciary.audit.events import AuditLog
 from fiduciary.audit.trail import AuditTrail
 from fiduciary.clock import Clock
 from fiduciary.crypto.aead import DecryptionError
 from fiduciary.errors import FieldProblem, IntegrityFailure, InvalidInput, NotFound
+from fiduciary.ids import is_id
+from fiduciary.principal import Permission, Principal, require_permission
 from fiduciary.privacy.ropa import retention_rule, third_party
 from fiduciary.storage.schema import dsr_requests
-from fiduciary.vault.service import VaultService, is_id
+from fiduciary.vault.service import VaultService
 
 FORMAT = "fiduciary-access-package/1"
 _PACKAGE_NAME = "access-{id}.{fmt}.sealed"  # in a directory per subject
@@ -65,7 +66,7 @@ class AccessPackager:
 
     def build(self, principal: Principal, subject_id: str,
               request_id: str | None = None) -> dict[str, Any]:
-        require_permission(principal, "privacy:manage")
+        require_permission(principal, Permission.PRIVACY_MANAGE)
         found = self.vault.disclose_subject(principal, subject_id, request_id)
         package_id = str(uuid.uuid4())
         now = self.clock.now()
@@ -103,7 +104,7 @@ class AccessPackager:
                  subject_id: str, fmt: str) -> tuple[bytes, str]:
         """The opened package of a request and its media type, for the DPO to hand over; each
         download audited. 410 once the subject is erased."""
-        require_permission(principal, "privacy:manage")
+        require_permission(principal, Permission.PRIVACY_MANAGE)
         if fmt not in _MEDIA:
             raise InvalidInput("format is json or html", [FieldProblem("format", "json|html")])
         package = (result or {}).get("package")

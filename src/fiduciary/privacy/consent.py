@@ -8,10 +8,6 @@ channels are short codes, and methods come from a fixed vocabulary.
 from __future__ import annotations
 
 import re
-import secrets
-import threading
-import time
-import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,15 +16,16 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from fiduciary.access.principal import Principal
-from fiduciary.access.principal import require_permission as require_any_permission
-from fiduciary.audit.events import AuditLog, request_context
+from fiduciary.audit.events import AuditLog, actor_label, audit_actor
 from fiduciary.clock import Clock
 from fiduciary.datamap import DataMap
-from fiduciary.errors import FieldProblem, Forbidden, Gone, InvalidInput, NotFound
+from fiduciary.errors import FieldProblem, InvalidInput
+from fiduciary.ids import is_id, ordered_id
+from fiduciary.principal import ActorKind, Permission, Principal, Scope, require_permission
 from fiduciary.storage import Database
 from fiduciary.storage.schema import consent_events, subjects
-from fiduciary.vault.service import is_id
+from fiduciary.vault import store
+from fiduciary.vault.store import SubjectStatus
 
 #: How the subject expressed the choice.
 CONSENT_METHODS = ("web_form", "phone", "paper", "email", "in_person",
@@ -67,66 +64,6 @@ class ConsentEntry:
                 "recorded_by": self.recorded_by}
 
 
-def actor_label(principal: Principal) -> str:
-    """Who did it, for a ledger or ticket row: the operator behind a CLI run as SYSTEM."""
-    operator = request_context.get().operator
-    if principal.kind == "system" and operator:
-        return f"cli:{operator}"
-    return f"{principal.kind}:{principal.username if principal.kind == 'user' else principal.id}"
-
-
-def audit_actor(principal: Principal) -> Principal | None:
-    """The principal an event names: None lets the audit log name the CLI operator."""
-    if principal.kind == "system" and request_context.get().operator:
-        return None
-    return principal
-
-
-def require_permission(principal: Principal, *permissions: str) -> None:
-    """Privacy operations need one of ``permissions``; the system itself (CLI) is trusted.
-    An API key limited by scopes must also hold the matching one (``write`` to record,
-    ``read`` to read)."""
-    require_any_permission(principal, *permissions)
-    scope = "write" if any(p.endswith(":write") for p in permissions) else "read"
-    if principal.scopes is not None and scope not in principal.scopes:
-        raise Forbidden(f"this API key lacks the {scope} scope", reason="field_not_permitted")
-
-
-def subject_status(conn: Connection, subject_id: str, *, lock: bool = False) -> str:
-    """The subject's status; unknown raises NotFound, erased raises Gone. ``lock`` holds the
-    subject's row until the transaction ends (serialises writers for that subject)."""
-    row = None
-    if is_id(subject_id):
-        q = sa.select(subjects.c.status).where(subjects.c.id == subject_id)
-        row = conn.execute(q.with_for_update() if lock else q).first()
-    if row is None:
-        raise NotFound(f"subject {subject_id} not found", code="subject_not_found")
-    if row.status == "erased":
-        raise Gone(f"subject {subject_id} has been erased")
-    return str(row.status)
-
-
-_id_lock = threading.Lock()
-_id_clock = [0, 0]  # milliseconds, counter within that millisecond
-
-
-def _ordered_id() -> str:
-    """A UUIDv7 (RFC 9562, counter in ``rand_a``) that grows with every call in this process:
-    entries recorded within one clock tick (or under a test's frozen clock) still sort in
-    the order they were made, and the latest entry is the current state."""
-    with _id_lock:
-        ms = time.time_ns() // 1_000_000
-        if ms > _id_clock[0]:
-            _id_clock[:] = [ms, 0]
-        elif _id_clock[1] < 0xFFF:
-            _id_clock[1] += 1
-        else:
-            _id_clock[:] = [_id_clock[0] + 1, 0]
-        ms, counter = _id_clock
-    value = ms << 80 | 0x7 << 76 | counter << 64 | 0x2 << 62 | secrets.randbits(62)
-    return str(uuid.UUID(int=value))
-
-
 def _entry(row: Any) -> ConsentEntry:
     return ConsentEntry(row.id, row.subject_id, row.purpose, bool(row.granted), row.notice_id,
                         row.notice_version, row.method, row.channel, row.recorded_at,
@@ -152,7 +89,8 @@ class ConsentLedger:
                channel: str | None = None) -> ConsentEntry:
         """Append a grant or a withdrawal. Withdrawing takes exactly what granting takes,
         less the notice (GDPR 7(3))."""
-        require_permission(principal, "consent:write", "privacy:manage")
+        require_permission(principal, Permission.CONSENT_WRITE, Permission.PRIVACY_MANAGE,
+                           scope=Scope.WRITE)
         with self.db.write() as conn:
             return self.append(conn, principal, subject_id, purpose, granted, notice_id,
                                notice_version, method, channel)
@@ -162,8 +100,8 @@ class ConsentLedger:
                channel: str | None = None) -> ConsentEntry:
         """``record`` inside the caller's transaction (a DSR closes with its withdrawals)."""
         self._validate(purpose, granted, notice_id, notice_version, method, channel)
-        subject_status(conn, subject_id, lock=True)
-        entry = ConsentEntry(_ordered_id(), subject_id, purpose, granted, notice_id,
+        store.subject(conn, subject_id, lock=True)
+        entry = ConsentEntry(ordered_id(), subject_id, purpose, granted, notice_id,
                              notice_version, method, channel, self.clock.now(),
                              actor_label(principal))
         conn.execute(consent_events.insert(), [{
@@ -177,11 +115,20 @@ class ConsentLedger:
                      "method": method}))
         return entry
 
+    def honour_signal(self, principal: Principal, subject_id: str,
+                      sec_gpc: str | None) -> ConsentEntry | None:
+        """A ``Sec-GPC`` header relayed with a call about the subject. The signal is the
+        consumer's, relayed by the insurer's consumer-facing applications (API keys); staff
+        browsers may send it on their own behalf, not the customer's, so theirs is ignored."""
+        if principal.kind != ActorKind.API_KEY or (sec_gpc or "").strip() != "1":
+            return None
+        return self.honour_gpc(principal, subject_id)
+
     def honour_gpc(self, principal: Principal, subject_id: str) -> ConsentEntry | None:
         """A Global Privacy Control signal (``Sec-GPC: 1``) opts the subject out of sale and
         sharing (CCPA regs 7025), once: None when they are already opted out."""
         with self.db.write() as conn:
-            subject_status(conn, subject_id, lock=True)
+            store.subject(conn, subject_id, lock=True)
             latest = self._latest(conn, subject_id, SALE_OR_SHARING)
             if latest is not None and not latest.granted:
                 return None
@@ -247,9 +194,10 @@ class ConsentLedger:
     def read(self, principal: Principal, subject_id: str
              ) -> tuple[dict[str, ConsentEntry], list[ConsentEntry]]:
         """Current state and history for a caller (404 unknown, 410 erased); audited."""
-        require_permission(principal, "consent:read", "privacy:manage")
+        require_permission(principal, Permission.CONSENT_READ, Permission.PRIVACY_MANAGE,
+                           scope=Scope.READ)
         with self.db.read() as conn:
-            subject_status(conn, subject_id)
+            store.subject(conn, subject_id)
             history = self._history(conn, subject_id)
         self.audit.append_committed(self.audit.event(
             audit_actor(principal), "consent.read", subject_ids=[subject_id]))
@@ -282,7 +230,7 @@ class ConsentLedger:
         q = (sa.select(ranked.c.subject_id, sa.func.min(ranked.c.recorded_at).label(
                  "withdrawn_at"))
              .join(subjects, subjects.c.id == ranked.c.subject_id)
-             .where(ranked.c.later_grants == 0, subjects.c.status != "erased")
+             .where(ranked.c.later_grants == 0, subjects.c.status != SubjectStatus.ERASED)
              .group_by(ranked.c.subject_id)
              .order_by(ranked.c.subject_id))
         with self.db.read() as conn:

@@ -26,24 +26,21 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from fiduciary.access.principal import Principal
-from fiduciary.audit.events import AuditLog
+from fiduciary.audit.events import AuditLog, actor_label, audit_actor
 from fiduciary.clock import Clock
 from fiduciary.errors import (
     ConfigurationError,
-    FiduciaryError,
     FieldProblem,
     InvalidInput,
     NotFound,
+    WorkflowConflict,
 )
+from fiduciary.ids import is_id
+from fiduciary.principal import Permission, Principal, Scope, require_permission
 from fiduciary.privacy.consent import (
     SALE_OR_SHARING,
     SENSITIVE_DATA_USE,
     ConsentLedger,
-    actor_label,
-    audit_actor,
-    require_permission,
-    subject_status,
 )
 from fiduciary.privacy.deadlines import (
     CCPA,
@@ -55,9 +52,10 @@ from fiduciary.privacy.deadlines import (
     extension_refusal,
     utc_day,
 )
+from fiduciary.privacy.gates import Restriction
 from fiduciary.storage import Database
 from fiduciary.storage.schema import dsr_requests, dsr_steps
-from fiduciary.vault.service import VaultService, is_id
+from fiduciary.vault import store
 
 TYPES: dict[str, tuple[str, ...]] = {
     GDPR: ("access", "portability", "rectification", "erasure", "restriction", "objection"),
@@ -88,18 +86,6 @@ MAX_TEXT = 2000
 MAX_LIST = 10_000
 # A requester's clock may run a little ahead of ours.
 _RECEIPT_SKEW = timedelta(minutes=5)
-
-
-class WorkflowConflict(FiduciaryError):
-    """The request is not in a state that allows this step; ``reason`` is a stable code
-    (``identity_not_verified``, ``request_closed``, ``already_extended``,
-    ``original_due_passed`` …)."""
-
-    code = "invalid_state"
-
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 class AccessPackager(Protocol):
@@ -220,17 +206,17 @@ def _text(name: str, text: str | None, what: str) -> str:
 
 
 class DsrService:
-    """Opens, moves and closes data-subject requests. Fulfilment uses the vault (restriction),
+    """Opens, moves and closes data-subject requests. Fulfilment uses Art. 18 restriction,
     the consent ledger (objection, CCPA opt-outs), and the access packager and eraser when
     they are configured."""
 
-    def __init__(self, db: Database, clock: Clock, audit: AuditLog, vault: VaultService,
+    def __init__(self, db: Database, clock: Clock, audit: AuditLog, restriction: Restriction,
                  consent: ConsentLedger, packager: AccessPackager | None = None,
                  eraser: Eraser | None = None, holidays: Iterable[date] = ()) -> None:
         self.db = db
         self.clock = clock
         self.audit = audit
-        self.vault = vault
+        self.restriction = restriction
         self.consent = consent
         self.packager = packager
         self.eraser = eraser
@@ -241,7 +227,7 @@ class DsrService:
     def create(self, principal: Principal, subject_id: str, type: str, regime: str,
                received_at: datetime | None = None, channel: str | None = None) -> DsrRequest:
         """Log a request received at ``received_at`` (default now) and set its deadlines."""
-        require_permission(principal, "privacy:manage")
+        require_permission(principal, Permission.PRIVACY_MANAGE, scope=Scope.READ)
         now = self.clock.now()
         received = received_at or now
         if received.tzinfo is None:
@@ -266,7 +252,7 @@ class DsrService:
                "acknowledge_by": due.acknowledge_by, "created_by": actor_label(principal),
                "updated_at": now}
         with self.db.write() as conn:
-            subject_status(conn, subject_id)
+            store.subject(conn, subject_id)
             conn.execute(dsr_requests.insert(), [row])
             request = self._load(conn, request_id)
             return self._record_step(conn, principal, request, "create", {}, {
@@ -277,7 +263,7 @@ class DsrService:
     # -- steps ---------------------------------------------------------------------------------
     def verify(self, principal: Principal, request_id: str, method: str) -> DsrRequest:
         """Record that the requester's identity was verified, and how."""
-        require_permission(principal, "privacy:manage")
+        require_permission(principal, Permission.PRIVACY_MANAGE, scope=Scope.READ)
         with self.db.write() as conn:
             req = self._open_request(conn, request_id)
             if req.status != RECEIVED:
@@ -297,7 +283,7 @@ class DsrService:
     def acknowledge(self, principal: Principal, request_id: str) -> DsrRequest:
         """Record that receipt was confirmed to the requester (CCPA: within 10 business
         days)."""
-        require_permission(principal, "privacy:manage")
+        require_permission(principal, Permission.PRIVACY_MANAGE, scope=Scope.READ)
         with self.db.write() as conn:
             req = self._open_request(conn, request_id)
             if req.acknowledged_at is not None:
@@ -309,7 +295,7 @@ class DsrService:
     def extend(self, principal: Principal, request_id: str, reason: str | None) -> DsrRequest:
         """Extend the deadline once, with a recorded reason, before the original due date
         passes (GDPR Art. 12(3): by two months; CCPA: by 45 days, 90 at most)."""
-        require_permission(principal, "privacy:manage")
+        require_permission(principal, Permission.PRIVACY_MANAGE, scope=Scope.READ)
         text = _text("reason", reason, "why the request needs more time")
         with self.db.write() as conn:
             req = self._open_request(conn, request_id)
@@ -330,7 +316,7 @@ class DsrService:
 
     def start(self, principal: Principal, request_id: str) -> DsrRequest:
         """Begin work on a verified request."""
-        require_permission(principal, "privacy:manage")
+        require_permission(principal, Permission.PRIVACY_MANAGE, scope=Scope.READ)
         with self.db.write() as conn:
             req = self._open_request(conn, request_id)
             self._require_verified(req)
@@ -342,7 +328,7 @@ class DsrService:
 
     def deny(self, principal: Principal, request_id: str, reason: str | None) -> DsrRequest:
         """Close an open request as denied, with the reason given to the requester."""
-        require_permission(principal, "privacy:manage")
+        require_permission(principal, Permission.PRIVACY_MANAGE, scope=Scope.READ)
         text = _text("reason", reason, "why the request is denied")
         with self.db.write() as conn:
             req = self._open_request(conn, request_id)
@@ -354,7 +340,7 @@ class DsrService:
                purposes: Sequence[str] | None = None) -> DsrRequest:
         """Carry out a verified request and close it (see the module docstring for what each
         type does). A verified request not yet started is started first."""
-        require_permission(principal, "privacy:manage")
+        require_permission(principal, Permission.PRIVACY_MANAGE, scope=Scope.READ)
         req = self.get(request_id)
         self._require_open(req)
         self._require_verified(req)
@@ -381,7 +367,7 @@ class DsrService:
                 outcome_reason = ("records under a legal hold or a statutory retention duty are "
                                   "kept until it ends; see result.erasure")
         elif req.type == "restriction":
-            self.vault.restrict_subject(principal, req.subject_id, True)
+            self.restriction.restrict_subject(principal, req.subject_id, True)
             result["restricted"] = True
         if note is not None:
             result["note"] = note

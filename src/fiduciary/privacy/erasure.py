@@ -20,16 +20,18 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
-from fiduciary.access.principal import Principal, require_permission
 from fiduciary.audit.events import AuditLog, canonical
 from fiduciary.clock import Clock
+from fiduciary.datamap import DataMap
 from fiduciary.errors import NotFound
-from fiduciary.privacy.holds import HoldService
-from fiduciary.privacy.retention import RetentionRules, StoredRecord, stored_records
+from fiduciary.principal import Permission, Principal, require_permission
+from fiduciary.privacy.holds import ActiveHolds
+from fiduciary.privacy.retention import RetentionRules
 from fiduciary.storage import Database
-from fiduciary.storage.schema import blind_index, erasures, records, subjects
+from fiduciary.storage.schema import erasures
+from fiduciary.vault import store
 from fiduciary.vault.keys import SubjectKeys
-from fiduciary.vault.service import VaultService
+from fiduciary.vault.store import StoredRecord, SubjectStatus
 
 FORMAT = "fiduciary-erasure-certificate/1"
 
@@ -56,17 +58,17 @@ def _actor(principal: Principal) -> str:
 
 
 class Eraser:
-    def __init__(self, db: Database, vault: VaultService, clock: Clock, audit: AuditLog,
-                 keys: SubjectKeys, consent: ConsentState) -> None:
+    def __init__(self, db: Database, datamap: DataMap, clock: Clock, audit: AuditLog,
+                 keys: SubjectKeys, consent: ConsentState,
+                 on_erased: Callable[[str], object] | None = None) -> None:
         self.db = db
-        self.vault = vault
         self.clock = clock
         self.audit = audit
         self.keys = keys
         self.consent = consent
-        self.rules = RetentionRules(vault.datamap)
+        self.rules = RetentionRules(datamap)
         #: Called after each erasure of a subject (the access packager deletes its files).
-        self.on_erased: Callable[[str], object] | None = None
+        self.on_erased = on_erased
 
     def erase(self, principal: Principal, subject_id: str,
               request_id: str | None = None) -> dict[str, Any]:
@@ -79,17 +81,15 @@ class Eraser:
 
     def _erase(self, principal: Principal, subject_id: str, request_id: str | None,
                cause: str) -> dict[str, Any]:
-        require_permission(principal, "privacy:manage")
+        require_permission(principal, Permission.PRIVACY_MANAGE)
         now = self.clock.now()
         withdrawn = {p: e.recorded_at for p, e in self.consent.current(subject_id).items()
                      if not e.granted}
         with self.db.write() as conn:
             # Writers take the subject row FOR SHARE: they finish first, or see the erasure.
-            conn.execute(sa.select(subjects.c.id).where(subjects.c.id == subject_id)
-                         .with_for_update())
-            self.vault.subject(conn, subject_id)  # 404 unknown, 410 already erased
-            rows = stored_records(conn, subject_id)
-            held = HoldService.covering(conn, subject_id, rows)
+            store.subject(conn, subject_id, lock=True)  # 404 unknown, 410 already erased
+            rows = store.stored_records(conn, subject_id)
+            held = ActiveHolds.of_subject(conn, subject_id, rows).covered(subject_id, rows)
             expiries = self.rules.expiries(rows, withdrawn)
             kept: list[dict[str, Any]] = []
             erased: list[StoredRecord] = []
@@ -106,16 +106,10 @@ class Eraser:
                 else:
                     erased.append(r)
             ids = [r.id for r in erased]
-            index_entries = 0
-            for i in range(0, len(ids), 500):
-                chunk = ids[i:i + 500]
-                index_entries += conn.execute(
-                    blind_index.delete().where(blind_index.c.record_id.in_(chunk))).rowcount
-                conn.execute(records.delete().where(records.c.id.in_(chunk)))
+            index_entries = store.delete_records(conn, ids)
             complete = not kept
-            conn.execute(subjects.update().where(subjects.c.id == subject_id).values(
-                status="erased" if complete else "erasure_pending",
-                attributes="{}" if complete else subjects.c.attributes))
+            store.set_status(conn, subject_id, SubjectStatus.ERASED if complete
+                             else SubjectStatus.ERASURE_PENDING)
             erasure_id = str(uuid.uuid4())
             certificate = {
                 "format": FORMAT, "erasure_id": erasure_id, "subject_id": subject_id,
@@ -162,14 +156,10 @@ class Eraser:
         """A pending erasure whose kept records are all gone now: destroy the key."""
         now = self.clock.now()
         with self.db.write() as conn:
-            status = conn.execute(sa.select(subjects.c.status).where(
-                subjects.c.id == subject_id)).scalar()
-            left = conn.execute(sa.select(sa.func.count()).select_from(records).where(
-                records.c.subject_id == subject_id)).scalar_one()
-            if status != "erasure_pending" or left:
+            status = store.status_of(conn, subject_id)
+            if status != SubjectStatus.ERASURE_PENDING or store.record_count(conn, subject_id):
                 return False
-            conn.execute(subjects.update().where(subjects.c.id == subject_id)
-                         .values(status="erased", attributes="{}"))
+            store.set_status(conn, subject_id, SubjectStatus.ERASED)
             pending = conn.execute(sa.select(erasures.c.id, erasures.c.certificate).where(
                 erasures.c.subject_id == subject_id, erasures.c.status == "pending")).all()
             for e in pending:
@@ -189,10 +179,8 @@ class Eraser:
         """Clean up after a crash between an erasure's commit and its key destruction: keys
         of subjects marked erased, and any row that reached them despite the erasure."""
         with self.db.write() as conn:
-            erased = sa.select(subjects.c.id).where(subjects.c.status == "erased")
-            conn.execute(blind_index.delete().where(blind_index.c.subject_id.in_(erased)))
-            conn.execute(records.delete().where(records.c.subject_id.in_(erased)))
-            ids = list(conn.execute(erased).scalars())
+            store.delete_leftovers(conn)
+            ids = store.erased_subject_ids(conn)
         left = list(self.keys.store.get(ids))
         for sid in left:
             self._destroy(sid)

@@ -13,14 +13,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from fiduciary.access.principal import Principal, require_permission
 from fiduciary.audit.events import AuditLog
 from fiduciary.clock import Clock
 from fiduciary.datamap import DataMap
 from fiduciary.errors import FieldProblem, InvalidInput, NotFound
+from fiduciary.ids import is_id
+from fiduciary.principal import Permission, Principal, require_permission
 from fiduciary.storage import Database
 from fiduciary.storage.schema import legal_holds, records, subjects
-from fiduciary.vault.service import is_id
+from fiduciary.vault.store import StoredRecord
 
 SCOPES = ("subject", "record", "collection")
 
@@ -57,6 +58,41 @@ def _hold(r: Any) -> Hold:
                 r.released_at, r.released_by)
 
 
+class ActiveHolds:
+    """The one rule for which hold covers a record: a hold on its subject, else on the record,
+    else on its collection (the oldest, where several hold the same thing)."""
+
+    def __init__(self, holds: Iterable[Hold]) -> None:
+        self._by_target: dict[tuple[str, str], Hold] = {}
+        for h in sorted(holds, key=lambda h: (h.created_at, h.id)):
+            self._by_target.setdefault((h.scope, h.target), h)
+
+    @classmethod
+    def load(cls, conn: Connection, targets: Iterable[str] | None = None) -> ActiveHolds:
+        """The active holds, or only those on ``targets`` (ids and collection names)."""
+        q = sa.select(legal_holds).where(legal_holds.c.released_at.is_(None))
+        if targets is not None:
+            q = q.where(legal_holds.c.target.in_(set(targets)))
+        return cls(_hold(r) for r in conn.execute(q))
+
+    @classmethod
+    def of_subject(cls, conn: Connection, subject_id: str,
+                   rows: Iterable[StoredRecord]) -> ActiveHolds:
+        """The active holds that may cover these records of one subject."""
+        rows = list(rows)
+        return cls.load(conn, {subject_id, *(r.id for r in rows), *(r.collection for r in rows)})
+
+    def covering(self, subject_id: str, record_id: str, collection: str) -> Hold | None:
+        return (self._by_target.get(("subject", subject_id))
+                or self._by_target.get(("record", record_id))
+                or self._by_target.get(("collection", collection)))
+
+    def covered(self, subject_id: str, rows: Iterable[StoredRecord]) -> dict[str, Hold]:
+        """record id -> the hold covering it, for those of ``rows`` that are held."""
+        return {r.id: h for r in rows
+                if (h := self.covering(subject_id, r.id, r.collection)) is not None}
+
+
 def _actor(principal: Principal | None) -> str:
     return principal.username or principal.id if principal else "operator"
 
@@ -75,7 +111,7 @@ class HoldService:
 
     @staticmethod
     def _require(principal: Principal) -> None:
-        require_permission(principal, "privacy:manage")
+        require_permission(principal, Permission.PRIVACY_MANAGE)
 
     def add(self, principal: Principal, scope: str, target: str, reason: str,
             owner: str) -> Hold:
@@ -149,29 +185,3 @@ class HoldService:
             q = q.where(legal_holds.c.released_at.is_(None))
         with self.db.read() as conn:
             return [_hold(r) for r in conn.execute(q)]
-
-    @staticmethod
-    def covering(conn: Connection, subject_id: str, rows: Iterable[Any]) -> dict[str, Hold]:
-        """Active holds covering each of a subject's record ``rows`` (id, collection):
-        record id -> the hold (a subject hold covers them all)."""
-        rows = list(rows)
-        targets = {subject_id, *(r.id for r in rows), *(r.collection for r in rows)}
-        holds = [_hold(h) for h in conn.execute(sa.select(legal_holds).where(
-            legal_holds.c.released_at.is_(None), legal_holds.c.target.in_(targets))
-            .order_by(legal_holds.c.created_at))]
-        out: dict[str, Hold] = {}
-        for r in rows:
-            for h in holds:
-                if ((h.scope == "subject" and h.target == subject_id)
-                        or (h.scope == "record" and h.target == r.id)
-                        or (h.scope == "collection" and h.target == r.collection)):
-                    out[r.id] = h
-                    break
-        return out
-
-    @staticmethod
-    def subject_held(conn: Connection, subject_id: str) -> Hold | None:
-        r = conn.execute(sa.select(legal_holds).where(
-            legal_holds.c.released_at.is_(None), legal_holds.c.scope == "subject",
-            legal_holds.c.target == subject_id)).first()
-        return _hold(r) if r else None

@@ -35,17 +35,18 @@ from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 
-from fiduciary.access.principal import Principal
 from fiduciary.audit.events import AuditLog
 from fiduciary.clock import Clock
 from fiduciary.datamap import CollectionSpec, DataMap
 from fiduciary.errors import FieldProblem, InvalidInput
+from fiduciary.principal import Principal
 from fiduciary.privacy.deadlines import add_months
-from fiduciary.privacy.holds import HoldService
+from fiduciary.privacy.holds import ActiveHolds
 from fiduciary.storage import Database
-from fiduciary.storage.schema import blind_index, legal_holds, records, subjects
+from fiduciary.storage.schema import subjects
+from fiduciary.vault import store
+from fiduciary.vault.store import StoredRecord, SubjectStatus
 
 log = logging.getLogger("fiduciary.retention")
 
@@ -80,18 +81,6 @@ def _as_date(value: Any) -> date | None:
 
 
 @dataclass(frozen=True)
-class StoredRecord:
-    """What retention needs of a record: never its sealed fields."""
-
-    id: str
-    subject_id: str
-    collection: str
-    clear: dict[str, Any]
-    created_at: datetime
-    updated_at: datetime
-
-
-@dataclass(frozen=True)
 class Expiry:
     """``expires_on`` None: the clock has not started (``running``) or the record has no clock
     of its own and goes with its subject (``with_subject``)."""
@@ -102,18 +91,6 @@ class Expiry:
 
     def expired(self, as_of: date) -> bool:
         return self.expires_on is not None and self.expires_on <= as_of
-
-
-def stored_records(conn: Connection, *subject_ids: str) -> list[StoredRecord]:
-    """The records of these subjects as retention sees them (never their sealed fields),
-    by collection and id."""
-    return [StoredRecord(r.id, r.subject_id, r.collection, json.loads(r.clear), r.created_at,
-                         r.updated_at)
-            for r in conn.execute(
-                sa.select(records.c.id, records.c.subject_id, records.c.collection,
-                          records.c.clear, records.c.created_at, records.c.updated_at)
-                .where(records.c.subject_id.in_(subject_ids))
-                .order_by(records.c.collection, records.c.id))]
 
 
 class ConsentWithdrawals(Protocol):
@@ -276,7 +253,8 @@ class RetentionService:
         for purpose in self.rules.consent_purposes():
             for sid, when in self.consent.withdrawn(purpose, at):
                 withdrawn.setdefault(sid, {})[purpose] = when
-        holds = self._active_holds()
+        with self.db.read() as conn:
+            holds = ActiveHolds.load(conn)
         for subject_id, status, rows in self._subjects():
             self._subject(principal, subject_id, status, rows, withdrawn.get(subject_id, {}),
                           holds, report)
@@ -296,12 +274,6 @@ class RetentionService:
             except Exception:
                 log.exception("retention run failed")
 
-    def _active_holds(self) -> dict[tuple[str, str], str]:
-        with self.db.read() as conn:
-            return {(r.scope, r.target): r.id for r in conn.execute(
-                sa.select(legal_holds.c.id, legal_holds.c.scope, legal_holds.c.target)
-                .where(legal_holds.c.released_at.is_(None)))}
-
     def _subjects(self) -> Iterator[tuple[str, str, list[StoredRecord]]]:
         """Every subject not yet erased, with its records, a page at a time."""
         after = ""
@@ -309,12 +281,12 @@ class RetentionService:
             with self.db.read() as conn:
                 page = conn.execute(
                     sa.select(subjects.c.id, subjects.c.status)
-                    .where(subjects.c.id > after, subjects.c.status != "erased")
+                    .where(subjects.c.id > after, subjects.c.status != SubjectStatus.ERASED)
                     .order_by(subjects.c.id).limit(self.page_size)).all()
                 if not page:
                     return
                 by_subject: dict[str, list[StoredRecord]] = {s.id: [] for s in page}
-                for r in stored_records(conn, *by_subject):
+                for r in store.stored_records(conn, *by_subject):
                     by_subject[r.subject_id].append(r)
             for s in page:
                 yield s.id, s.status, by_subject[s.id]
@@ -322,19 +294,18 @@ class RetentionService:
 
     def _subject(self, principal: Principal, subject_id: str, status: str,
                  rows: list[StoredRecord], withdrawn: dict[str, datetime],
-                 holds: dict[tuple[str, str], str], report: RetentionReport) -> None:
+                 holds: ActiveHolds, report: RetentionReport) -> None:
         if not rows:
-            if status == "erasure_pending" and not report.dry_run:
+            if status == SubjectStatus.ERASURE_PENDING and not report.dry_run:
                 report.erasures_completed += int(self._finish(principal, subject_id))
             return
         expiries = self.rules.expiries(rows, withdrawn)
-        subject_hold = holds.get(("subject", subject_id))
 
         def hold_of(r: StoredRecord) -> str | None:
-            return (subject_hold or holds.get(("record", r.id))
-                    or holds.get(("collection", r.collection)))
+            hold = holds.covering(subject_id, r.id, r.collection)
+            return hold.id if hold else None
 
-        if status == "erasure_pending":
+        if status == SubjectStatus.ERASURE_PENDING:
             self._pending(principal, subject_id, rows, expiries, hold_of, report)
             return
         own = [r for r in rows if not expiries[r.id].with_subject]
@@ -391,12 +362,11 @@ class RetentionService:
                 rows: list[StoredRecord]) -> None:
         with self.db.write() as conn:
             # A hold placed since the run began still wins.
-            held = HoldService.covering(conn, subject_id, rows)
+            held = ActiveHolds.of_subject(conn, subject_id, rows).covered(subject_id, rows)
             ids = [r.id for r in rows if r.id not in held]
             if not ids:
                 return
-            conn.execute(blind_index.delete().where(blind_index.c.record_id.in_(ids)))
-            conn.execute(records.delete().where(records.c.id.in_(ids)))
+            store.delete_records(conn, ids)
             self.audit.append(conn, self.audit.event(
                 principal, "retention.purge", record_ids=ids, subject_ids=[subject_id],
                 purpose="legal_obligation",

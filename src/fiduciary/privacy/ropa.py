@@ -17,9 +17,12 @@ from typing import Any
 
 from fiduciary import __version__
 from fiduciary.access.policy import ACTIONS, Grant, PolicyEngine
+from fiduciary.audit.events import AuditLog, audit_actor
+from fiduciary.clock import Clock
 from fiduciary.config import Settings
-from fiduciary.crypto.keyring import KekVersion
+from fiduciary.crypto.keyring import KekVersion, Keyring
 from fiduciary.datamap import Classification, CollectionSpec, DataMap, FieldSpec, ThirdParty
+from fiduciary.principal import Permission, Principal, require_permission
 
 #: Bumped when the register's JSON shape changes in a way a reader would notice.
 ROPA_FORMAT_VERSION = 1
@@ -73,6 +76,28 @@ def build_ropa(datamap: DataMap, policy: PolicyEngine, keyring_versions: Sequenc
         "third_parties": [third_party(tp, tp.collections) for tp in datamap.third_parties],
         "security_measures": _security_measures(datamap, policy, keyring_versions, settings),
     }
+
+
+class RopaService:
+    """Generates the register for whoever may read the configuration, and leaves the
+    ``ropa.generated`` event before the document is handed out (no event, no document)."""
+
+    def __init__(self, datamap: DataMap, policy: PolicyEngine, keyring: Keyring,
+                 settings: Settings, clock: Clock, audit: AuditLog) -> None:
+        self.datamap, self.policy, self.keyring = datamap, policy, keyring
+        self.settings, self.clock, self.audit = settings, clock, audit
+
+    def generate(self, principal: Principal, fmt: str,
+                 output: str | None = None) -> dict[str, Any]:
+        require_permission(principal, Permission.CONFIG_READ)
+        doc = build_ropa(self.datamap, self.policy, self.keyring.versions(), self.settings,
+                         self.clock.now())
+        details = ropa_event_details(doc, fmt)
+        if output is not None:
+            details["output"] = output
+        self.audit.append_committed(self.audit.event(audit_actor(principal), "ropa.generated",
+                                                     details=details))
+        return doc
 
 
 def ropa_event_details(ropa: Mapping[str, Any], fmt: str) -> dict[str, Any]:

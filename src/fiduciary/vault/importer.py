@@ -14,14 +14,16 @@ from typing import Any, TextIO
 import sqlalchemy as sa
 
 from fiduciary.access.policy import FieldDecision
-from fiduciary.access.principal import Principal
 from fiduciary.datamap import CollectionSpec
 from fiduciary.datamap.values import ValueRejected, from_text
 from fiduciary.errors import FieldProblem, InvalidInput
+from fiduciary.ids import is_id, new_id
+from fiduciary.principal import Principal
 from fiduciary.storage.bulk import Batch, insert_batch
 from fiduciary.storage.schema import subjects
 from fiduciary.vault.records import _dumps
-from fiduciary.vault.service import VaultService, is_id, new_id
+from fiduciary.vault.service import VaultService
+from fiduciary.vault.store import SubjectStatus
 
 log = logging.getLogger("fiduciary.import")
 
@@ -169,8 +171,8 @@ class Importer:
             if subject_id is None:
                 subject_id = new_id()
                 key_row, cipher = keys.new_key_row(subject_id, remember=False)
-                one.subjects.append({"id": subject_id, "status": "active", "created_at": now,
-                                     "attributes": _dumps(new_attrs)})
+                one.subjects.append({"id": subject_id, "status": SubjectStatus.ACTIVE,
+                                     "created_at": now, "attributes": _dumps(new_attrs)})
                 one.subject_keys.append(key_row)
             else:
                 cipher = ciphers[subject_id]
@@ -226,7 +228,7 @@ class Importer:
         if not ids:
             return True
         active = conn.execute(sa.select(subjects.c.id).where(
-            subjects.c.id.in_(ids), subjects.c.status == "active")
+            subjects.c.id.in_(ids), subjects.c.status == SubjectStatus.ACTIVE)
             .with_for_update(read=True)).scalars().all()
         return len(active) == len(ids)
 
@@ -280,7 +282,7 @@ class Importer:
         with self.vault.db.read() as conn:
             rows = conn.execute(
                 sa.select(subjects.c.id.label("subject_id"), subjects.c.attributes)
-                .where(subjects.c.id.in_(ids), subjects.c.status == "active")
+                .where(subjects.c.id.in_(ids), subjects.c.status == SubjectStatus.ACTIVE)
             ).all()
         return {r.subject_id: r for r in rows}
 

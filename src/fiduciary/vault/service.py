@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import functools
 import json
-import re
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,7 +14,6 @@ from sqlalchemy.engine import Connection
 
 from fiduciary.access.masking import Masker
 from fiduciary.access.policy import FieldDecision, PolicyEngine, denial_reason
-from fiduciary.access.principal import Principal, require_permission
 from fiduciary.audit.events import AuditLog
 from fiduciary.clock import Clock
 from fiduciary.crypto.blind_index import BlindIndexer
@@ -28,21 +23,25 @@ from fiduciary.datamap.values import ValueRejected, validate
 from fiduciary.errors import (
     FieldProblem,
     Forbidden,
-    Gone,
     IntegrityFailure,
     InvalidInput,
     NotFound,
+    Reason,
 )
+from fiduciary.ids import is_id, new_id
+from fiduciary.principal import Permission, Principal, require_permission
 from fiduciary.storage import Database
-from fiduciary.storage.schema import blind_index, legal_holds, records, subjects
+from fiduciary.storage.schema import blind_index, records, subjects
+from fiduciary.vault import store
+from fiduciary.vault.gates import OpenGate, RecordGate
 from fiduciary.vault.keys import SubjectKeys
 from fiduciary.vault.records import Record, RecordCodec, _dumps
+from fiduciary.vault.store import Subject, SubjectStatus
 
 #: Called when a break-glass grant let a principal act on a subject (recorded for review).
 BreakGlassLog = Callable[[Principal, str, str, "str | None", str], None]
 
 MAX_SEARCH_LIMIT = 1000
-_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 _RECORD_COLUMNS = (
     records.c.id, records.c.subject_id, records.c.collection, records.c.clear, records.c.sealed,
@@ -72,27 +71,8 @@ _ROW_BY_ID = (sa.select(*_RECORD_COLUMNS).select_from(_RECORD_FROM)
 # The subject row, shared: an erasure waits for the write that reads it (PostgreSQL).
 _ROW_BY_ID_LOCKED = _ROW_BY_ID.with_for_update(read=True, of=subjects)
 
-#: Subject states under which only legal obligations may still be served (GDPR Art. 18: a
-#: restriction; and the records an erasure had to keep while a duty to retain them runs).
-RESTRICTED = frozenset({"restricted", "erasure_pending"})
-RESTRICTED_PURPOSE = "legal_obligation"
-
-
-@dataclass(frozen=True)
-class Subject:
-    id: str
-    status: str
-    created_at: datetime
-
-
-def new_id() -> str:
-    return str(uuid.uuid4())
-
-
-def is_id(value: object) -> bool:
-    """Ids are UUIDs; anything else is unknown without asking the database (which may reject
-    bytes such as NUL outright)."""
-    return isinstance(value, str) and bool(_ID.match(value))
+#: Disclosing a subject's data to the subject fulfils a legal obligation (GDPR Art. 15).
+DISCLOSURE_PURPOSE = "legal_obligation"
 
 
 class VaultService:
@@ -100,8 +80,11 @@ class VaultService:
 
     def __init__(self, db: Database, datamap: DataMap, keyring: Keyring, clock: Clock,
                  policy: PolicyEngine, audit: AuditLog, keys: SubjectKeys,
-                 break_glass_log: BreakGlassLog | None = None) -> None:
+                 break_glass_log: BreakGlassLog | None = None,
+                 gate: RecordGate | None = None) -> None:
         self.db = db
+        #: Restriction and legal holds (fiduciary.privacy.gates in the runtime).
+        self.gate: RecordGate = gate or OpenGate()
         self.audit = audit
         self.datamap = datamap
         self.clock = clock
@@ -125,10 +108,10 @@ class VaultService:
         """Subject-level calls need at least one data grant of these actions."""
         if not self.policy.has_any_grant(principal, actions):
             raise Forbidden("this role has no access to customer data",
-                            reason="field_not_permitted")
+                            reason=Reason.FIELD_NOT_PERMITTED)
 
     def _insert_subject(self, conn: Connection) -> Subject:
-        subject = Subject(id=new_id(), status="active", created_at=self.clock.now())
+        subject = Subject(id=new_id(), status=SubjectStatus.ACTIVE, created_at=self.clock.now())
         # The key is stored first: a subject never exists without its key.
         self.keys.create(subject.id)
         conn.execute(subjects.insert(), [{"id": subject.id, "status": subject.status,
@@ -138,29 +121,19 @@ class VaultService:
     def get_subject(self, principal: Principal, subject_id: str) -> Subject:
         self._require_any(principal, ("read", "search", "write"))
         with self.db.read() as conn:
-            return self._subject(conn, subject_id)
-
-    def _subject(self, conn: Connection, subject_id: str) -> Subject:
-        row = None
-        if is_id(subject_id):
-            row = conn.execute(sa.select(subjects).where(subjects.c.id == subject_id)).first()
-        if row is None:
-            raise NotFound(f"subject {subject_id} not found", code="subject_not_found")
-        if row.status == "erased":
-            raise Gone(f"subject {subject_id} has been erased")
-        return Subject(id=row.id, status=row.status, created_at=row.created_at)
+            return store.subject(conn, subject_id)
 
     def subject(self, conn: Connection, subject_id: str) -> Subject:
         """The subject, in the caller's transaction: 404 if unknown, 410 if erased."""
-        return self._subject(conn, subject_id)
+        return store.subject(conn, subject_id)
 
     def disclose_subject(self, principal: Principal, subject_id: str,
                          request_id: str | None = None) -> list[Record]:
         """Every record of the subject, every field in clear, for the subject themself (GDPR
         Art. 15 and 20, CCPA right to know). Only for whoever fulfils their requests."""
-        require_permission(principal, "privacy:manage")
+        require_permission(principal, Permission.PRIVACY_MANAGE)
         with self.db.read() as conn:
-            self._subject(conn, subject_id)
+            store.subject(conn, subject_id)
             rows = conn.execute(
                 sa.select(*_RECORD_COLUMNS).select_from(_RECORD_FROM)
                 .where(records.c.subject_id == subject_id)
@@ -177,58 +150,11 @@ class VaultService:
             out.append(Record(row.id, subject_id, row.collection, data, row.created_at,
                               row.updated_at))
         self.audit.append_committed(self.audit.event(
-            principal, "subject.disclose", purpose=RESTRICTED_PURPOSE,
+            principal, "subject.disclose", purpose=DISCLOSURE_PURPOSE,
             subject_ids=[subject_id], record_ids=[r.id for r in out],
             fields={f for r in out for f in r.data},
             details={"result_count": len(out), "request_id": request_id}))
         return out
-
-    def restrict_subject(self, principal: Principal, subject_id: str, restricted: bool) -> Subject:
-        """GDPR Art. 18: while restricted, the subject's data serves legal obligations only."""
-        require_permission(principal, "privacy:manage")
-        with self.db.write() as conn:
-            subject = self._subject(conn, subject_id)
-            if subject.status == "erasure_pending":
-                raise Forbidden(f"subject {subject_id} is being erased",
-                                reason="processing_restricted")
-            status = "restricted" if restricted else "active"
-            conn.execute(subjects.update().where(subjects.c.id == subject_id)
-                         .values(status=status))
-            self.audit.append(conn, self.audit.event(
-                principal, "subject.restrict" if restricted else "subject.unrestrict",
-                subject_ids=[subject_id]))
-            return Subject(subject.id, status, subject.created_at)
-
-    @staticmethod
-    def _restriction_allows(status: str, purpose: str, principal: Principal) -> bool:
-        """A restricted subject's data (or what an erasure keeps) serves legal obligations
-        only, and only in the hands of the privacy office — not any role whose grants happen
-        to cover every purpose, nor a break-glass grant."""
-        return status not in RESTRICTED or (
-            purpose == RESTRICTED_PURPOSE
-            and (principal.kind == "system" or principal.can("privacy:manage")))
-
-    def _check_restriction(self, status: str, subject_id: str, purpose: str,
-                           principal: Principal) -> None:
-        if not self._restriction_allows(status, purpose, principal):
-            raise Forbidden(f"processing of subject {subject_id}'s data is restricted to the "
-                            f"privacy office, for purpose {RESTRICTED_PURPOSE!r}",
-                            reason="processing_restricted")
-
-    @staticmethod
-    def _check_hold(conn: Connection, subject_id: str, record_id: str, collection: str,
-                    action: str) -> None:
-        """Evidence under a legal hold is neither changed nor deleted (privacy/holds.py)."""
-        held = conn.execute(sa.select(legal_holds.c.id).where(
-            legal_holds.c.released_at.is_(None),
-            sa.or_(sa.and_(legal_holds.c.scope == "subject",
-                           legal_holds.c.target == subject_id),
-                   sa.and_(legal_holds.c.scope == "record", legal_holds.c.target == record_id),
-                   sa.and_(legal_holds.c.scope == "collection",
-                           legal_holds.c.target == collection))).limit(1)).scalar()
-        if held is not None:
-            raise Forbidden(f"record {record_id} is under legal hold {held}: it cannot be "
-                            f"{action}", reason="legal_hold")
 
     # -- checks --------------------------------------------------------------------------------
     def collection(self, name: str) -> CollectionSpec:
@@ -346,11 +272,12 @@ class VaultService:
                 sa.select(subjects.c.status, subjects.c.attributes)
                 .where(subjects.c.id == subject_id).with_for_update(read=True)
             ).first() if is_id(subject_id) else None
-            if row is None or row.status in ("erased", "erasure_pending"):
+            if row is None or row.status in (SubjectStatus.ERASED,
+                                             SubjectStatus.ERASURE_PENDING):
                 reason = ("unknown subject" if row is None
                           else "subject has been erased or is being erased")
                 raise InvalidInput.from_problems([FieldProblem("subject_id", reason)], "write")
-            self._check_restriction(row.status, subject_id, purpose, principal)
+            self.gate.check_process(principal, subject_id, row.status, purpose)
             clear_values = {k: v for k, v in values.items() if not spec.fields[k].encrypted}
             self._require_write(principal, spec, purpose, values, clear_values,
                                 json.loads(row.attributes), subject_id)
@@ -407,8 +334,8 @@ class VaultService:
         values, removed = self.validate_write(spec, data, purpose, partial=True)
         with self.db.write() as conn:
             row = self._record_row(conn, spec, record_id, lock=True)
-            self._check_restriction(row.subject_status, row.subject_id, purpose, principal)
-            self._check_hold(conn, row.subject_id, record_id, spec.name, "changed")
+            self.gate.check_process(principal, row.subject_id, row.subject_status, purpose)
+            self.gate.check_change(conn, row.subject_id, record_id, spec.name, "changed")
             clear: dict[str, Any] = json.loads(row.clear)
             # Conditions are tested on the record as stored: nobody edits a record they
             # could not act on, by rewriting the very field a condition reads.
@@ -451,15 +378,14 @@ class VaultService:
         purpose = self.check_purpose(spec, purpose)
         with self.db.write() as conn:
             row = self._record_row(conn, spec, record_id, lock=True)
-            self._check_restriction(row.subject_status, row.subject_id, purpose, principal)
-            self._check_hold(conn, row.subject_id, record_id, spec.name, "deleted")
+            self.gate.check_process(principal, row.subject_id, row.subject_status, purpose)
+            self.gate.check_change(conn, row.subject_id, record_id, spec.name, "deleted")
             clear = json.loads(row.clear)
             present = self._present(spec, clear, json.loads(row.sealed))
             decisions = self.policy.decide(principal, "delete", spec, purpose, present, clear,
                                            json.loads(row.subject_attributes), row.subject_id)
             self._require_all(decisions, "delete")
-            conn.execute(blind_index.delete().where(blind_index.c.record_id == record_id))
-            conn.execute(records.delete().where(records.c.id == record_id))
+            store.delete_records(conn, [record_id])
             self.audit.append(conn, self.audit.event(
                 principal, "record.delete", collection=spec.name, record_ids=[record_id],
                 subject_ids=[row.subject_id], fields=present, purpose=purpose))
@@ -477,8 +403,8 @@ class VaultService:
         purpose = self.check_purpose(None, purpose)
         self._require_any(principal, ("read",))
         with self.db.read() as conn:
-            subject = self._subject(conn, subject_id)
-            self._check_restriction(subject.status, subject_id, purpose, principal)
+            subject = store.subject(conn, subject_id)
+            self.gate.check_process(principal, subject_id, subject.status, purpose)
             rows = conn.execute(
                 sa.select(*_RECORD_COLUMNS).select_from(_RECORD_FROM)
                 .where(records.c.subject_id == subject_id)
@@ -667,9 +593,9 @@ class VaultService:
               action: str, required: bool) -> Record | None:
         """Decide, decrypt only what is permitted, mask as decided. With ``required``, a record
         of which nothing is permitted is a 403; otherwise it is skipped (``None``)."""
-        if not self._restriction_allows(row.subject_status, purpose, principal):
+        if not self.gate.may_process(principal, row.subject_status, purpose):
             if required:
-                self._check_restriction(row.subject_status, row.subject_id, purpose, principal)
+                self.gate.check_process(principal, row.subject_id, row.subject_status, purpose)
             return None
         clear: dict[str, Any] = json.loads(row.clear)
         sealed: dict[str, str] = json.loads(row.sealed)

@@ -1,0 +1,94 @@
+"""Who is calling — a staff user (password + TOTP), a service API key, or the system itself —
+and the one permission check every layer uses."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from fiduciary.errors import Forbidden, Reason
+
+
+class ActorKind(StrEnum):
+    USER = "user"
+    API_KEY = "api_key"
+    SYSTEM = "system"
+
+
+class Permission(StrEnum):
+    """Non-data permissions a role holds (``resource:action``); data access is granted by the
+    policy pack's grants, not by these."""
+
+    USERS_MANAGE = "users:manage"
+    APIKEYS_MANAGE = "apikeys:manage"
+    CONFIG_READ = "config:read"
+    AUDIT_READ = "audit:read"
+    PRIVACY_MANAGE = "privacy:manage"
+    ALERTS_MANAGE = "alerts:manage"
+    CONSENT_READ = "consent:read"
+    CONSENT_WRITE = "consent:write"
+
+
+class Scope(StrEnum):
+    """What an API key limited by scopes may do (the policy pack's data actions)."""
+
+    READ = "read"
+    SEARCH = "search"
+    WRITE = "write"
+    DELETE = "delete"
+    EXPORT = "export"
+    IMPORT = "import"
+
+
+@dataclass(frozen=True)
+class Principal:
+    id: str
+    kind: str  # an ActorKind
+    username: str  # a user's username, or the key's name
+    roles: tuple[str, ...]
+    regions: tuple[str, ...] = ()
+    #: Actions an API key is limited to; None means whatever its role allows.
+    scopes: frozenset[str] | None = None
+    permissions: frozenset[str] = frozenset()
+    training_current: bool = True
+    must_change_password: bool = False
+    #: subject id -> (break-glass grant id, expiry), for unexpired grants only.
+    break_glass: Mapping[str, tuple[str, datetime]] = field(default_factory=dict)
+
+    @property
+    def is_person(self) -> bool:
+        return self.kind == ActorKind.USER
+
+    @property
+    def is_system(self) -> bool:
+        return self.kind == ActorKind.SYSTEM
+
+    @property
+    def role(self) -> str:
+        return self.roles[0] if self.roles else ""
+
+    def break_glass_covers(self, subject_id: str) -> bool:
+        return subject_id in self.break_glass
+
+    def can(self, permission: str) -> bool:
+        return permission in self.permissions
+
+
+def require_permission(principal: Principal, *permissions: Permission,
+                       scope: Scope | None = None) -> None:
+    """One of ``permissions`` is needed; the system itself (the operator's CLI) is trusted.
+    With ``scope``, an API key limited by scopes must also hold that one (``write`` to record
+    consent, ``read`` to read it)."""
+    if principal.is_system:
+        return
+    if not any(principal.can(p) for p in permissions):
+        raise Forbidden(f"requires the {' or '.join(permissions)} permission",
+                        reason=Reason.FIELD_NOT_PERMITTED)
+    if scope is not None and principal.scopes is not None and scope not in principal.scopes:
+        raise Forbidden(f"this API key lacks the {scope} scope",
+                        reason=Reason.FIELD_NOT_PERMITTED)
+
+
+SYSTEM = Principal(id="system", kind=ActorKind.SYSTEM, username="system", roles=("service",))
