@@ -31,12 +31,13 @@ from fiduciary.config import Settings
 from fiduciary.datamap.values import index_form
 from fiduciary.demo import DemoGenerator
 from fiduciary.errors import FieldProblem
+from fiduciary.ids import new_id
 from fiduciary.runtime import Runtime, open_runtime
 from fiduciary.storage.bulk import Batch, insert_batch
 from fiduciary.storage.schema import records
 from fiduciary.vault.importer import Importer, ImportReport, ParsedRow
 from fiduciary.vault.records import _dumps
-from fiduciary.vault.service import VaultService, new_id
+from fiduciary.vault.service import VaultService
 
 COLLECTION = "persons"
 #: The purpose the persons rows are imported under (as ``fiduciary demo`` does).

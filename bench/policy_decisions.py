@@ -17,8 +17,8 @@ import sys
 import time
 
 from fiduciary.access.policy import PolicyEngine, load_policy
-from fiduciary.access.principal import Principal
 from fiduciary.datamap import load_default
+from fiduciary.principal import Principal
 
 
 def main() -> None:
