@@ -30,3 +30,8 @@ class FixedClock:
         from datetime import timedelta
 
         self._at += timedelta(**delta)
+
+
+def iso(dt: datetime) -> str:
+    """The one timestamp format of every API response and document: RFC 3339, UTC, ``Z``."""
+    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
