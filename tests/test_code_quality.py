@@ -1,7 +1,10 @@
-"""The code stays typed (mypy --strict on the core) and lint-clean (ruff)."""
+"""The code stays typed (mypy --strict on the core), lint-clean (ruff) and layered
+(import-linter)."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,3 +25,24 @@ def test_ruff() -> None:
 def test_mypy_strict() -> None:
     r = _run("mypy")
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_layers() -> None:
+    """The layer rule in pyproject.toml (import-linter) holds."""
+    r = subprocess.run([str(Path(sys.executable).parent / "lint-imports")], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_an_upward_import_breaks_the_layers(tmp_path: Path) -> None:
+    """The vault asking the privacy package directly (instead of through its RecordGate) is
+    exactly what the rule exists to stop: a copy of the tree with that import fails."""
+    shutil.copytree(ROOT / "src", tmp_path / "src")
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    store = tmp_path / "src" / "fiduciary" / "vault" / "store.py"
+    store.write_text(store.read_text() + "\nfrom fiduciary.privacy.holds import ActiveHolds\n")
+    r = subprocess.run([str(Path(sys.executable).parent / "lint-imports"), "--no-cache"],
+                       cwd=tmp_path, capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(tmp_path / "src")})
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "fiduciary.vault.store -> fiduciary.privacy.holds" in r.stdout, r.stdout
