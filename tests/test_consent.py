@@ -8,7 +8,7 @@ from datetime import datetime
 from fastapi.testclient import TestClient
 
 from fiduciary.access import SYSTEM
-from fiduciary.clock import FixedClock
+from fiduciary.clock import FixedClock, iso
 from fiduciary.runtime import Runtime
 from fiduciary.storage.schema import subjects
 from tests.conftest import make_staff, table_rows
@@ -41,7 +41,7 @@ def test_history_is_append_only_and_current_is_the_latest_entry_per_purpose(
     assert r.status_code == 201, r.text
     granted = r.json()
     assert granted["granted"] is True and granted["notice_version"] == "2026-01"
-    assert granted["recorded_at"] == clock.now().isoformat()
+    assert granted["recorded_at"] == iso(clock.now())
     assert granted["recorded_by"].startswith("api_key:")
     # Same instant (frozen clock): the later entry still wins.
     assert client.post(url, json=WITHDRAW).status_code == 201

@@ -72,13 +72,13 @@ def test_creation_sets_statutory_deadlines(dpo: TestClient, rt: Runtime) -> None
     s = person(rt)
     gdpr = open_request(dpo, s, "access", "gdpr", channel="email")
     assert gdpr["status"] == "received"
-    assert gdpr["due_at"] == "2026-02-28T23:59:59.999999+00:00"
+    assert gdpr["due_at"] == "2026-02-28T23:59:59.999999Z"
     assert gdpr["acknowledge_by"] is None and gdpr["overdue"] == []
     ccpa = open_request(dpo, s, "know", "ccpa", "2026-01-30T16:00:00Z")  # a Friday
-    assert ccpa["due_at"] == "2026-03-16T23:59:59.999999+00:00"
-    assert ccpa["acknowledge_by"] == "2026-02-13T23:59:59.999999+00:00"
+    assert ccpa["due_at"] == "2026-03-16T23:59:59.999999Z"
+    assert ccpa["acknowledge_by"] == "2026-02-13T23:59:59.999999Z"
     naive = open_request(dpo, s, "erasure", "gdpr", "2024-01-31")
-    assert naive["received_at"] == "2024-01-31T00:00:00+00:00"
+    assert naive["received_at"] == "2024-01-31T00:00:00Z"
     assert naive["due_at"].startswith("2024-02-29T23:59:59")  # leap year
 
 
@@ -174,8 +174,8 @@ def test_gdpr_extension_needs_a_reason_happens_once_and_only_before_the_due_date
     rid = open_request(dpo, s, "access")["id"]
     assert step(dpo, rid, "extend", 422, reason="")["error"]["fields"][0]["field"] == "reason"
     extended = step(dpo, rid, "extend", reason="Complex: records across five lines")
-    assert extended["due_at"] == "2026-04-28T23:59:59.999999+00:00"
-    assert extended["original_due_at"] == "2026-02-28T23:59:59.999999+00:00"
+    assert extended["due_at"] == "2026-04-28T23:59:59.999999Z"
+    assert extended["original_due_at"] == "2026-02-28T23:59:59.999999Z"
     assert extended["extended"] is True
     again = step(dpo, rid, "extend", 409, reason="Still complex")
     assert again["error"]["reason"] == "already_extended"
@@ -190,7 +190,7 @@ def test_ccpa_extension_stops_at_ninety_days(dpo: TestClient, rt: Runtime) -> No
     s = person(rt)
     rid = open_request(dpo, s, "delete", "ccpa")["id"]
     extended = step(dpo, rid, "extend", reason="Backups on tape need recall")
-    assert extended["due_at"] == "2026-05-01T23:59:59.999999+00:00"  # 31 Jan + 90 days
+    assert extended["due_at"] == "2026-05-01T23:59:59.999999Z"  # 31 Jan + 90 days
 
 
 def test_overdue_and_due_soon_lists_move_with_the_clock(dpo: TestClient, rt: Runtime,

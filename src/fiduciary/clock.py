@@ -34,4 +34,10 @@ class FixedClock:
 
 def iso(dt: datetime) -> str:
     """The one timestamp format of every API response and document: RFC 3339, UTC, ``Z``."""
-    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    # Naive datetimes are UTC here (as stored), never the machine's local time.
+    aware = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    return aware.isoformat().replace("+00:00", "Z")
+
+
+def iso_or_none(dt: datetime | None) -> str | None:
+    return iso(dt) if dt is not None else None

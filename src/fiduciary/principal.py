@@ -15,6 +15,9 @@ class ActorKind(StrEnum):
     USER = "user"
     API_KEY = "api_key"
     SYSTEM = "system"
+    #: Audit trail only: the OS user behind a CLI command, and a caller not yet known.
+    OPERATOR = "operator"
+    ANONYMOUS = "anonymous"
 
 
 class Permission(StrEnum):

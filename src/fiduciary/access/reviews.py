@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from fiduciary.access.apikeys import ApiKeyService
 from fiduciary.access.policy import PolicyEngine
 from fiduciary.access.users import UserService
-from fiduciary.clock import Clock
+from fiduciary.clock import Clock, iso
 from fiduciary.errors import FieldProblem, InvalidInput, NotFound
 from fiduciary.storage import Database
 from fiduciary.storage.schema import access_reviews
@@ -111,10 +111,10 @@ class AccessReviewService:
         return {"kind": kind, "id": account_id, "name": name, "state": state,
                 "roles": list(roles), "scopes": list(scopes) if scopes else None,
                 "entitlements": self.entitlements(roles, scopes),
-                "last_used_at": last_used.isoformat() if last_used else None,
+                "last_used_at": iso(last_used) if last_used else None,
                 "mfa_enrolled": mfa, "training": training,
                 "last_review": {"decision": decision.decision, "reviewer": decision.reviewer,
-                                "at": decision.at.isoformat()} if decision else None,
+                                "at": iso(decision.at)} if decision else None,
                 "flags": flags}
 
     def _account(self, account: str) -> tuple[str, str, str]:

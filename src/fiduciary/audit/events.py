@@ -6,18 +6,18 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 import rfc8785
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from fiduciary.clock import Clock
-from fiduciary.principal import Principal
+from fiduciary.clock import Clock, iso
+from fiduciary.principal import ActorKind, Principal
 from fiduciary.storage import Database
 from fiduciary.storage.schema import audit_events, audit_subjects
 
@@ -56,12 +56,36 @@ _INSERT_EVENT = audit_events.insert()
 _INSERT_SUBJECT = audit_subjects.insert()
 
 
-def canonical(event: dict[str, Any]) -> bytes:
+class AuditActor(TypedDict):
+    kind: str  # an ActorKind
+    id: str | None
+    name: str | None
+    roles: list[str]
+
+
+class AuditEvent(TypedDict):
+    """One event, exactly as its Merkle leaf covers it (RFC 8785) and the API returns it.
+    Never a field value: ids, names of fields, codes and digests."""
+
+    id: str
+    time: str
+    actor: AuditActor
+    action: str
+    collection: str | None
+    record_ids: list[str]
+    subject_ids: list[str]
+    fields: list[str]
+    purpose: str | None
+    decision: str
+    reason: str | None
+    request_id: str | None
+    client: str | None
+    details: dict[str, Any]
+
+
+def canonical(event: Mapping[str, Any]) -> bytes:
     return rfc8785.dumps(event)
 
-
-def _iso(dt: datetime) -> str:
-    return dt.isoformat().replace("+00:00", "Z")
 
 
 class _Waiter:
@@ -87,7 +111,7 @@ class AuditLog:
         #: Only a benchmark baseline turns this off.
         self.enabled = enabled
         # Group commit: events waiting to be committed, and the lock of whoever commits them.
-        self._pending: list[tuple[dict[str, Any], _Waiter]] = []
+        self._pending: list[tuple[AuditEvent, _Waiter]] = []
         self._pending_lock = threading.Lock()
         self._commit_lock = threading.Lock()
 
@@ -95,19 +119,19 @@ class AuditLog:
               collection: str | None = None, record_ids: Iterable[str] = (),
               subject_ids: Iterable[str] = (), fields: Iterable[str] = (),
               purpose: str | None = None, decision: str = "allow", reason: str | None = None,
-              details: dict[str, Any] | None = None) -> dict[str, Any]:
+              details: dict[str, Any] | None = None) -> AuditEvent:
         ctx = request_context.get()
         if principal is not None:
-            actor: dict[str, Any] = {"kind": principal.kind, "id": principal.id,
-                                     "name": principal.username, "roles": list(principal.roles)}
+            actor = AuditActor(kind=principal.kind, id=principal.id, name=principal.username,
+                               roles=list(principal.roles))
         elif ctx.operator:
-            actor = {"kind": "operator", "id": f"cli:{ctx.operator}", "name": ctx.operator,
-                     "roles": []}
+            actor = AuditActor(kind=ActorKind.OPERATOR, id=f"cli:{ctx.operator}",
+                               name=ctx.operator, roles=[])
         else:
-            actor = {"kind": "anonymous", "id": None, "name": None, "roles": []}
+            actor = AuditActor(kind=ActorKind.ANONYMOUS, id=None, name=None, roles=[])
         return {
             "id": str(uuid.uuid4()),
-            "time": _iso(self.clock.now()),
+            "time": iso(self.clock.now()),
             "actor": actor,
             "action": action,
             "collection": collection,
@@ -123,7 +147,7 @@ class AuditLog:
         }
 
     @staticmethod
-    def _row(event: dict[str, Any]) -> dict[str, Any]:
+    def _row(event: AuditEvent) -> dict[str, Any]:
         actor = event["actor"]
         return {
             "event_id": event["id"], "at": datetime.fromisoformat(event["time"]),
@@ -133,12 +157,12 @@ class AuditLog:
             "event": canonical(event).decode(),
         }
 
-    def append(self, conn: Connection, event: dict[str, Any]) -> None:
+    def append(self, conn: Connection, event: AuditEvent) -> None:
         if not self.enabled:
             return
         self._insert(conn, [event])
 
-    def _insert(self, conn: Connection, events: list[dict[str, Any]]) -> None:
+    def _insert(self, conn: Connection, events: list[AuditEvent]) -> None:
         """Insert events and index them by subject, for a subject's trail without a scan."""
         conn.execute(_INSERT_EVENT, [self._row(e) for e in events])
         by_subject = [{"subject_id": sid, "event_id": e["id"]}
@@ -146,7 +170,7 @@ class AuditLog:
         if by_subject:
             conn.execute(_INSERT_SUBJECT, by_subject)
 
-    def append_committed(self, event: dict[str, Any]) -> None:
+    def append_committed(self, event: AuditEvent) -> None:
         """Returns once the event is committed (or raises). Concurrent callers share one
         transaction: whoever holds the commit lock commits everything waiting by then."""
         if not self.enabled:

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 
 from fiduciary.audit import merkle
 from fiduciary.audit.events import AuditLog, canonical
-from fiduciary.clock import Clock
+from fiduciary.clock import Clock, iso
 from fiduciary.crypto.keyring import Keyring
 from fiduciary.errors import FieldProblem, InvalidInput, NotFound
 from fiduciary.storage import Database
@@ -56,16 +56,13 @@ class Checkpoint:
 
     def as_dict(self) -> dict[str, Any]:
         return {"size": self.size, "root": b64(self.root),
-                "timestamp": _iso(self.timestamp), "signature": b64(self.signature),
+                "timestamp": iso(self.timestamp), "signature": b64(self.signature),
                 "public_key": b64(self.public_key)}
 
 
-def _iso(dt: datetime) -> str:
-    return dt.isoformat().replace("+00:00", "Z")
-
 
 def checkpoint_message(size: int, root: bytes, timestamp: datetime) -> bytes:
-    return canonical({"size": size, "root": b64(root), "timestamp": _iso(timestamp)})
+    return canonical({"size": size, "root": b64(root), "timestamp": iso(timestamp)})
 
 
 def signing_key(keyring: Keyring) -> Ed25519PrivateKey:
@@ -170,7 +167,7 @@ class AuditTrail:
             "signature": cp.signature, "public_key": cp.public_key}])
         # The log records its own checkpoints, so deleting a stored one is detectable.
         self.log.append(conn, self.log.event(None, CHECKPOINT_ACTION, details={
-            "size": size, "root": b64(root), "timestamp": _iso(now)}))
+            "size": size, "root": b64(root), "timestamp": iso(now)}))
         return cp
 
     def prune(self, retention_days: int, dry_run: bool = False) -> dict[str, Any]:
@@ -187,7 +184,7 @@ class AuditTrail:
             count = int(conn.execute(sa.select(sa.func.count()).select_from(audit_events).where(
                 audit_events.c.leaf_index < below, audit_events.c.event.is_not(None)))
                 .scalar_one())
-            result = {"cutoff": _iso(cutoff), "pruned_below_index": below, "events": count,
+            result = {"cutoff": iso(cutoff), "pruned_below_index": below, "events": count,
                       "dry_run": dry_run}
             if dry_run or count == 0:
                 return result
@@ -196,7 +193,7 @@ class AuditTrail:
             conn.execute(audit_events.update().where(audit_events.c.leaf_index < below)
                          .values(event=None, subject_ids="", record_ids=""))
             self.log.append(conn, self.log.event(None, PRUNE_ACTION, details={
-                "cutoff": _iso(cutoff), "pruned_below_index": below, "events": count,
+                "cutoff": iso(cutoff), "pruned_below_index": below, "events": count,
                 "retention_days": retention_days}))
         self.sequence(force_checkpoint=True)
         return result

@@ -20,7 +20,6 @@ import json
 import os
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,7 +28,7 @@ import sqlalchemy as sa
 from fiduciary.access.policy import PolicyEngine
 from fiduciary.audit.events import AuditLog
 from fiduciary.audit.trail import AuditTrail
-from fiduciary.clock import Clock
+from fiduciary.clock import Clock, iso_or_none
 from fiduciary.crypto.aead import DecryptionError
 from fiduciary.errors import FieldProblem, IntegrityFailure, InvalidInput, NotFound
 from fiduciary.ids import is_id
@@ -47,10 +46,6 @@ _MEDIA = {"json": "application/json", "html": "text/html; charset=utf-8"}
 
 class ConsentHistory(Protocol):
     def history(self, subject_id: str) -> Iterable[Any]: ...
-
-
-def _iso(dt: datetime | None) -> str | None:
-    return dt.isoformat().replace("+00:00", "Z") if dt else None
 
 
 class AccessPackager:
@@ -75,7 +70,7 @@ class AccessPackager:
             "package_id": package_id,
             "request_id": request_id,
             "subject_id": subject_id,
-            "generated_at": _iso(now),
+            "generated_at": iso_or_none(now),
             "controller": self.vault.datamap.controller,
             "records": [r.as_dict() | {"withheld": []} for r in found],
             "collections": self._collections(sorted({r.collection for r in found})),
@@ -98,7 +93,7 @@ class AccessPackager:
             details={"package_id": package_id, "request_id": request_id,
                      "records": len(found), "sha256": digest}))
         return {"package_id": package_id, "files": [p.name for p in paths.values()],
-                "records": len(found), "sha256": digest, "generated_at": _iso(now)}
+                "records": len(found), "sha256": digest, "generated_at": iso_or_none(now)}
 
     def download(self, principal: Principal, result: Mapping[str, Any] | None,
                  subject_id: str, fmt: str) -> tuple[bytes, str]:
@@ -204,8 +199,8 @@ class AccessPackager:
                 dsr_requests.c.closed_at).where(dsr_requests.c.subject_id == subject_id)
                 .order_by(dsr_requests.c.received_at)).all()
         return [{"id": r.id, "type": r.type, "regime": r.regime, "status": r.status,
-                 "received_at": _iso(r.received_at), "due_at": _iso(r.due_at),
-                 "closed_at": _iso(r.closed_at)} for r in rows]
+                 "received_at": iso_or_none(r.received_at), "due_at": iso_or_none(r.due_at),
+                 "closed_at": iso_or_none(r.closed_at)} for r in rows]
 
 
 def _write_private(path: Path, blob: bytes) -> None:

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from fiduciary.audit.events import AuditLog, actor_label, audit_actor
-from fiduciary.clock import Clock
+from fiduciary.clock import Clock, iso
 from fiduciary.datamap import DataMap
 from fiduciary.errors import FieldProblem, InvalidInput
 from fiduciary.ids import is_id, ordered_id
@@ -60,7 +60,7 @@ class ConsentEntry:
         return {"id": self.id, "subject_id": self.subject_id, "purpose": self.purpose,
                 "granted": self.granted, "notice_id": self.notice_id,
                 "notice_version": self.notice_version, "method": self.method,
-                "channel": self.channel, "recorded_at": self.recorded_at.isoformat(),
+                "channel": self.channel, "recorded_at": iso(self.recorded_at),
                 "recorded_by": self.recorded_by}
 
 

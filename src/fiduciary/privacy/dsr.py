@@ -18,7 +18,7 @@ import builtins
 import hashlib
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from fiduciary.audit.events import AuditLog, actor_label, audit_actor
-from fiduciary.clock import Clock
+from fiduciary.clock import Clock, iso, iso_or_none
 from fiduciary.errors import (
     ConfigurationError,
     FieldProblem,
@@ -96,7 +96,8 @@ class AccessPackager(Protocol):
 
 
 class Eraser(Protocol):
-    def erase(self, principal: Principal, subject_id: str, request_id: str) -> dict[str, Any]:
+    def erase(self, principal: Principal, subject_id: str,
+              request_id: str) -> Mapping[str, Any]:
         """Erase the subject; ``status`` is ``complete``, or ``pending`` with the records kept
         (legal hold, retention duty) listed."""
         ...
@@ -110,7 +111,7 @@ class DsrStep:
     details: dict[str, Any]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"at": self.at.isoformat(), "step": self.step, "actor": self.actor,
+        return {"at": iso(self.at), "step": self.step, "actor": self.actor,
                 "details": self.details}
 
 
@@ -156,21 +157,19 @@ class DsrRequest:
         return late
 
     def as_dict(self, now: datetime) -> dict[str, Any]:
-        def iso(d: datetime | None) -> str | None:
-            return d.isoformat() if d else None
-
         doc: dict[str, Any] = {
             "id": self.id, "subject_id": self.subject_id, "type": self.type,
             "regime": self.regime, "channel": self.channel, "status": self.status,
-            "received_at": iso(self.received_at), "due_at": iso(self.due_at),
-            "original_due_at": iso(self.original_due_at), "extended": self.extension_reason
+            "received_at": iso_or_none(self.received_at), "due_at": iso_or_none(self.due_at),
+            "original_due_at": iso_or_none(self.original_due_at), "extended": self.extension_reason
             is not None, "extension_reason": self.extension_reason,
-            "acknowledge_by": iso(self.acknowledge_by),
-            "acknowledged_at": iso(self.acknowledged_at), "verified_at": iso(self.verified_at),
+            "acknowledge_by": iso_or_none(self.acknowledge_by),
+            "acknowledged_at": iso_or_none(self.acknowledged_at),
+            "verified_at": iso_or_none(self.verified_at),
             "verified_by": self.verified_by, "verification_method": self.verification_method,
-            "closed_at": iso(self.closed_at), "outcome_reason": self.outcome_reason,
+            "closed_at": iso_or_none(self.closed_at), "outcome_reason": self.outcome_reason,
             "result": self.result, "created_by": self.created_by,
-            "updated_at": iso(self.updated_at), "overdue": self.overdue(now),
+            "updated_at": iso_or_none(self.updated_at), "overdue": self.overdue(now),
         }
         if self.steps:
             doc["steps"] = [s.as_dict() for s in self.steps]
@@ -256,8 +255,8 @@ class DsrService:
             conn.execute(dsr_requests.insert(), [row])
             request = self._load(conn, request_id)
             return self._record_step(conn, principal, request, "create", {}, {
-                "received_at": received.isoformat(), "due_at": due.due_at.isoformat(),
-                "acknowledge_by": due.acknowledge_by.isoformat() if due.acknowledge_by
+                "received_at": iso(received), "due_at": iso(due.due_at),
+                "acknowledge_by": iso(due.acknowledge_by) if due.acknowledge_by
                 else None, "channel": channel})
 
     # -- steps ---------------------------------------------------------------------------------
@@ -312,7 +311,7 @@ class DsrService:
             due_at = extended_due(req.regime, req.received_at, req.original_due_at)
             return self._record_step(conn, principal, req, "extend", {
                 "due_at": due_at, "extension_reason": text,
-            }, {"due_at": due_at.isoformat(), **text_digest("reason", text)})
+            }, {"due_at": iso(due_at), **text_digest("reason", text)})
 
     def start(self, principal: Principal, request_id: str) -> DsrRequest:
         """Begin work on a verified request."""

@@ -15,13 +15,12 @@ import json
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
-from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 import sqlalchemy as sa
 
 from fiduciary.audit.events import AuditLog, canonical
-from fiduciary.clock import Clock
+from fiduciary.clock import Clock, iso
 from fiduciary.datamap import DataMap
 from fiduciary.errors import NotFound
 from fiduciary.principal import Permission, Principal, require_permission
@@ -45,12 +44,49 @@ NOT_ERASED = [
 ]
 
 
+class KeptRecord(TypedDict):
+    record_id: str
+    collection: str
+    reason: str
+    hold_id: str | None
+    until: str | None
+
+
+class ErasedSummary(TypedDict):
+    records: int
+    by_collection: dict[str, int]
+    record_ids: list[str]
+    blind_index_entries: int
+
+
+class DataKeyState(TypedDict, total=False):
+    state: str
+    destroyed_at: str
+
+
+class ErasureCertificate(TypedDict, total=False):
+    """What an erasure did, kept and left, for the requester and the regulator; stored with
+    the erasure and its SHA-256 (RFC 8785) in the ``subject.erase`` audit event."""
+
+    format: str
+    erasure_id: str
+    subject_id: str
+    request_id: str | None
+    cause: str
+    performed_by: str
+    started_at: str
+    completed_at: str | None
+    status: str  # complete | pending
+    erased: ErasedSummary
+    data_key: DataKeyState
+    kept: list[KeptRecord]
+    not_erased: list[str]
+    #: Set when a pending erasure completes (the kept records went too).
+    kept_erased_at: str
+
+
 class ConsentState(Protocol):
     def current(self, subject_id: str) -> Mapping[str, Any]: ...
-
-
-def _iso(dt: datetime | None) -> str | None:
-    return dt.isoformat().replace("+00:00", "Z") if dt else None
 
 
 def _actor(principal: Principal) -> str:
@@ -71,16 +107,16 @@ class Eraser:
         self.on_erased = on_erased
 
     def erase(self, principal: Principal, subject_id: str,
-              request_id: str | None = None) -> dict[str, Any]:
+              request_id: str | None = None) -> ErasureCertificate:
         """Fulfil an erasure request: the certificate of what was erased, kept and why."""
         return self._erase(principal, subject_id, request_id, "data-subject request")
 
-    def shred(self, principal: Principal, subject_id: str, reason: str) -> dict[str, Any]:
+    def shred(self, principal: Principal, subject_id: str, reason: str) -> ErasureCertificate:
         """The retention job's erasure of a subject whose every record has expired."""
         return self._erase(principal, subject_id, None, reason)
 
     def _erase(self, principal: Principal, subject_id: str, request_id: str | None,
-               cause: str) -> dict[str, Any]:
+               cause: str) -> ErasureCertificate:
         require_permission(principal, Permission.PRIVACY_MANAGE)
         now = self.clock.now()
         withdrawn = {p: e.recorded_at for p, e in self.consent.current(subject_id).items()
@@ -91,18 +127,18 @@ class Eraser:
             rows = store.stored_records(conn, subject_id)
             held = ActiveHolds.of_subject(conn, subject_id, rows).covered(subject_id, rows)
             expiries = self.rules.expiries(rows, withdrawn)
-            kept: list[dict[str, Any]] = []
+            kept: list[KeptRecord] = []
             erased: list[StoredRecord] = []
             for r in rows:
                 hold = held.get(r.id)
                 duty = self.rules.duty(r, expiries[r.id], now.date())
                 if hold or duty:
                     expiry = expiries[r.id].expires_on
-                    kept.append({"record_id": r.id, "collection": r.collection,
-                                 "reason": hold.label() if hold else duty,
-                                 "hold_id": hold.id if hold else None,
-                                 "until": None if hold or expiry is None
-                                 else expiry.isoformat()})
+                    kept.append(KeptRecord(
+                        record_id=r.id, collection=r.collection,
+                        reason=hold.label() if hold else str(duty),
+                        hold_id=hold.id if hold else None,
+                        until=None if hold or expiry is None else expiry.isoformat()))
                 else:
                     erased.append(r)
             ids = [r.id for r in erased]
@@ -111,20 +147,20 @@ class Eraser:
             store.set_status(conn, subject_id, SubjectStatus.ERASED if complete
                              else SubjectStatus.ERASURE_PENDING)
             erasure_id = str(uuid.uuid4())
-            certificate = {
-                "format": FORMAT, "erasure_id": erasure_id, "subject_id": subject_id,
-                "request_id": request_id, "cause": cause, "performed_by": _actor(principal),
-                "started_at": _iso(now), "completed_at": _iso(now) if complete else None,
-                "status": "complete" if complete else "pending",
-                "erased": {"records": len(erased),
-                           "by_collection": dict(sorted(Counter(
-                               r.collection for r in erased).items())),
-                           "record_ids": ids, "blind_index_entries": index_entries},
-                "data_key": ({"state": "destroyed", "destroyed_at": _iso(now)} if complete
-                             else {"state": "kept until the records below are erased"}),
-                "kept": kept,
-                "not_erased": NOT_ERASED,
-            }
+            certificate = ErasureCertificate(
+                format=FORMAT, erasure_id=erasure_id, subject_id=subject_id,
+                request_id=request_id, cause=cause, performed_by=_actor(principal),
+                started_at=iso(now), completed_at=iso(now) if complete else None,
+                status="complete" if complete else "pending",
+                erased=ErasedSummary(
+                    records=len(erased),
+                    by_collection=dict(sorted(Counter(r.collection for r in erased).items())),
+                    record_ids=ids, blind_index_entries=index_entries),
+                data_key=(DataKeyState(state="destroyed", destroyed_at=iso(now)) if complete
+                          else DataKeyState(state="kept until the records below are erased")),
+                kept=kept,
+                not_erased=NOT_ERASED,
+            )
             conn.execute(erasures.insert(), [{
                 "id": erasure_id, "subject_id": subject_id, "request_id": request_id,
                 "status": certificate["status"], "started_at": now,
@@ -163,10 +199,10 @@ class Eraser:
             pending = conn.execute(sa.select(erasures.c.id, erasures.c.certificate).where(
                 erasures.c.subject_id == subject_id, erasures.c.status == "pending")).all()
             for e in pending:
-                cert = json.loads(e.certificate)
-                cert.update(status="complete", completed_at=_iso(now),
-                            data_key={"state": "destroyed", "destroyed_at": _iso(now)})
-                cert["kept_erased_at"] = _iso(now)
+                cert: ErasureCertificate = json.loads(e.certificate)
+                cert["status"], cert["completed_at"] = "complete", iso(now)
+                cert["data_key"] = DataKeyState(state="destroyed", destroyed_at=iso(now))
+                cert["kept_erased_at"] = iso(now)
                 conn.execute(erasures.update().where(erasures.c.id == e.id).values(
                     status="complete", completed_at=now, certificate=json.dumps(cert)))
             self.audit.append(conn, self.audit.event(
@@ -186,7 +222,7 @@ class Eraser:
             self._destroy(sid)
         return len(left)
 
-    def certificates(self, subject_id: str) -> list[dict[str, Any]]:
+    def certificates(self, subject_id: str) -> list[ErasureCertificate]:
         with self.db.read() as conn:
             rows = conn.execute(sa.select(erasures.c.certificate).where(
                 erasures.c.subject_id == subject_id).order_by(erasures.c.started_at)).all()

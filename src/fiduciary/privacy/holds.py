@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from fiduciary.audit.events import AuditLog
-from fiduciary.clock import Clock
+from fiduciary.clock import Clock, iso
 from fiduciary.datamap import DataMap
 from fiduciary.errors import FieldProblem, InvalidInput, NotFound
 from fiduciary.ids import is_id
@@ -44,9 +44,9 @@ class Hold:
 
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "scope": self.scope, "target": self.target, "reason": self.reason,
-                "owner": self.owner, "created_at": self.created_at.isoformat(),
+                "owner": self.owner, "created_at": iso(self.created_at),
                 "created_by": self.created_by,
-                "released_at": self.released_at.isoformat() if self.released_at else None,
+                "released_at": iso(self.released_at) if self.released_at else None,
                 "released_by": self.released_by, "active": self.active}
 
     def label(self) -> str:

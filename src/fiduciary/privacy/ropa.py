@@ -18,7 +18,7 @@ from typing import Any
 from fiduciary import __version__
 from fiduciary.access.policy import ACTIONS, Grant, PolicyEngine
 from fiduciary.audit.events import AuditLog, audit_actor
-from fiduciary.clock import Clock
+from fiduciary.clock import Clock, iso
 from fiduciary.config import Settings
 from fiduciary.crypto.keyring import KekVersion, Keyring
 from fiduciary.datamap import Classification, CollectionSpec, DataMap, FieldSpec, ThirdParty
@@ -66,7 +66,7 @@ def build_ropa(datamap: DataMap, policy: PolicyEngine, keyring_versions: Sequenc
     return {
         "format_version": ROPA_FORMAT_VERSION,
         "generator": {"name": "Fiduciary", "version": __version__},
-        "generated_at": now.isoformat(),
+        "generated_at": iso(now),
         "sources": {
             "datamap": {"source": datamap.source, "sha256": digests["datamap_sha256"]},
             "policy": {"source": policy.pack.source, "sha256": digests["policy_sha256"]},

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from fiduciary.clock import iso
 from fiduciary.crypto.aead import DecryptionError, FieldCipher
 from fiduciary.crypto.blind_index import BlindIndexer
 from fiduciary.datamap import CollectionSpec
@@ -37,14 +38,11 @@ class Record:
             "subject_id": self.subject_id,
             "collection": self.collection,
             "data": self.data,
-            "created_at": _iso(self.created_at),
-            "updated_at": _iso(self.updated_at),
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
             "withheld": [w.as_dict() for w in self.withheld],
         }
 
-
-def _iso(dt: datetime) -> str:
-    return dt.isoformat().replace("+00:00", "Z")
 
 
 #: The one JSON encoding of stored values. ``json.dumps`` with these arguments builds exactly
