@@ -37,6 +37,15 @@ class Reason(StrEnum):
     PROCESSING_RESTRICTED = "processing_restricted"
     LEGAL_HOLD = "legal_hold"
     PASSWORD_CHANGE_REQUIRED = "password_change_required"  # noqa: S105 (a code)
+    ACCOUNT_LOCKED = "account_locked"
+    INVALID_CREDENTIALS = "invalid_credentials"
+    INTEGRITY_ERROR = "integrity_error"
+    # Data-subject request workflow (WorkflowConflict).
+    REQUEST_CLOSED = "request_closed"
+    IDENTITY_NOT_VERIFIED = "identity_not_verified"
+    ALREADY_VERIFIED = "already_verified"
+    ALREADY_ACKNOWLEDGED = "already_acknowledged"
+    ALREADY_STARTED = "already_started"
 
 
 @dataclass(frozen=True)

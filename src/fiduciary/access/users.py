@@ -30,6 +30,7 @@ from fiduciary.errors import (
     Forbidden,
     InvalidInput,
     NotFound,
+    Reason,
     Unauthenticated,
 )
 from fiduciary.principal import Principal
@@ -246,7 +247,7 @@ class UserService:
               recovery_code: str | None = None) -> Session:
         if not totp and not recovery_code:
             raise Unauthenticated("a TOTP code (or a recovery code) is required",
-                                  reason="mfa_required")
+                                  reason=Reason.MFA_REQUIRED)
         if not _plausible_username(username):
             # Cannot exist; answered like any other failure, without touching the database.
             raise Unauthenticated("invalid username, password or code")
@@ -262,7 +263,7 @@ class UserService:
                 sa.select(users).where(users.c.username == username)).first()
             if locked_out:
                 self.audit.append(conn, self.audit.event(
-                    None, "auth.login_failed", decision="deny", reason="account_locked",
+                    None, "auth.login_failed", decision="deny", reason=Reason.ACCOUNT_LOCKED,
                     details={"username": username}))
                 ok = False
             else:
@@ -275,16 +276,16 @@ class UserService:
             if (not ok or row is None) and not locked_out:
                 locked = self._count_failure(conn, username, fail, now)
                 self.audit.append(conn, self.audit.event(
-                    None, "auth.login_failed", decision="deny", reason="invalid_credentials",
+                    None, "auth.login_failed", decision="deny", reason=Reason.INVALID_CREDENTIALS,
                     details={"username": username}))
                 if locked:
                     self.audit.append(conn, self.audit.event(
-                        None, "auth.lockout", decision="deny", reason="account_locked",
+                        None, "auth.lockout", decision="deny", reason=Reason.ACCOUNT_LOCKED,
                         details={"username": username,
                                  "minutes": self.settings.lockout_minutes}))
         if locked_out:
             raise Forbidden("account locked after repeated failed logins; try again later",
-                            reason="account_locked")
+                            reason=Reason.ACCOUNT_LOCKED)
         if not ok or row is None:
             # Raised outside the transaction so the failure count is committed.
             raise Unauthenticated("invalid username, password or code")
@@ -439,12 +440,12 @@ class UserService:
         s = self.settings
         problems = []
         if not principal.is_person:
-            raise Forbidden("break-glass is for staff users", reason="field_not_permitted")
+            raise Forbidden("break-glass is for staff users", reason=Reason.FIELD_NOT_PERMITTED)
         if not self.policy.has_any_grant(principal, ("read",)):
             # Separation of duties: roles without customer data (admin, compliance) never
             # break glass into it.
             raise Forbidden("this role has no access to customer data to extend",
-                            reason="field_not_permitted")
+                            reason=Reason.FIELD_NOT_PERMITTED)
         if not isinstance(subject_ids, list) or not subject_ids or len(subject_ids) > 100:
             problems.append(FieldProblem("subject_ids", "1 to 100 subject ids"))
         if len((justification or "").strip()) < s.break_glass_min_justification:

@@ -33,6 +33,7 @@ from fiduciary.errors import (
     FieldProblem,
     InvalidInput,
     NotFound,
+    Reason,
     WorkflowConflict,
 )
 from fiduciary.ids import is_id
@@ -267,7 +268,7 @@ class DsrService:
             req = self._open_request(conn, request_id)
             if req.status != RECEIVED:
                 raise WorkflowConflict(f"request {request_id} is already verified",
-                                       reason="already_verified")
+                                       reason=Reason.ALREADY_VERIFIED)
             if method not in VERIFICATION_METHODS:
                 raise InvalidInput.from_problems([FieldProblem(
                     "method", "one of: " + ", ".join(VERIFICATION_METHODS))])
@@ -287,7 +288,7 @@ class DsrService:
             req = self._open_request(conn, request_id)
             if req.acknowledged_at is not None:
                 raise WorkflowConflict(f"request {request_id} is already acknowledged",
-                                       reason="already_acknowledged")
+                                       reason=Reason.ALREADY_ACKNOWLEDGED)
             return self._record_step(conn, principal, req, "acknowledge",
                                      {"acknowledged_at": self.clock.now()}, {})
 
@@ -321,7 +322,7 @@ class DsrService:
             self._require_verified(req)
             if req.status == IN_PROGRESS:
                 raise WorkflowConflict(f"request {request_id} is already in progress",
-                                       reason="already_started")
+                                       reason=Reason.ALREADY_STARTED)
             return self._record_step(conn, principal, req, "start", {"status": IN_PROGRESS},
                                      {})
 
@@ -480,7 +481,7 @@ class DsrService:
     def _require_open(req: DsrRequest) -> None:
         if not req.is_open:
             raise WorkflowConflict(f"request {req.id} is closed ({req.status})",
-                                   reason="request_closed")
+                                   reason=Reason.REQUEST_CLOSED)
 
     @staticmethod
     def _require_verified(req: DsrRequest) -> None:
@@ -488,7 +489,7 @@ class DsrService:
             raise WorkflowConflict(
                 f"request {req.id}: verify the requester's identity first "
                 f"(POST /v1/dsr/{req.id}/verify or 'fiduciary dsr verify')",
-                reason="identity_not_verified")
+                reason=Reason.IDENTITY_NOT_VERIFIED)
 
     def _record_step(self, conn: Connection, principal: Principal, req: DsrRequest, step: str,
                      values: dict[str, Any], details: dict[str, Any]) -> DsrRequest:

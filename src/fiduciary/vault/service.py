@@ -177,7 +177,7 @@ class VaultService:
             )
         if spec is not None and not any(purpose in f.purposes for f in spec.fields.values()):
             raise Forbidden(f"collection {spec.name!r} is not used for purpose {purpose!r}",
-                            reason="purpose_not_allowed")
+                            reason=Reason.PURPOSE_NOT_ALLOWED)
         return purpose
 
     def validate_write(
@@ -239,7 +239,7 @@ class VaultService:
                 principal, "integrity.failure", collection=collection, purpose=purpose,
                 record_ids=record_ids, subject_ids=subject_ids,
                 fields=[f.field for f in exc.fields], decision="deny",
-                reason="integrity_error", details={"during": action}))
+                reason=Reason.INTEGRITY_ERROR, details={"during": action}))
             raise
 
     def create_record(self, principal: Principal, collection: str, subject_id: Any, data: Any,
