@@ -17,10 +17,10 @@ from fiduciary.audit.events import AuditLog
 from fiduciary.clock import Clock, iso
 from fiduciary.datamap import DataMap
 from fiduciary.errors import FieldProblem, InvalidInput, NotFound
-from fiduciary.ids import is_id
 from fiduciary.principal import Permission, Principal, require_permission
 from fiduciary.storage import Database
-from fiduciary.storage.schema import legal_holds, records, subjects
+from fiduciary.storage.schema import legal_holds
+from fiduciary.vault import store
 from fiduciary.vault.store import StoredRecord
 
 SCOPES = ("subject", "record", "collection")
@@ -150,17 +150,12 @@ class HoldService:
                     [FieldProblem("target", f"collection {target!r} is not declared")],
                     what="legal hold")
             return [], []
-        table = subjects if scope == "subject" else records
-        row = conn.execute(sa.select(table.c.id).where(table.c.id == target)).first() \
-            if is_id(target) else None
-        if row is None:
+        owner = (target if store.status_of(conn, target) is not None else None) \
+            if scope == "subject" else store.record_subject(conn, target)
+        if owner is None:
             raise InvalidInput.from_problems(
                 [FieldProblem("target", f"no {scope} with id {target}")], what="legal hold")
-        if scope == "subject":
-            return [target], []
-        sid = conn.execute(sa.select(records.c.subject_id).where(records.c.id == target)
-                           ).scalar_one()
-        return [sid], [target]
+        return [owner], [] if scope == "subject" else [target]
 
     def release(self, principal: Principal, hold_id: str) -> Hold:
         self._require(principal)

@@ -34,8 +34,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 
-import sqlalchemy as sa
-
 from fiduciary.audit.events import AuditLog
 from fiduciary.clock import Clock
 from fiduciary.datamap import CollectionSpec, DataMap
@@ -44,7 +42,6 @@ from fiduciary.principal import Principal
 from fiduciary.privacy.deadlines import add_months
 from fiduciary.privacy.holds import ActiveHolds
 from fiduciary.storage import Database
-from fiduciary.storage.schema import subjects
 from fiduciary.vault import store
 from fiduciary.vault.store import StoredRecord, SubjectStatus
 
@@ -279,18 +276,15 @@ class RetentionService:
         after = ""
         while True:
             with self.db.read() as conn:
-                page = conn.execute(
-                    sa.select(subjects.c.id, subjects.c.status)
-                    .where(subjects.c.id > after, subjects.c.status != SubjectStatus.ERASED)
-                    .order_by(subjects.c.id).limit(self.page_size)).all()
+                page = store.live_subjects(conn, after, self.page_size)
                 if not page:
                     return
-                by_subject: dict[str, list[StoredRecord]] = {s.id: [] for s in page}
+                by_subject: dict[str, list[StoredRecord]] = {sid: [] for sid, _ in page}
                 for r in store.stored_records(conn, *by_subject):
                     by_subject[r.subject_id].append(r)
-            for s in page:
-                yield s.id, s.status, by_subject[s.id]
-            after = page[-1].id
+            for sid, status in page:
+                yield sid, status, by_subject[sid]
+            after = page[-1][0]
 
     def _subject(self, principal: Principal, subject_id: str, status: str,
                  rows: list[StoredRecord], withdrawn: dict[str, datetime],

@@ -68,6 +68,8 @@ def subject(conn: Connection, subject_id: str, *, lock: bool = False) -> Subject
 
 def status_of(conn: Connection, subject_id: str) -> str | None:
     """The subject's status, erased included; None if unknown."""
+    if not is_id(subject_id):
+        return None
     return conn.execute(sa.select(subjects.c.status).where(
         subjects.c.id == subject_id)).scalar()
 
@@ -89,6 +91,22 @@ def stored_records(conn: Connection, *subject_ids: str) -> list[StoredRecord]:
                           records.c.clear, records.c.created_at, records.c.updated_at)
                 .where(records.c.subject_id.in_(subject_ids))
                 .order_by(records.c.collection, records.c.id))]
+
+
+def record_subject(conn: Connection, record_id: str) -> str | None:
+    """The owner of a record; None if there is no such record."""
+    if not is_id(record_id):
+        return None
+    return conn.execute(sa.select(records.c.subject_id).where(
+        records.c.id == record_id)).scalar()
+
+
+def live_subjects(conn: Connection, after: str, limit: int) -> list[tuple[str, str]]:
+    """(id, status) of subjects not erased, in id order after ``after``: one page."""
+    return [(r.id, r.status) for r in conn.execute(
+        sa.select(subjects.c.id, subjects.c.status)
+        .where(subjects.c.id > after, subjects.c.status != SubjectStatus.ERASED)
+        .order_by(subjects.c.id).limit(limit))]
 
 
 def record_count(conn: Connection, subject_id: str) -> int:
