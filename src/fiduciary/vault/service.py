@@ -3,13 +3,11 @@ data minimisation on the way in and per-field encryption at rest."""
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from fiduciary.access.masking import Masker
@@ -31,7 +29,6 @@ from fiduciary.errors import (
 from fiduciary.ids import is_id, new_id
 from fiduciary.principal import Permission, Principal, require_permission
 from fiduciary.storage import Database
-from fiduciary.storage.schema import blind_index, records, subjects
 from fiduciary.vault import store
 from fiduciary.vault.gates import OpenGate, RecordGate
 from fiduciary.vault.keys import SubjectKeys
@@ -42,34 +39,6 @@ from fiduciary.vault.store import Subject, SubjectStatus
 BreakGlassLog = Callable[[Principal, str, str, "str | None", str], None]
 
 MAX_SEARCH_LIMIT = 1000
-
-_RECORD_COLUMNS = (
-    records.c.id, records.c.subject_id, records.c.collection, records.c.clear, records.c.sealed,
-    records.c.created_at, records.c.updated_at,
-    subjects.c.attributes.label("subject_attributes"), subjects.c.status.label("subject_status"),
-)
-_RECORD_FROM = records.join(subjects, subjects.c.id == records.c.subject_id)
-
-
-@functools.lru_cache(maxsize=16)
-def _search_statement(fields: int) -> sa.Select[Any]:
-    """The search query for ``fields`` equality conditions, built once: building a statement
-    costs several times what SQLite takes to run it (parameters: c, lim, f0/d0, f1/d1 …)."""
-    query = sa.select(*_RECORD_COLUMNS).select_from(_RECORD_FROM)
-    for i in range(fields):
-        query = query.where(records.c.id.in_(
-            sa.select(blind_index.c.record_id).where(
-                blind_index.c.digest == sa.bindparam(f"d{i}"),
-                blind_index.c.collection == sa.bindparam("c"),
-                blind_index.c.field == sa.bindparam(f"f{i}"))))
-    return query.order_by(records.c.id).limit(sa.bindparam("lim"))
-
-
-_ROW_BY_ID = (sa.select(*_RECORD_COLUMNS).select_from(_RECORD_FROM)
-              .where(records.c.id == sa.bindparam("rid"),
-                     records.c.collection == sa.bindparam("col")))
-# The subject row, shared: an erasure waits for the write that reads it (PostgreSQL).
-_ROW_BY_ID_LOCKED = _ROW_BY_ID.with_for_update(read=True, of=subjects)
 
 #: Disclosing a subject's data to the subject fulfils a legal obligation (GDPR Art. 15).
 DISCLOSURE_PURPOSE = "legal_obligation"
@@ -114,8 +83,7 @@ class VaultService:
         subject = Subject(id=new_id(), status=SubjectStatus.ACTIVE, created_at=self.clock.now())
         # The key is stored first: a subject never exists without its key.
         self.keys.create(subject.id)
-        conn.execute(subjects.insert(), [{"id": subject.id, "status": subject.status,
-                                          "created_at": subject.created_at}])
+        store.insert_subject(conn, subject)
         return subject
 
     def get_subject(self, principal: Principal, subject_id: str) -> Subject:
@@ -134,10 +102,7 @@ class VaultService:
         require_permission(principal, Permission.PRIVACY_MANAGE)
         with self.db.read() as conn:
             store.subject(conn, subject_id)
-            rows = conn.execute(
-                sa.select(*_RECORD_COLUMNS).select_from(_RECORD_FROM)
-                .where(records.c.subject_id == subject_id)
-                .order_by(records.c.collection, records.c.created_at, records.c.id)).all()
+            rows = store.record_rows_of(conn, subject_id)
         out = []
         for row in rows:
             clear: dict[str, Any] = json.loads(row.clear)
@@ -268,10 +233,7 @@ class VaultService:
         with self.db.write() as conn:
             # FOR SHARE: an erasure of this subject waits for this write, or this write sees
             # the erasure (PostgreSQL; SQLite write transactions are serial anyway).
-            row = conn.execute(
-                sa.select(subjects.c.status, subjects.c.attributes)
-                .where(subjects.c.id == subject_id).with_for_update(read=True)
-            ).first() if is_id(subject_id) else None
+            row = store.subject_for_write(conn, subject_id)
             if row is None or row.status in (SubjectStatus.ERASED,
                                              SubjectStatus.ERASURE_PENDING):
                 reason = ("unknown subject" if row is None
@@ -283,14 +245,11 @@ class VaultService:
                                 json.loads(row.attributes), subject_id)
             cipher = self.keys.cipher_for(subject_id)
             clear, sealed = self.codec.seal(spec, record_id, cipher, values)
-            conn.execute(records.insert(), [{
+            store.insert_record(conn, {
                 "id": record_id, "subject_id": subject_id, "collection": spec.name,
                 "clear": _dumps(clear), "sealed": _dumps(sealed),
                 "created_at": now, "updated_at": now,
-            }])
-            index = self.codec.index_rows(spec, record_id, subject_id, values)
-            if index:
-                conn.execute(blind_index.insert(), index)
+            }, self.codec.index_rows(spec, record_id, subject_id, values))
             self._update_subject_attributes(conn, spec, subject_id, values, set())
             self.audit.append(conn, self.audit.event(
                 principal, "record.create", collection=spec.name, record_ids=[record_id],
@@ -350,15 +309,10 @@ class VaultService:
             clear.update(new_clear)
             sealed.update(new_sealed)
             now = self.clock.now()
-            conn.execute(records.update().where(records.c.id == record_id).values(
-                clear=_dumps(clear), sealed=_dumps(sealed), updated_at=now))
             touched = [n for n in removed | set(values) if spec.fields[n].searchable]
-            if touched:
-                conn.execute(blind_index.delete().where(blind_index.c.record_id == record_id,
-                                                        blind_index.c.field.in_(touched)))
-                index = self.codec.index_rows(spec, record_id, row.subject_id, values)
-                if index:
-                    conn.execute(blind_index.insert(), index)
+            store.update_record(conn, record_id, _dumps(clear), _dumps(sealed), now, touched,
+                                self.codec.index_rows(spec, record_id, row.subject_id, values)
+                                if touched else [])
             self._update_subject_attributes(conn, spec, row.subject_id, values, removed)
             self.audit.append(conn, self.audit.event(
                 principal, "record.update", collection=spec.name, record_ids=[record_id],
@@ -405,11 +359,7 @@ class VaultService:
         with self.db.read() as conn:
             subject = store.subject(conn, subject_id)
             self.gate.check_process(principal, subject_id, subject.status, purpose)
-            rows = conn.execute(
-                sa.select(*_RECORD_COLUMNS).select_from(_RECORD_FROM)
-                .where(records.c.subject_id == subject_id)
-                .order_by(records.c.collection, records.c.created_at, records.c.id)
-            ).all()
+            rows = store.record_rows_of(conn, subject_id)
             out = []
             for row in rows:
                 spec = self.datamap.collections.get(row.collection)
@@ -460,12 +410,9 @@ class VaultService:
         # May this principal query by these fields at all (conditions come per record)?
         self._require_all(self.policy.precheck(principal, "search", spec, purpose, list(where)),
                           "search by")
-        params: dict[str, Any] = {"c": spec.name, "lim": limit}
-        for i, (name, digest) in enumerate(digests):
-            params[f"f{i}"], params[f"d{i}"] = name, digest
         found: list[Record] = []
         with self.db.read() as conn:
-            rows = conn.execute(_search_statement(len(digests)), params).all()
+            rows = store.search_rows(conn, spec.name, digests, limit)
             self._prefetch_keys(rows)
             for row in rows:
                 clear = json.loads(row.clear)
@@ -491,11 +438,7 @@ class VaultService:
         after = ""
         while True:
             with self.db.read() as conn:
-                rows = conn.execute(
-                    sa.select(*_RECORD_COLUMNS).select_from(_RECORD_FROM)
-                    .where(records.c.collection == spec.name, records.c.id > after)
-                    .order_by(records.c.id).limit(batch_size)
-                ).all()
+                rows = store.collection_rows(conn, spec.name, after, batch_size)
                 self._prefetch_keys(rows)
                 batch = [r for r in (self._view(row, spec, purpose, principal, "export",
                                                 required=False) for row in rows) if r]
@@ -536,15 +479,13 @@ class VaultService:
         names = [n for n in spec.subject_attributes if n in values or n in removed]
         if not names:
             return
-        current = json.loads(conn.execute(sa.select(subjects.c.attributes).where(
-            subjects.c.id == subject_id)).scalar_one())
+        current = json.loads(store.subject_attributes(conn, subject_id))
         for n in names:
             if n in values:
                 current[n] = values[n]
             else:
                 current.pop(n, None)
-        conn.execute(subjects.update().where(subjects.c.id == subject_id)
-                     .values(attributes=_dumps(current)))
+        store.set_subject_attributes(conn, subject_id, _dumps(current))
 
     # -- internals -----------------------------------------------------------------------------
     def _prefetch_keys(self, rows: Iterable[Any]) -> None:
@@ -555,9 +496,7 @@ class VaultService:
 
     def _record_row(self, conn: Connection, spec: CollectionSpec, record_id: str,
                     lock: bool = False) -> Any:
-        row = conn.execute(_ROW_BY_ID_LOCKED if lock else _ROW_BY_ID,
-                           {"rid": record_id, "col": spec.name}).first() \
-            if is_id(record_id) else None
+        row = store.record_row(conn, spec.name, record_id, lock=lock)
         if row is None:
             raise NotFound(f"record {record_id} not found in collection {spec.name!r}",
                            code="record_not_found")

@@ -1,9 +1,10 @@
-"""The only SQL on subjects, records and their blind-index entries that deletes, looks a
-subject up or reads records for housekeeping. Crypto-shredding depends on every copy of a
-record going: a new per-record table is added to :func:`delete_records`, and nowhere else."""
+"""The only SQL on subjects, records and their blind-index entries (the bulk importer's
+batched inserts aside). Crypto-shredding depends on every copy of a record going: a new
+per-record table is added to :func:`delete_records`, and nowhere else."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,11 +13,14 @@ from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 
 from fiduciary.errors import Gone, NotFound
 from fiduciary.ids import is_id
 from fiduciary.storage.schema import blind_index, records, subjects
+
+#: A result row of any width (SQLAlchemy types rows by their columns).
+AnyRow = Row[*tuple[Any, ...]]
 
 #: Rows per statement when deleting by id: well under every driver's parameter limit.
 _CHUNK = 500
@@ -49,6 +53,116 @@ class StoredRecord:
     clear: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+
+
+_RECORD_COLUMNS = (
+    records.c.id, records.c.subject_id, records.c.collection, records.c.clear, records.c.sealed,
+    records.c.created_at, records.c.updated_at,
+    subjects.c.attributes.label("subject_attributes"), subjects.c.status.label("subject_status"),
+)
+_RECORD_FROM = records.join(subjects, subjects.c.id == records.c.subject_id)
+
+
+@functools.lru_cache(maxsize=16)
+def search_statement(fields: int) -> sa.Select[Any]:
+    """The search query for ``fields`` equality conditions, built once: building a statement
+    costs several times what SQLite takes to run it (parameters: c, lim, f0/d0, f1/d1 …)."""
+    query = sa.select(*_RECORD_COLUMNS).select_from(_RECORD_FROM)
+    for i in range(fields):
+        query = query.where(records.c.id.in_(
+            sa.select(blind_index.c.record_id).where(
+                blind_index.c.digest == sa.bindparam(f"d{i}"),
+                blind_index.c.collection == sa.bindparam("c"),
+                blind_index.c.field == sa.bindparam(f"f{i}"))))
+    return query.order_by(records.c.id).limit(sa.bindparam("lim"))
+
+
+_ROW_BY_ID = (sa.select(*_RECORD_COLUMNS).select_from(_RECORD_FROM)
+              .where(records.c.id == sa.bindparam("rid"),
+                     records.c.collection == sa.bindparam("col")))
+# The subject row, shared: an erasure waits for the write that reads it (PostgreSQL).
+_ROW_BY_ID_LOCKED = _ROW_BY_ID.with_for_update(read=True, of=subjects)
+
+
+def record_row(conn: Connection, collection: str, record_id: str, *,
+               lock: bool = False) -> AnyRow | None:
+    """A record with its subject's status and attributes; ``lock`` shares the subject row
+    until the transaction ends (an erasure waits for the write that read it)."""
+    if not is_id(record_id):
+        return None
+    return conn.execute(_ROW_BY_ID_LOCKED if lock else _ROW_BY_ID,
+                        {"rid": record_id, "col": collection}).first()
+
+
+def record_rows_of(conn: Connection, subject_id: str) -> Sequence[AnyRow]:
+    """Every record of a subject (as :func:`record_row`), by collection, age and id."""
+    return conn.execute(
+        sa.select(*_RECORD_COLUMNS).select_from(_RECORD_FROM)
+        .where(records.c.subject_id == subject_id)
+        .order_by(records.c.collection, records.c.created_at, records.c.id)).all()
+
+
+def collection_rows(conn: Connection, collection: str, after: str,
+                    limit: int) -> Sequence[AnyRow]:
+    """A page of a collection's records in id order after ``after`` (an export)."""
+    return conn.execute(
+        sa.select(*_RECORD_COLUMNS).select_from(_RECORD_FROM)
+        .where(records.c.collection == collection, records.c.id > after)
+        .order_by(records.c.id).limit(limit)).all()
+
+
+def search_rows(conn: Connection, collection: str, digests: Sequence[tuple[str, bytes]],
+                limit: int) -> Sequence[AnyRow]:
+    """Records of ``collection`` whose blind-index digests match every (field, digest)."""
+    params: dict[str, Any] = {"c": collection, "lim": limit}
+    for i, (name, digest) in enumerate(digests):
+        params[f"f{i}"], params[f"d{i}"] = name, digest
+    return conn.execute(search_statement(len(digests)), params).all()
+
+
+def insert_record(conn: Connection, row: dict[str, Any],
+                  index: Sequence[dict[str, Any]]) -> None:
+    conn.execute(records.insert(), [row])
+    if index:
+        conn.execute(blind_index.insert(), list(index))
+
+
+def update_record(conn: Connection, record_id: str, clear: str, sealed: str,
+                  updated_at: datetime, reindexed: Sequence[str],
+                  index: Sequence[dict[str, Any]]) -> None:
+    """Store a record's new fields; the index entries of ``reindexed`` fields are replaced
+    by ``index``."""
+    conn.execute(records.update().where(records.c.id == record_id).values(
+        clear=clear, sealed=sealed, updated_at=updated_at))
+    if reindexed:
+        conn.execute(blind_index.delete().where(blind_index.c.record_id == record_id,
+                                                blind_index.c.field.in_(list(reindexed))))
+    if index:
+        conn.execute(blind_index.insert(), list(index))
+
+
+def insert_subject(conn: Connection, new: Subject) -> None:
+    conn.execute(subjects.insert(), [{"id": new.id, "status": new.status,
+                                      "created_at": new.created_at}])
+
+
+def subject_for_write(conn: Connection, subject_id: str) -> AnyRow | None:
+    """(status, attributes) of the subject a record is written for, its row shared until the
+    transaction ends (an erasure of the subject waits for the write, or the write sees it)."""
+    if not is_id(subject_id):
+        return None
+    return conn.execute(sa.select(subjects.c.status, subjects.c.attributes)
+                        .where(subjects.c.id == subject_id).with_for_update(read=True)).first()
+
+
+def subject_attributes(conn: Connection, subject_id: str) -> str:
+    return str(conn.execute(sa.select(subjects.c.attributes).where(
+        subjects.c.id == subject_id)).scalar_one())
+
+
+def set_subject_attributes(conn: Connection, subject_id: str, attributes: str) -> None:
+    conn.execute(subjects.update().where(subjects.c.id == subject_id)
+                 .values(attributes=attributes))
 
 
 def subject(conn: Connection, subject_id: str, *, lock: bool = False) -> Subject:
