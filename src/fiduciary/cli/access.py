@@ -1,27 +1,75 @@
-"""CLI: staff users, training records, access reviews and break-glass review."""
+"""CLI: service API keys, staff users, training records, access reviews and break-glass
+review."""
 
 from __future__ import annotations
 
 import getpass
 import json
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from fiduciary.cli.main import (
-    DataDir,
-    JsonFlag,
-    _run,
-    access_app,
-    out,
-    training_app,
-    users_app,
-)
+from fiduciary.cli.common import DataDir, JsonFlag, group, out, runtime
 
-T = TypeVar("T")
+apikeys_app = group("Service API keys.")
+users_app = group("Staff users (password + TOTP).")
+training_app = group("Security-awareness training records.")
+access_app = group("Access reviews and break-glass review.")
+
+
+@apikeys_app.command("create")
+def apikeys_create(
+    name: Annotated[str, typer.Option(help="What the key is for")] = "service",
+    role: Annotated[str, typer.Option(help="Role from the policy pack")] = "service",
+    scope: Annotated[list[str] | None, typer.Option(
+        help="Limit to these actions (read, search, write, delete, export, import); "
+             "repeatable")] = None,
+    days: Annotated[int | None, typer.Option(help="Expire after this many days")] = None,
+    data_dir: DataDir = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Create an API key (shown once)."""
+    with runtime(data_dir) as rt:
+        key, token = rt.api_keys.create(name, role,
+                                        timedelta(days=days) if days else None, scope)
+    if json_out:
+        print(json.dumps({"id": key.id, "name": key.name, "role": key.role, "api_key": token,
+                          "scopes": list(key.scopes) if key.scopes else None,
+                          "expires_at": key.expires_at.isoformat() if key.expires_at else None}))
+    else:
+        out.print(f"API key {key.id} (shown once): [bold]{token}[/bold]")
+
+
+@apikeys_app.command("list")
+def apikeys_list(data_dir: DataDir = None, json_out: JsonFlag = False) -> None:
+    """List API keys (never their secrets)."""
+    with runtime(data_dir) as rt:
+        now = rt.clock.now()
+        rows = [{"id": k.id, "name": k.name, "role": k.role, "state": k.state(now),
+                 "scopes": list(k.scopes) if k.scopes else None,
+                 "created_at": k.created_at.isoformat(),
+                 "expires_at": k.expires_at.isoformat() if k.expires_at else None}
+                for k in rt.api_keys.all()]
+    if json_out:
+        print(json.dumps({"items": rows}))
+        return
+    table = Table("id", "name", "role", "state", "created", "expires")
+    for r in rows:
+        table.add_row(*(str(r[c] or "") for c in ("id", "name", "role", "state", "created_at",
+                                                  "expires_at")))
+    out.print(table)
+
+
+@apikeys_app.command("revoke")
+def apikeys_revoke(key_id: str, data_dir: DataDir = None) -> None:
+    """Revoke an API key at once."""
+    with runtime(data_dir) as rt:
+        rt.api_keys.revoke(key_id)
+    out.print(f"revoked {key_id}")
+
 
 RoleOpt = Annotated[list[str], typer.Option("--role", help="Role from the policy pack; "
                                             "repeatable")]
@@ -33,7 +81,8 @@ RegionOpt = Annotated[list[str] | None, typer.Option("--region", help="Region th
 def users_create(username: str, role: RoleOpt, region: RegionOpt = None,
                  data_dir: DataDir = None, json_out: JsonFlag = False) -> None:
     """Create a staff user; prints a one-time password, the TOTP secret and recovery codes."""
-    c = _run(data_dir, lambda rt: rt.users.create(username, role, region or []))
+    with runtime(data_dir) as rt:
+        c = rt.users.create(username, role, region or [])
     doc = {"username": c.user.username, "roles": list(c.user.roles), "password": c.password,
            "totp_secret": c.totp_secret, "totp_uri": c.totp_uri,
            "recovery_codes": c.recovery_codes}
@@ -51,7 +100,8 @@ def users_create(username: str, role: RoleOpt, region: RegionOpt = None,
 @users_app.command("list")
 def users_list(data_dir: DataDir = None, json_out: JsonFlag = False) -> None:
     """List staff users."""
-    users = _run(data_dir, lambda rt: rt.users.all())
+    with runtime(data_dir) as rt:
+        users = rt.users.all()
     rows = [{"username": u.username, "roles": list(u.roles), "regions": list(u.regions),
              "state": "disabled" if u.disabled_at else "active",
              "mfa_enrolled": u.mfa_enrolled_at is not None,
@@ -71,21 +121,24 @@ def users_list(data_dir: DataDir = None, json_out: JsonFlag = False) -> None:
 @users_app.command("disable")
 def users_disable(username: str, data_dir: DataDir = None) -> None:
     """Disable a user and end their sessions."""
-    _run(data_dir, lambda rt: rt.users.set_disabled(username, True))
+    with runtime(data_dir) as rt:
+        rt.users.set_disabled(username, True)
     out.print(f"disabled {username}")
 
 
 @users_app.command("enable")
 def users_enable(username: str, data_dir: DataDir = None) -> None:
     """Enable a disabled user."""
-    _run(data_dir, lambda rt: rt.users.set_disabled(username, False))
+    with runtime(data_dir) as rt:
+        rt.users.set_disabled(username, False)
     out.print(f"enabled {username}")
 
 
 @users_app.command("set-roles")
 def users_set_roles(username: str, role: RoleOpt, data_dir: DataDir = None) -> None:
     """Replace a user's roles."""
-    _run(data_dir, lambda rt: rt.users.set_roles(username, role))
+    with runtime(data_dir) as rt:
+        rt.users.set_roles(username, role)
     out.print(f"{username}: roles {', '.join(role)}")
 
 
@@ -93,7 +146,8 @@ def users_set_roles(username: str, role: RoleOpt, data_dir: DataDir = None) -> N
 def users_set_regions(username: str, region: RegionOpt = None,
                       data_dir: DataDir = None) -> None:
     """Replace the regions a user serves."""
-    _run(data_dir, lambda rt: rt.users.set_regions(username, region or []))
+    with runtime(data_dir) as rt:
+        rt.users.set_regions(username, region or [])
     out.print(f"{username}: regions {', '.join(region or []) or '(none)'}")
 
 
@@ -101,7 +155,8 @@ def users_set_regions(username: str, region: RegionOpt = None,
 def users_reset_password(username: str, data_dir: DataDir = None,
                          json_out: JsonFlag = False) -> None:
     """Issue a new one-time password; the user's sessions end."""
-    password = _run(data_dir, lambda rt: rt.users.reset_password(username))
+    with runtime(data_dir) as rt:
+        password = rt.users.reset_password(username)
     if json_out:
         print(json.dumps({"username": username, "password": password}))
     else:
@@ -122,14 +177,16 @@ def training_record(
     except ValueError:
         out.print("dates are YYYY-MM-DD")
         raise typer.Exit(code=2) from None
-    rec = _run(data_dir, lambda rt: rt.users.record_training(username, course, done, until))
+    with runtime(data_dir) as rt:
+        rec = rt.users.record_training(username, course, done, until)
     out.print(f"{username}: {rec.course} completed {rec.completed_at}, expires {rec.expires_at}")
 
 
 @access_app.command("review")
 def access_review(data_dir: DataDir = None, json_out: JsonFlag = False) -> None:
     """Every user's and API key's effective entitlements, state and review flags."""
-    rows = _run(data_dir, lambda rt: rt.reviews.review())
+    with runtime(data_dir) as rt:
+        rows = rt.reviews.review()
     if json_out:
         print(json.dumps({"accounts": rows}))
         return
@@ -149,7 +206,8 @@ def access_review(data_dir: DataDir = None, json_out: JsonFlag = False) -> None:
 def _decide(account: str, decision: str, reviewer: str | None, note: str | None,
             data_dir: Path | None) -> None:
     who = reviewer or getpass.getuser()
-    d = _run(data_dir, lambda rt: rt.reviews.decide(account, decision, who, note))
+    with runtime(data_dir) as rt:
+        d = rt.reviews.decide(account, decision, who, note)
     out.print(f"{d.account_kind} {d.account_name}: {d.decision} by {d.reviewer} at "
               f"{d.at.isoformat()}")
 
@@ -175,9 +233,11 @@ def access_revoke(account: str, reviewer: ReviewerOpt = None, note: NoteOpt = No
 @access_app.command("history")
 def access_history(data_dir: DataDir = None, json_out: JsonFlag = False) -> None:
     """Every recorded review decision."""
+    with runtime(data_dir) as rt:
+        decisions = rt.reviews.history()
     rows = [{"kind": d.account_kind, "account": d.account_name, "id": d.account_id,
              "decision": d.decision, "reviewer": d.reviewer, "note": d.note,
-             "at": d.at.isoformat()} for d in _run(data_dir, lambda rt: rt.reviews.history())]
+             "at": d.at.isoformat()} for d in decisions]
     if json_out:
         print(json.dumps({"items": rows}))
         return
@@ -193,7 +253,8 @@ def access_break_glass(pending: Annotated[bool, typer.Option(
         help="Only grants not yet reviewed")] = False,
         data_dir: DataDir = None, json_out: JsonFlag = False) -> None:
     """Break-glass grants (each is marked for review)."""
-    grants = _run(data_dir, lambda rt: rt.users.break_glass_grants(pending))
+    with runtime(data_dir) as rt:
+        grants = rt.users.break_glass_grants(pending)
     rows = [{"id": g.id, "user_id": g.user_id, "subject_ids": g.subject_ids,
              "justification": g.justification, "created_at": g.created_at.isoformat(),
              "expires_at": g.expires_at.isoformat(),

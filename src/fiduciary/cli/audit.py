@@ -16,8 +16,10 @@ from rich.table import Table
 from fiduciary.audit.siem import FORMATS
 from fiduciary.audit.trail import public_key_bytes
 from fiduciary.audit.verify import verify
-from fiduciary.cli.main import DataDir, JsonFlag, _open, _settings, audit_app, err, out
+from fiduciary.cli.common import DataDir, JsonFlag, err, group, out, runtime
 from fiduciary.errors import VerificationFailed
+
+audit_app = group("The tamper-evident audit trail.")
 
 
 @audit_app.command("verify")
@@ -29,19 +31,18 @@ def audit_verify(
     json_out: JsonFlag = False,
 ) -> None:
     """Recompute the tree from the stored events and check every checkpoint."""
-    rt = _open(_settings(data_dir))
-    try:
-        witness = json.loads(checkpoint.read_text()) if checkpoint else None
-        result = verify(rt.db, public_key_bytes(rt.trail.key), witness,
-                        rt.settings.audit_retention_days)
-    except VerificationFailed as exc:
-        err.print(f"[red]audit trail does NOT verify:[/red] {exc}", highlight=False)
-        raise typer.Exit(code=1) from None
-    except (OSError, ValueError) as exc:
-        err.print(f"[red]error:[/red] cannot read the checkpoint file: {exc}")
-        raise typer.Exit(code=2) from None
-    finally:
-        rt.close()
+    with runtime(data_dir) as rt:
+        try:
+            witness = json.loads(checkpoint.read_text()) if checkpoint else None
+            result = verify(rt.db, public_key_bytes(rt.trail.key), witness,
+                            rt.settings.audit_retention_days)
+        # A FiduciaryError, but not a clean "cannot": the trail was altered (exit 1).
+        except VerificationFailed as exc:
+            err.print(f"[red]audit trail does NOT verify:[/red] {exc}", highlight=False)
+            raise typer.Exit(code=1) from None
+        except (OSError, ValueError) as exc:
+            err.print(f"[red]error:[/red] cannot read the checkpoint file: {exc}")
+            raise typer.Exit(code=2) from None
     if json_out:
         print(json.dumps(result.as_dict()))
         return
@@ -54,11 +55,8 @@ def audit_verify(
 @audit_app.command("sequence")
 def audit_sequence(data_dir: DataDir = None) -> None:
     """Sequence pending events now and sign a checkpoint over them."""
-    rt = _open(_settings(data_dir))
-    try:
+    with runtime(data_dir) as rt:
         size = rt.trail.sequence(force_checkpoint=True)
-    finally:
-        rt.close()
     out.print(f"tree size {size}")
 
 
@@ -78,12 +76,9 @@ def audit_checkpoint(
     if webhook is not None and not webhook.startswith(("https://", "http://")):
         err.print("[red]error:[/red] --webhook must be an http(s) URL")
         raise typer.Exit(code=2)
-    rt = _open(_settings(data_dir))
-    try:
+    with runtime(data_dir) as rt:
         rt.trail.sequence(force_checkpoint=True)
         cp = rt.trail.latest_checkpoint().as_dict()
-    finally:
-        rt.close()
     body = json.dumps(cp, indent=2) + "\n"
     if export is not None:
         export.write_text(body)
@@ -104,10 +99,9 @@ def audit_checkpoint(
 @audit_app.command("subject")
 def audit_subject(subject_id: str, data_dir: DataDir = None, json_out: JsonFlag = False) -> None:
     """Who accessed this person's data: when, which fields, why, with what decision."""
-    rt = _open(_settings(data_dir))
     events = []
     cursor = None
-    try:
+    with runtime(data_dir) as rt:
         while True:
             items, cursor = rt.trail.events(subject_id=subject_id, limit=1000, cursor=cursor)
             events += [i["event"] for i in items]
@@ -115,8 +109,6 @@ def audit_subject(subject_id: str, data_dir: DataDir = None, json_out: JsonFlag 
                 break
         rt.audit.append_committed(rt.audit.event(None, "audit.read", subject_ids=[subject_id],
                                                  details={"query": "subject"}))
-    finally:
-        rt.close()
     rows = [{"time": e["time"], "actor": e["actor"]["name"] or e["actor"]["kind"],
              "roles": e["actor"]["roles"], "action": e["action"],
              "collection": e["collection"], "fields": e["fields"], "purpose": e["purpose"],
@@ -149,25 +141,21 @@ def audit_export(
         err.print("[red]error:[/red] --since must be an ISO 8601 time")
         raise typer.Exit(code=2) from None
     render = FORMATS[fmt]
-    rt = _open(_settings(data_dir))
-    try:
-        last = 0
-        cursor = None
-        while True:
-            items, cursor = rt.trail.events(since=start, limit=1000, cursor=cursor)
-            for i in items:
-                print(render(i["event"]))
-            if cursor is None:
-                break
-        sys.stdout.flush()
-        if follow:
-            last = rt.trail.last_seq()
-            for _, event in rt.trail.follow(last):
-                print(render(event), flush=True)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        rt.close()
+    with runtime(data_dir) as rt:
+        try:
+            cursor = None
+            while True:
+                items, cursor = rt.trail.events(since=start, limit=1000, cursor=cursor)
+                for i in items:
+                    print(render(i["event"]))
+                if cursor is None:
+                    break
+            sys.stdout.flush()
+            if follow:
+                for _, event in rt.trail.follow(rt.trail.last_seq()):
+                    print(render(event), flush=True)
+        except KeyboardInterrupt:
+            pass
 
 
 @audit_app.command("prune")
@@ -178,12 +166,8 @@ def audit_prune(
 ) -> None:
     """Remove event content past FIDUCIARY_AUDIT_RETENTION_DAYS (default 2191, 6 years),
     keeping leaf hashes and every signed checkpoint, so the log still verifies."""
-    settings = _settings(data_dir)
-    rt = _open(settings)
-    try:
-        result = rt.trail.prune(settings.audit_retention_days, dry_run)
-    finally:
-        rt.close()
+    with runtime(data_dir) as rt:
+        result = rt.trail.prune(rt.settings.audit_retention_days, dry_run)
     if json_out:
         print(json.dumps(result))
     else:

@@ -14,11 +14,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from fiduciary.access import SYSTEM
-from fiduciary.cli.main import DataDir, JsonFlag, _run, consent_app, dsr_app, err, out
+from fiduciary.cli.common import DataDir, JsonFlag, err, group, out, runtime
+from fiduciary.principal import SYSTEM
 from fiduciary.privacy.consent import entries_as_dict
 from fiduciary.privacy.dsr import DsrRequest
 from fiduciary.runtime import Runtime
+
+dsr_app = group("Data-subject requests (GDPR, CCPA) with statutory deadlines.")
+consent_app = group("The consent ledger.")
 
 RequestId = Annotated[str, typer.Argument(help="The request id")]
 SubjectId = Annotated[str, typer.Argument(help="The subject id")]
@@ -38,10 +41,8 @@ def _print_request(req: DsrRequest, now: datetime, json_out: bool) -> None:
 
 def _step(data_dir: Path | None, json_out: bool, action: Callable[[Runtime], DsrRequest]
           ) -> None:
-    def act(rt: Runtime) -> tuple[DsrRequest, datetime]:
-        return action(rt), rt.clock.now()
-
-    req, now = _run(data_dir, act)
+    with runtime(data_dir) as rt:
+        req, now = action(rt), rt.clock.now()
     _print_request(req, now, json_out)
 
 
@@ -140,8 +141,8 @@ def dsr_list(
     data_dir: DataDir = None, json_out: JsonFlag = False,
 ) -> None:
     """Requests by due date."""
-    found, now = _run(data_dir, lambda rt: (rt.dsr.list(status, overdue, due_within, subject),
-                                            rt.clock.now()))
+    with runtime(data_dir) as rt:
+        found, now = rt.dsr.list(status, overdue, due_within, subject), rt.clock.now()
     rows = [r.as_dict(now) for r in found]
     if json_out:
         print(json.dumps({"items": rows}))
@@ -158,7 +159,8 @@ def dsr_list(
 def dsr_show(request_id: RequestId, data_dir: DataDir = None,
              json_out: JsonFlag = False) -> None:
     """A request with every step."""
-    req, now = _run(data_dir, lambda rt: (rt.dsr.get(request_id), rt.clock.now()))
+    with runtime(data_dir) as rt:
+        req, now = (rt.dsr.get(request_id), rt.clock.now())
     doc = req.as_dict(now)
     if json_out:
         print(json.dumps(doc))
@@ -183,11 +185,9 @@ def dsr_package(
     data_dir: DataDir = None,
 ) -> None:
     """The access package of a fulfilled request, opened (it is stored sealed)."""
-    def fetch(rt: Runtime) -> bytes:
+    with runtime(data_dir) as rt:
         req = rt.dsr.get(request_id)
-        return rt.packager.download(SYSTEM, req.result, req.subject_id, fmt)[0]
-
-    body = _run(data_dir, fetch)
+        body = rt.packager.download(SYSTEM, req.result, req.subject_id, fmt)[0]
     if output is None:
         sys.stdout.buffer.write(body)
         return
@@ -214,8 +214,9 @@ def consent_record(
     data_dir: DataDir = None, json_out: JsonFlag = False,
 ) -> None:
     """Append a grant or a withdrawal to the ledger."""
-    entry = _run(data_dir, lambda rt: rt.consent.record(
-        SYSTEM, subject, purpose, granted, notice_id, notice_version, method, channel))
+    with runtime(data_dir) as rt:
+        entry = rt.consent.record(SYSTEM, subject, purpose, granted, notice_id, notice_version,
+                                  method, channel)
     if json_out:
         print(json.dumps(entry.as_dict()))
         return
@@ -227,7 +228,8 @@ def consent_record(
 def consent_history(subject: SubjectId, data_dir: DataDir = None,
                     json_out: JsonFlag = False) -> None:
     """The subject's current consent per purpose, and every entry."""
-    current, history = _run(data_dir, lambda rt: rt.consent.read(SYSTEM, subject))
+    with runtime(data_dir) as rt:
+        current, history = rt.consent.read(SYSTEM, subject)
     if json_out:
         print(json.dumps(entries_as_dict(current, history)))
         return

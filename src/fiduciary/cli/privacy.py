@@ -10,8 +10,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from fiduciary.access import SYSTEM
-from fiduciary.cli.main import DataDir, JsonFlag, _run, app, holds_app, out, retention_app
+from fiduciary.cli.common import DataDir, JsonFlag, group, out, runtime
+from fiduciary.principal import SYSTEM
+
+#: Top-level commands (``fiduciary erasure-certificate``).
+commands = typer.Typer()
+holds_app = group("Legal holds: block retention purges and erasure.")
+retention_app = group("Retention: list or purge what has expired.")
 
 ScopeOpt = Annotated[str, typer.Option("--scope", help="subject | record | collection")]
 
@@ -24,7 +29,8 @@ def holds_add(target: Annotated[str, typer.Argument(help="Subject id, record id 
               scope: ScopeOpt = "subject", data_dir: DataDir = None,
               json_out: JsonFlag = False) -> None:
     """Place a legal hold: what it covers is neither purged nor erased until it is released."""
-    hold = _run(data_dir, lambda rt: rt.holds.add(SYSTEM, scope, target, reason, owner))
+    with runtime(data_dir) as rt:
+        hold = rt.holds.add(SYSTEM, scope, target, reason, owner)
     if json_out:
         print(json.dumps(hold.as_dict()))
         return
@@ -34,7 +40,8 @@ def holds_add(target: Annotated[str, typer.Argument(help="Subject id, record id 
 @holds_app.command("release")
 def holds_release(hold_id: str, data_dir: DataDir = None, json_out: JsonFlag = False) -> None:
     """Release a legal hold; the next retention run purges what it kept, if expired."""
-    hold = _run(data_dir, lambda rt: rt.holds.release(SYSTEM, hold_id))
+    with runtime(data_dir) as rt:
+        hold = rt.holds.release(SYSTEM, hold_id)
     if json_out:
         print(json.dumps(hold.as_dict()))
         return
@@ -45,7 +52,8 @@ def holds_release(hold_id: str, data_dir: DataDir = None, json_out: JsonFlag = F
 def holds_list(all_: Annotated[bool, typer.Option("--all", help="Include released holds")]
                = False, data_dir: DataDir = None, json_out: JsonFlag = False) -> None:
     """List legal holds (active ones unless --all)."""
-    holds = _run(data_dir, lambda rt: rt.holds.list(include_released=all_))
+    with runtime(data_dir) as rt:
+        holds = rt.holds.list(include_released=all_)
     if json_out:
         print(json.dumps({"items": [h.as_dict() for h in holds]}))
         return
@@ -71,7 +79,8 @@ def retention_run(
         day = date.fromisoformat(as_of) if as_of else None
     except ValueError:
         raise typer.BadParameter("expected YYYY-MM-DD", param_hint="--as-of") from None
-    report = _run(data_dir, lambda rt: rt.retention.run(SYSTEM, day, dry_run=dry_run))
+    with runtime(data_dir) as rt:
+        report = rt.retention.run(SYSTEM, day, dry_run=dry_run)
     doc = report.as_dict()
     if json_out:
         print(json.dumps(doc))
@@ -89,8 +98,9 @@ def retention_run(
               "pending erasure(s) completed", highlight=False)
 
 
-@app.command("erasure-certificate")
+@commands.command("erasure-certificate")
 def erasure_certificate(subject_id: str, data_dir: DataDir = None) -> None:
     """Print the erasure certificates of a subject (JSON)."""
-    certs = _run(data_dir, lambda rt: rt.eraser.certificates(subject_id))
+    with runtime(data_dir) as rt:
+        certs = rt.eraser.certificates(subject_id)
     print(json.dumps({"items": certs}, indent=1))

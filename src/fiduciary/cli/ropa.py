@@ -11,10 +11,12 @@ from typing import Annotated
 
 import typer
 
-from fiduciary.cli.main import DataDir, _fail, _open, _settings, app, err
-from fiduciary.errors import FiduciaryError
+from fiduciary.cli.common import DataDir, err, runtime
 from fiduciary.principal import SYSTEM
 from fiduciary.privacy.ropa import render_html
+
+#: Top-level commands (``fiduciary ropa``).
+commands = typer.Typer()
 
 
 class RopaFormat(StrEnum):
@@ -22,7 +24,7 @@ class RopaFormat(StrEnum):
     JSON = "json"
 
 
-@app.command("ropa")
+@commands.command("ropa")
 def ropa(
     format_: Annotated[RopaFormat, typer.Option("--format", help="html (a readable page) or "
                                                 "json (machine-readable)")] = RopaFormat.HTML,
@@ -31,15 +33,10 @@ def ropa(
     data_dir: DataDir = None,
 ) -> None:
     """Generate the records of processing (GDPR Art. 30) from the data map and policy pack."""
-    rt = _open(_settings(data_dir))
-    try:
+    with runtime(data_dir) as rt:
         # No event, no document: the generation is on the audit trail before it is handed out.
         doc = rt.ropa.generate(SYSTEM, format_.value,
                                output=str(output) if output else "stdout")
-    except FiduciaryError as exc:
-        raise _fail(exc) from None
-    finally:
-        rt.close()
     text = (json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
             if format_ is RopaFormat.JSON else render_html(doc))
     if output is None:

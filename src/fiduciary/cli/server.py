@@ -1,0 +1,120 @@
+"""CLI: set up a data directory, fill it with demo customers, run the REST API."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from fiduciary import logs
+from fiduciary.cli.common import DataDir, JsonFlag, err, out, runtime, settings
+from fiduciary.principal import SYSTEM
+from fiduciary.runtime import Runtime, is_initialised
+
+#: Top-level commands (``fiduciary init``, ``serve``, ``demo``).
+commands = typer.Typer()
+
+
+def _first_keys(rt: Runtime) -> tuple[str, str, str]:
+    """A new store's first keys: a service key (id, token) and an admin key (token)."""
+    key, token = rt.api_keys.create("initial", role="service")
+    _, admin_token = rt.api_keys.create("initial-admin", role="admin")
+    return key.id, token, admin_token
+
+
+def _fill(rt: Runtime, subjects: int, seed: int | None = None) -> dict[str, int]:
+    """Add demo customers; records created per collection."""
+    # Faker is loaded only by the commands that make demo data.
+    from fiduciary.demo import fill
+
+    return {c: r.imported for c, r in fill(rt.vault, subjects, seed=seed).items()}
+
+
+@commands.command()
+def init(data_dir: DataDir = None, json_out: JsonFlag = False) -> None:
+    """Create the data directory, database, keyring and a first API key."""
+    s = settings(data_dir)
+    if is_initialised(s):
+        err.print(f"[red]error:[/red] {s.data_dir} is already initialised")
+        raise typer.Exit(code=2)
+    with runtime(s, create=True) as rt:
+        key_id, token, admin_token = _first_keys(rt)
+        result = {"data_dir": str(s.data_dir.resolve()),
+                  "database": rt.db.engine.url.render_as_string(hide_password=True),
+                  "api_key": token, "api_key_id": key_id, "admin_api_key": admin_token}
+    if json_out:
+        print(json.dumps(result))
+        return
+    out.print(f"Initialised {result['data_dir']}")
+    out.print(f"Service API key (shown once): [bold]{token}[/bold]")
+    out.print(f"Admin API key, no customer data (shown once): [bold]{admin_token}[/bold]")
+
+
+def _demo_banner(rt: Runtime, host: str, port: int, subjects: int) -> list[str]:
+    """``serve --demo``: demo customers in an empty store, and a fresh key to try them with."""
+    if not any(True for _ in rt.vault.export(SYSTEM, "persons", "policy_administration",
+                                             batch_size=1)):
+        err.print(f"Adding {subjects} demo customers…")
+        _fill(rt, subjects)
+    for k in rt.api_keys.all():
+        if k.name == "quickstart" and not k.revoked_at:
+            rt.api_keys.revoke(k.id)
+    _, token = rt.api_keys.create("quickstart")
+    return [f"API key (shown once): {token}",
+            f"Try: curl -H 'Authorization: Bearer {token}' "
+            f"'http://{host}:{port}/v1/collections/persons/search"
+            "?purpose=customer_service' -d '{\"where\":{\"region\":\"west\"}}' "
+            "-H 'Content-Type: application/json'"]
+
+
+@commands.command()
+def serve(
+    data_dir: DataDir = None,
+    host: Annotated[str | None, typer.Option(help="Bind address [env FIDUCIARY_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [env FIDUCIARY_PORT]")] = None,
+    demo: Annotated[bool, typer.Option("--demo", help="Initialise if needed, add demo data to an "
+                                       "empty store and print a fresh API key")] = False,
+    subjects: Annotated[int, typer.Option(help="Demo customers for --demo")] = 100,
+) -> None:
+    """Run the REST API (OpenAPI at /openapi.json, docs at /docs)."""
+    # The web stack is loaded only by the command that serves it (quicker start-up for the rest).
+    import uvicorn
+
+    from fiduciary.api.app import create_app
+
+    s = settings(data_dir, host=host, port=port)
+    create = demo and not is_initialised(s)
+    # The app's lifespan starts the runtime's background work and stops it; closing the runtime
+    # (when the server stops) leaves a checkpoint over everything.
+    with runtime(s, create=create) as rt:
+        if create:
+            _first_keys(rt)
+        banner = _demo_banner(rt, s.host, s.port, subjects) if demo else []
+        logs.configure(s.log_level, s.log_dir)
+        application = create_app(rt)
+        out.print(f"Fiduciary listening on http://{s.host}:{s.port} "
+                  f"(docs: http://{s.host}:{s.port}/docs)", highlight=False)
+        for line in banner:
+            out.print(line, highlight=False, markup=False)
+        sys.stdout.flush()
+        uvicorn.run(application, host=s.host, port=s.port, log_config=None,
+                    log_level=s.log_level)
+
+
+@commands.command()
+def demo(
+    data_dir: DataDir = None,
+    subjects: Annotated[int, typer.Option(help="How many customers")] = 100,
+    seed: Annotated[int | None, typer.Option(help="Seed for repeatable data")] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Fill the store with realistic synthetic insurance customers."""
+    with runtime(data_dir) as rt:
+        summary = _fill(rt, subjects, seed)
+    if json_out:
+        print(json.dumps({"subjects": subjects, "records": summary}))
+    else:
+        out.print(f"Created {subjects} customers: " +
+                  ", ".join(f"{n} {c}" for c, n in summary.items()))
