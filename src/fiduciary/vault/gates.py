@@ -27,19 +27,3 @@ class RecordGate(Protocol):
         """Raise ``Forbidden`` if the record may not be changed or deleted (``action`` is the
         past participle for the message: ``changed``, ``deleted``)."""
         ...
-
-
-class OpenGate:
-    """No restriction and no hold: for a vault used without privacy operations (tests and
-    benchmarks that build the vault alone)."""
-
-    def may_process(self, principal: Principal, subject_status: str, purpose: str) -> bool:
-        return True
-
-    def check_process(self, principal: Principal, subject_id: str, subject_status: str,
-                      purpose: str) -> None:
-        return None
-
-    def check_change(self, conn: Connection, subject_id: str, record_id: str,
-                     collection: str, action: str) -> None:
-        return None

@@ -30,7 +30,7 @@ from fiduciary.ids import is_id, new_id
 from fiduciary.principal import Permission, Principal, require_permission
 from fiduciary.storage import Database
 from fiduciary.vault import store
-from fiduciary.vault.gates import OpenGate, RecordGate
+from fiduciary.vault.gates import RecordGate
 from fiduciary.vault.keys import SubjectKeys
 from fiduciary.vault.records import Record, RecordCodec, _dumps
 from fiduciary.vault.store import Subject, SubjectStatus
@@ -48,12 +48,12 @@ class VaultService:
     """Constructed with its storage, data map, keyring and clock (see ``fiduciary.runtime``)."""
 
     def __init__(self, db: Database, datamap: DataMap, keyring: Keyring, clock: Clock,
-                 policy: PolicyEngine, audit: AuditLog, keys: SubjectKeys,
-                 break_glass_log: BreakGlassLog | None = None,
-                 gate: RecordGate | None = None) -> None:
+                 policy: PolicyEngine, audit: AuditLog, keys: SubjectKeys, *,
+                 gate: RecordGate, break_glass_log: BreakGlassLog | None = None) -> None:
         self.db = db
-        #: Restriction and legal holds (fiduciary.privacy.gates in the runtime).
-        self.gate: RecordGate = gate or OpenGate()
+        #: Restriction and legal holds (fiduciary.privacy.gates). Required: a vault that
+        #: forgot to ask would serve restricted data and change held evidence.
+        self.gate = gate
         self.audit = audit
         self.datamap = datamap
         self.clock = clock
