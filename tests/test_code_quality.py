@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -46,3 +47,22 @@ def test_an_upward_import_breaks_the_layers(tmp_path: Path) -> None:
                        env={**os.environ, "PYTHONPATH": str(tmp_path / "src")})
     assert r.returncode == 1, r.stdout + r.stderr
     assert "fiduciary.vault.store -> fiduciary.privacy.holds" in r.stdout, r.stdout
+
+
+def _sources() -> dict[str, str]:
+    src = ROOT / "src" / "fiduciary"
+    return {str(p.relative_to(src)): p.read_text() for p in src.rglob("*.py")}
+
+
+def test_one_way_to_delete_records() -> None:
+    """Crypto-shredding depends on every copy of a record going: only vault/store.py deletes
+    records or blind-index entries, so a new per-record table is added in one place."""
+    deleting = re.compile(r"\b(records|blind_index)\.delete\(")
+    assert [name for name, text in _sources().items() if deleting.search(text)] == [
+        "vault/store.py"]
+
+
+def test_one_permission_check_and_one_hold_rule() -> None:
+    defined = {name: text for name, text in _sources().items()
+               if "def require_permission(" in text or "def covering(" in text}
+    assert sorted(defined) == ["principal.py", "privacy/holds.py"]
