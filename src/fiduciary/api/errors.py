@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fiduciary.errors import (
@@ -39,6 +40,35 @@ _STATUS: list[tuple[type[FiduciaryError], int]] = [
 _HTTP_CODES = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 406: "not_acceptable", 413: "payload_too_large",
                415: "unsupported_media_type"}
+
+
+class FieldError(BaseModel):
+    field: str
+    reason: str
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="The kind of error (`invalid_input`, `forbidden` …)")
+    message: str = Field(description="For people; never a submitted value")
+    reason: str | None = Field(None, description="A stable, finer code (on 401, 403, 409)")
+    fields: list[FieldError] | None = Field(None, description="Every offending field")
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response."""
+
+    error: ErrorDetail
+
+
+_WHEN = {401: "No usable credential", 403: "Not permitted (`error.reason` says why)",
+         404: "Unknown (or invisible) collection, record, subject or request",
+         409: "Integrity failure, or a step the request's state does not allow",
+         410: "The subject was erased", 422: "Malformed or rejected input"}
+
+
+def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses`` of a route: the error statuses it documents, with their body."""
+    return {s: {"model": ErrorBody, "description": _WHEN[s]} for s in statuses}
 
 
 def error_body(code: str, message: str, fields: list[dict[str, str]] | None = None,

@@ -1,0 +1,97 @@
+"""Staff sessions: login, logout, password change, the caller, break-glass."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, Field
+
+from fiduciary.api.deps import Context, Rt
+from fiduciary.api.errors import documented
+from fiduciary.api.models import Timestamp
+from fiduciary.clock import iso
+from fiduciary.errors import Unauthenticated
+from fiduciary.principal import ActorKind
+
+router = APIRouter(prefix="/v1/auth", tags=["auth"])
+
+
+class LoginRequest(BaseModel):
+    username: str
+    password: str
+    totp: str | None = None
+    recovery_code: str | None = None
+
+
+class Session(BaseModel):
+    token: str = Field(description="The bearer token of the session (fds_…)")
+    expires_at: Timestamp
+
+
+class PasswordChange(BaseModel):
+    current: str
+    new: str
+
+
+class Me(BaseModel):
+    id: str
+    kind: str
+    username: str
+    roles: list[str]
+    regions: list[str]
+    permissions: list[str]
+    training_current: bool
+    break_glass: dict[str, Timestamp] = Field(description="subject id: expiry of the grant")
+
+
+class BreakGlassRequest(BaseModel):
+    subject_ids: list[str]
+    justification: str
+    minutes: int = 30
+
+
+class BreakGlassGrant(BaseModel):
+    id: str
+    subject_ids: list[str]
+    expires_at: Timestamp
+    review: str
+
+
+@router.post("/login", responses=documented(401, 403, 422))
+def login(body: LoginRequest, rt: Rt) -> Session:
+    s = rt.users.login(body.username, body.password, body.totp, body.recovery_code)
+    return Session(token=s.token, expires_at=iso(s.expires_at))
+
+
+@router.post("/logout", status_code=204, response_class=Response, responses=documented(401))
+def logout(ctx: Context) -> None:
+    """Ends the session (an API key has none to end)."""
+    who = ctx.authenticate()
+    if who.kind == ActorKind.USER:
+        ctx.rt.users.logout(who, ctx.token)
+
+
+@router.post("/password", status_code=204, response_class=Response,
+             responses=documented(401, 422))
+def change_password(body: PasswordChange, ctx: Context) -> None:
+    """Required before anything else after a new or reset password."""
+    who = ctx.authenticate()
+    if who.kind != ActorKind.USER:
+        raise Unauthenticated("password changes need a staff session")
+    ctx.rt.users.change_password(who, body.current, body.new)
+
+
+@router.get("/me", responses=documented(401, 403))
+def me(ctx: Context) -> Me:
+    who = ctx.caller()
+    return Me(id=who.id, kind=who.kind, username=who.username, roles=list(who.roles),
+              regions=list(who.regions), permissions=sorted(who.permissions),
+              training_current=who.training_current,
+              break_glass={s: iso(exp) for s, (_, exp) in who.break_glass.items()})
+
+
+@router.post("/break-glass", status_code=201, responses=documented(401, 403, 422))
+def break_glass(body: BreakGlassRequest, ctx: Context) -> BreakGlassGrant:
+    g = ctx.rt.users.break_glass(ctx.caller(), body.subject_ids, body.justification,
+                                 body.minutes)
+    return BreakGlassGrant(id=g.id, subject_ids=g.subject_ids, expires_at=iso(g.expires_at),
+                           review="pending")

@@ -1,0 +1,259 @@
+"""Privacy office: records of processing (GDPR Art. 30), the consent ledger, and
+data-subject requests with their access packages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, Field
+
+from fiduciary.api.deps import Context, Ctx
+from fiduciary.api.errors import documented
+from fiduciary.api.models import Timestamp
+from fiduciary.principal import Permission, Principal
+from fiduciary.privacy.consent import entries_as_dict
+from fiduciary.privacy.dsr import DsrRequest as StoredDsr
+from fiduciary.privacy.ropa import render_html
+
+router = APIRouter(responses=documented(401, 403))
+
+
+# -- records of processing (compliance_officer, dpo, admin) -------------------------------------
+class Ropa(BaseModel):
+    """The Art. 30(1) register; its content follows the data map and the policy pack."""
+
+    format_version: int
+    generator: dict[str, str]
+    generated_at: Timestamp
+    sources: dict[str, dict[str, str]] = Field(description="datamap and policy: source, sha256")
+    controller: dict[str, str]
+    activities: list[dict[str, Any]] = Field(description="One processing activity per purpose")
+    third_parties: list[dict[str, Any]]
+    security_measures: dict[str, Any]
+
+
+_HTML = {"content": {"text/html": {"schema": {"type": "string"}}},
+         "description": "With format=html: a printable page"}
+
+
+@router.get("/v1/ropa", tags=["privacy"], response_model=Ropa,
+            responses={200: _HTML, **documented(422)})
+def get_ropa(ctx: Context,
+             fmt: Annotated[str, Query(alias="format", pattern="^(json|html)$")] = "json",
+             ) -> Ropa | Response:
+    doc = ctx.rt.ropa.generate(ctx.caller(Permission.CONFIG_READ), fmt)
+    return HTMLResponse(render_html(doc)) if fmt == "html" else Ropa.model_validate(doc)
+
+
+# -- consent ledger ------------------------------------------------------------------------------
+class NewConsent(BaseModel):
+    purpose: str = Field(description="A consent-based purpose, sale_or_sharing or "
+                         "sensitive_data_use")
+    granted: bool = Field(description="false records a withdrawal (or a CCPA opt-out)")
+    notice_version: str | None = Field(None, description="Required when granting")
+    method: str = Field(description="web_form, phone, paper, email, in_person, "
+                        "opt_out_preference_signal or api")
+    notice_id: str | None = None
+    channel: str | None = None
+
+
+class ConsentEntry(BaseModel):
+    id: str
+    subject_id: str
+    purpose: str
+    granted: bool
+    notice_id: str | None
+    notice_version: str | None
+    method: str
+    channel: str | None
+    recorded_at: Timestamp
+    recorded_by: str
+
+
+class Consents(BaseModel):
+    current: dict[str, ConsentEntry] = Field(description="purpose: its latest entry")
+    history: list[ConsentEntry] = Field(description="Every entry, oldest first")
+
+
+GpcHeader = Annotated[str | None, Header(alias="Sec-GPC", description="Global Privacy "
+                                         "Control: 1 opts the subject out of sale and "
+                                         "sharing (CCPA regs 7025)")]
+_CONSENTS = "/v1/subjects/{subject_id}/consents"
+
+
+def _consent_caller(ctx: Ctx, subject_id: str, sec_gpc: str | None,
+                    *permissions: Permission) -> Principal:
+    """The caller, once a GPC signal relayed with the call is honoured."""
+    who = ctx.caller(*permissions, Permission.PRIVACY_MANAGE)
+    ctx.rt.consent.honour_signal(who, subject_id, sec_gpc)
+    return who
+
+
+@router.post(_CONSENTS, status_code=201, tags=["consent"],
+             responses=documented(404, 410, 422))
+def record_consent(subject_id: str, body: NewConsent, ctx: Context,
+                   sec_gpc: GpcHeader = None) -> ConsentEntry:
+    who = _consent_caller(ctx, subject_id, sec_gpc, Permission.CONSENT_WRITE)
+    entry = ctx.rt.consent.record(who, subject_id, body.purpose, body.granted, body.notice_id,
+                                  body.notice_version, body.method, body.channel)
+    return ConsentEntry.model_validate(entry.as_dict())
+
+
+@router.get(_CONSENTS, tags=["consent"], responses=documented(404, 410, 422))
+def list_consents(subject_id: str, ctx: Context, sec_gpc: GpcHeader = None) -> Consents:
+    who = _consent_caller(ctx, subject_id, sec_gpc, Permission.CONSENT_READ)
+    return Consents.model_validate(entries_as_dict(*ctx.rt.consent.read(who, subject_id)))
+
+
+# -- data-subject requests (privacy:manage) ----------------------------------------------------
+class NewDsr(BaseModel):
+    subject_id: str
+    type: str = Field(description="gdpr: access, portability, rectification, erasure, "
+                      "restriction, objection; ccpa: know, delete, correct, "
+                      "opt_out_sale_sharing, limit_sensitive")
+    regime: str = Field(description="gdpr or ccpa")
+    received_at: datetime = Field(description="When the request reached the insurer (UTC)")
+    channel: str | None = None
+
+
+class DsrVerification(BaseModel):
+    method: str
+
+
+class DsrReason(BaseModel):
+    reason: str
+
+
+class DsrFulfilment(BaseModel):
+    note: str | None = Field(None, description="Required for rectification and correct: "
+                             "what was corrected")
+    purposes: list[str] | None = Field(None, description="Objection: the consent-based "
+                                       "purposes objected to (default: all)")
+
+
+class DsrStep(BaseModel):
+    at: Timestamp
+    step: str
+    actor: str
+    details: dict[str, Any]
+
+
+class Dsr(BaseModel):
+    id: str
+    subject_id: str
+    type: str
+    regime: str
+    channel: str | None
+    status: str
+    received_at: Timestamp
+    due_at: Timestamp
+    original_due_at: Timestamp
+    extended: bool
+    extension_reason: str | None
+    acknowledge_by: Timestamp | None
+    acknowledged_at: Timestamp | None
+    verified_at: Timestamp | None
+    verified_by: str | None
+    verification_method: str | None
+    closed_at: Timestamp | None
+    outcome_reason: str | None
+    result: dict[str, Any] | None = Field(description="What fulfilling it did (by type)")
+    created_by: str
+    updated_at: Timestamp
+    overdue: list[str] = Field(description="Missed deadlines: acknowledgement, response")
+    steps: list[DsrStep] | None = Field(None, exclude_if=lambda v: v is None,
+                                        description="Its history (one request only)")
+
+    @classmethod
+    def of(cls, ctx: Ctx, request: StoredDsr) -> Dsr:
+        return cls.model_validate(request.as_dict(ctx.rt.clock.now()))
+
+
+class DsrList(BaseModel):
+    items: list[Dsr]
+
+
+dsr = APIRouter(prefix="/v1/dsr", tags=["dsr"], responses=documented(422))
+
+
+def _officer(ctx: Ctx) -> Principal:
+    return ctx.caller(Permission.PRIVACY_MANAGE)
+
+
+@dsr.post("", status_code=201, responses=documented(404, 410))
+def create_dsr(body: NewDsr, ctx: Context) -> Dsr:
+    return Dsr.of(ctx, ctx.rt.dsr.create(_officer(ctx), body.subject_id, body.type,
+                                         body.regime, body.received_at, body.channel))
+
+
+@dsr.get("")
+def list_dsr(ctx: Context, status: str | None = None, overdue: bool = False,
+             due_within_days: int | None = None, subject_id: str | None = None,
+             limit: int = 1000) -> DsrList:
+    """By due date."""
+    _officer(ctx)
+    now = ctx.rt.clock.now()
+    found = ctx.rt.dsr.list(status, overdue, due_within_days, subject_id, limit)
+    return DsrList.model_validate({"items": [r.as_dict(now) for r in found]})
+
+
+@dsr.get("/{request_id}", responses=documented(404))
+def get_dsr(request_id: str, ctx: Context) -> Dsr:
+    """The request with its steps."""
+    _officer(ctx)
+    return Dsr.of(ctx, ctx.rt.dsr.get(request_id))
+
+
+_PACKAGE = {"description": "The opened access package, as an attachment",
+            "content": {"application/json": {"schema": {"type": "string", "format": "binary"}},
+                        "text/html": {"schema": {"type": "string"}}}}
+
+
+@dsr.get("/{request_id}/package", response_class=Response,
+         responses={200: _PACKAGE, **documented(404, 409, 410)})
+def download_dsr_package(request_id: str, ctx: Context, format: str = "json") -> Response:
+    """format: json or html."""
+    who = _officer(ctx)
+    req = ctx.rt.dsr.get(request_id)
+    body, media = ctx.rt.packager.download(who, req.result, req.subject_id, format)
+    name = f"access-{request_id}.{format}"
+    return Response(body, media_type=media, headers={
+        "Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
+
+
+@dsr.post("/{request_id}/verify", responses=documented(404, 409))
+def verify_dsr(request_id: str, body: DsrVerification, ctx: Context) -> Dsr:
+    return Dsr.of(ctx, ctx.rt.dsr.verify(_officer(ctx), request_id, body.method))
+
+
+@dsr.post("/{request_id}/acknowledge", responses=documented(404, 409))
+def acknowledge_dsr(request_id: str, ctx: Context) -> Dsr:
+    """Records that receipt was confirmed."""
+    return Dsr.of(ctx, ctx.rt.dsr.acknowledge(_officer(ctx), request_id))
+
+
+@dsr.post("/{request_id}/extend", responses=documented(404, 409))
+def extend_dsr(request_id: str, body: DsrReason, ctx: Context) -> Dsr:
+    return Dsr.of(ctx, ctx.rt.dsr.extend(_officer(ctx), request_id, body.reason))
+
+
+@dsr.post("/{request_id}/start", responses=documented(404, 409))
+def start_dsr(request_id: str, ctx: Context) -> Dsr:
+    return Dsr.of(ctx, ctx.rt.dsr.start(_officer(ctx), request_id))
+
+
+@dsr.post("/{request_id}/fulfil", responses=documented(404, 409, 410))
+def fulfil_dsr(request_id: str, ctx: Context, body: DsrFulfilment | None = None) -> Dsr:
+    body = body or DsrFulfilment()
+    return Dsr.of(ctx, ctx.rt.dsr.fulfil(_officer(ctx), request_id, body.note, body.purposes))
+
+
+@dsr.post("/{request_id}/deny", responses=documented(404, 409))
+def deny_dsr(request_id: str, body: DsrReason, ctx: Context) -> Dsr:
+    return Dsr.of(ctx, ctx.rt.dsr.deny(_officer(ctx), request_id, body.reason))
+
+
+router.include_router(dsr)

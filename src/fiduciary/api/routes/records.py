@@ -1,0 +1,86 @@
+"""Records of a collection, search, and the data map that defines them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, Field
+
+from fiduciary.api.deps import Context
+from fiduciary.api.errors import documented
+from fiduciary.api.models import PurposeParam, Record, RecordList
+
+router = APIRouter(tags=["records"], responses=documented(401, 403))
+_RECORDS = "/v1/collections/{collection}/records"
+_RECORD = _RECORDS + "/{record_id}"
+
+
+class CreateRecord(BaseModel):
+    subject_id: str = Field(description="The owning data subject")
+    data: dict[str, Any]
+
+
+class UpdateRecord(BaseModel):
+    data: dict[str, Any] = Field(description="Partial: null removes an optional field")
+
+
+class SearchRequest(BaseModel):
+    where: dict[str, Any] = Field(description="field: value, all must match (equality)")
+    limit: int = 100
+
+
+class Purpose(BaseModel):
+    description: str
+    consent_required: bool
+    pseudonymised_only: bool
+
+
+class DataMapDoc(BaseModel):
+    source: str
+    purposes: dict[str, Purpose]
+    collections: dict[str, dict[str, Any]] = Field(
+        description="name: description, lawful basis, retention and fields")
+
+
+@router.post(_RECORDS, status_code=201, responses=documented(404, 410, 422))
+def create_record(collection: str, body: CreateRecord, ctx: Context,
+                  purpose: PurposeParam = None) -> Record:
+    return Record.of(ctx.rt.vault.create_record(ctx.caller(), collection, body.subject_id,
+                                                body.data, purpose))
+
+
+@router.get(_RECORD, responses=documented(404, 409, 410, 422))
+def get_record(collection: str, record_id: str, ctx: Context,
+               purpose: PurposeParam = None) -> Record:
+    return Record.of(ctx.rt.vault.get_record(ctx.caller(), collection, record_id, purpose))
+
+
+@router.patch(_RECORD, responses=documented(404, 409, 410, 422))
+def update_record(collection: str, record_id: str, body: UpdateRecord, ctx: Context,
+                  purpose: PurposeParam = None) -> Record:
+    return Record.of(ctx.rt.vault.update_record(ctx.caller(), collection, record_id,
+                                                body.data, purpose))
+
+
+@router.delete(_RECORD, status_code=204, response_class=Response,
+               responses=documented(404, 409, 410, 422))
+def delete_record(collection: str, record_id: str, ctx: Context,
+                  purpose: PurposeParam = None) -> None:
+    """Its blind-index entries go with it."""
+    ctx.rt.vault.delete_record(ctx.caller(), collection, record_id, purpose)
+
+
+@router.post("/v1/collections/{collection}/search", responses=documented(404, 409, 422))
+def search_records(collection: str, body: SearchRequest, ctx: Context,
+                   purpose: PurposeParam = None) -> RecordList:
+    """Search values travel in the body only, never in the URL."""
+    return RecordList.of(ctx.rt.vault.search(ctx.caller(), collection, body.where, purpose,
+                                             limit=body.limit))
+
+
+@router.get("/v1/datamap", tags=["datamap"])
+def get_datamap(ctx: Context) -> DataMapDoc:
+    """The data map in force."""
+    ctx.caller()
+    return DataMapDoc.model_validate(ctx.rt.datamap.as_dict())
