@@ -1,25 +1,29 @@
-"""What routes depend on: the runtime (``app.state``) and the caller's bearer token.
+"""What routes depend on: the runtime (``app.state``) and a :class:`Ctx` holding the caller's
+bearer token and what the route requires of the caller.
 
-Both dependencies are ``async``: they read the request only, so FastAPI runs them on the event
-loop. Authentication reads the database, so it happens in the endpoint's own worker thread
-(:meth:`Ctx.caller`), the one thread-pool hop of a request.
+The dependencies are ``async`` and read the request only, so FastAPI runs them on the event
+loop. Authentication reads the database, so the endpoint does it, in its own worker thread
+(:meth:`Ctx.caller`): one thread-pool hop per request.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from fiduciary.access.users import SESSION_PREFIX
+from fiduciary.api.errors import CALLER_CHECK
 from fiduciary.errors import Forbidden, Reason
 from fiduciary.principal import Permission, Principal, require_permission
 from fiduciary.runtime import Runtime
 
 _bearer = HTTPBearer(auto_error=False, description="An API key (fdy_…) or a staff session "
                      "(fds_…, from POST /v1/auth/login)")
+Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 async def runtime(request: Request) -> Runtime:
@@ -32,36 +36,44 @@ Rt = Annotated[Runtime, Depends(runtime)]
 
 @dataclass(frozen=True, slots=True)
 class Ctx:
-    """A request's runtime and bearer token, not yet authenticated."""
+    """A request's runtime and bearer token (not yet authenticated), and what its route
+    requires of the caller."""
 
     rt: Runtime
     token: str
+    #: One of these (none: any authenticated caller).
+    permissions: tuple[Permission, ...] = ()
+    #: Logout and the password change itself serve a user whose initial password is unchanged.
+    initial_password_ok: bool = False
 
-    def authenticate(self) -> Principal:
-        """Who the token belongs to, even with an initial password still to change (logout
-        and the password change itself). Blocking: call it from the endpoint."""
+    def caller(self) -> Principal:
+        """The caller, authenticated and checked against what the route requires. Blocking
+        (it reads the database): the endpoint calls it, in its worker thread."""
         if self.token.startswith(SESSION_PREFIX):
-            return self.rt.users.authenticate(self.token)
-        return self.rt.api_keys.authenticate(self.token or None)
-
-    def caller(self, *permissions: Permission) -> Principal:
-        """The authenticated caller, holding one of ``permissions`` when any are named."""
-        who = self.authenticate()
-        if who.must_change_password:
+            who = self.rt.users.authenticate(self.token)
+        else:
+            who = self.rt.api_keys.authenticate(self.token or None)
+        if who.must_change_password and not self.initial_password_ok:
             raise Forbidden("change the initial password first: POST /v1/auth/password",
                             reason=Reason.PASSWORD_CHANGE_REQUIRED)
-        if permissions:
-            require_permission(who, *permissions)
+        if self.permissions:
+            require_permission(who, *self.permissions)
         return who
 
 
-async def context(
-    rt: Rt, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Ctx:
-    if creds is None:
-        # No credential at all: refused at once (no I/O), before the parameters are looked at.
-        rt.api_keys.authenticate(None)
-    return Ctx(rt, creds.credentials if creds else "")
+def requires(*permissions: Permission, initial_password_ok: bool = False
+             ) -> Callable[..., Coroutine[Any, Any, Ctx]]:
+    """The dependency giving a route's :class:`Ctx`. It also leaves the caller check where
+    the validation-error handler finds it: a request that is both refused and malformed gets
+    the refusal (401/403), not the 422."""
+
+    async def context(request: Request, rt: Rt, creds: Bearer) -> Ctx:
+        ctx = Ctx(rt, creds.credentials if creds else "", permissions, initial_password_ok)
+        request.scope[CALLER_CHECK] = ctx.caller
+        return ctx
+
+    return context
 
 
-Context = Annotated[Ctx, Depends(context)]
+#: Any authenticated caller.
+Context = Annotated[Ctx, Depends(requires())]

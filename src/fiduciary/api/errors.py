@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fiduciary.errors import (
@@ -37,6 +38,8 @@ _STATUS: list[tuple[type[FiduciaryError], int]] = [
     (WorkflowConflict, 409),
     (ConfigurationError, 503),
 ]
+#: The request-scope key of a route's caller check (``deps.requires`` leaves it there).
+CALLER_CHECK = "fiduciary.caller_check"
 _HTTP_CODES = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 406: "not_acceptable", 413: "payload_too_large",
                415: "unsupported_media_type"}
@@ -79,20 +82,31 @@ def error_body(code: str, message: str, fields: list[dict[str, str]] | None = No
     return {"error": body}
 
 
+def _domain_response(exc: FiduciaryError) -> JSONResponse:
+    status = next((s for cls, s in _STATUS if isinstance(exc, cls)), 400)
+    extra: dict[str, Any] = {}
+    if isinstance(exc, Forbidden | Unauthenticated | WorkflowConflict):
+        extra["reason"] = str(exc.reason)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(
+        error_body(exc.code, exc.message, [f.as_dict() for f in exc.fields], **extra),
+        status_code=status, headers=headers)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(FiduciaryError)
     async def _domain(_: Request, exc: FiduciaryError) -> JSONResponse:
-        status = next((s for cls, s in _STATUS if isinstance(exc, cls)), 400)
-        extra: dict[str, Any] = {}
-        if isinstance(exc, Forbidden | Unauthenticated | WorkflowConflict):
-            extra["reason"] = str(exc.reason)
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return JSONResponse(
-            error_body(exc.code, exc.message, [f.as_dict() for f in exc.fields], **extra),
-            status_code=status, headers=headers)
+        return _domain_response(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _request(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # A caller who is refused learns that before anything about their request's form.
+        check = request.scope.get(CALLER_CHECK)
+        if check is not None:
+            try:
+                await run_in_threadpool(check)
+            except FiduciaryError as refused:
+                return _domain_response(refused)
         # Pydantic's errors echo the input; keep only where and why.
         fields = []
         for err in exc.errors():

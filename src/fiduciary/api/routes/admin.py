@@ -4,17 +4,20 @@ customer data."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel
 
-from fiduciary.api.deps import Context
+from fiduciary.api.deps import Ctx, requires
 from fiduciary.api.errors import documented
 from fiduciary.api.models import Timestamp
 from fiduciary.clock import iso
 from fiduciary.principal import Permission
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=documented(401, 403))
+UserAdmin = Annotated[Ctx, Depends(requires(Permission.USERS_MANAGE))]
+KeyAdmin = Annotated[Ctx, Depends(requires(Permission.APIKEYS_MANAGE))]
 
 
 class NewUser(BaseModel):
@@ -79,8 +82,8 @@ class CreatedApiKey(BaseModel):
 
 
 @router.get("/users")
-def list_users(ctx: Context) -> UserList:
-    ctx.caller(Permission.USERS_MANAGE)
+def list_users(ctx: UserAdmin) -> UserList:
+    ctx.caller()
     return UserList(items=[UserSummary(
         username=u.username, roles=list(u.roles), regions=list(u.regions),
         disabled=u.disabled_at is not None, mfa_enrolled=u.mfa_enrolled_at is not None,
@@ -89,8 +92,8 @@ def list_users(ctx: Context) -> UserList:
 
 
 @router.post("/users", status_code=201, responses=documented(409, 422))
-def create_user(body: NewUser, ctx: Context) -> NewUserCredentials:
-    ctx.caller(Permission.USERS_MANAGE)
+def create_user(body: NewUser, ctx: UserAdmin) -> NewUserCredentials:
+    ctx.caller()
     c = ctx.rt.users.create(body.username, body.roles, body.regions)
     return NewUserCredentials(username=c.user.username, password=c.password,
                               totp_secret=c.totp_secret, totp_uri=c.totp_uri,
@@ -98,16 +101,16 @@ def create_user(body: NewUser, ctx: Context) -> NewUserCredentials:
 
 
 @router.post("/users/{username}/disable", responses=documented(404, 422))
-def disable_user(username: str, ctx: Context) -> DisabledUser:
+def disable_user(username: str, ctx: UserAdmin) -> DisabledUser:
     """Ends the user's sessions."""
-    ctx.caller(Permission.USERS_MANAGE)
+    ctx.caller()
     return DisabledUser(username=ctx.rt.users.set_disabled(username, True).username,
                         disabled=True)
 
 
 @router.get("/apikeys")
-def list_api_keys(ctx: Context) -> ApiKeyList:
-    ctx.caller(Permission.APIKEYS_MANAGE)
+def list_api_keys(ctx: KeyAdmin) -> ApiKeyList:
+    ctx.caller()
     now = ctx.rt.clock.now()
     return ApiKeyList(items=[ApiKeySummary(
         id=k.id, name=k.name, role=k.role, state=k.state(now),
@@ -115,8 +118,8 @@ def list_api_keys(ctx: Context) -> ApiKeyList:
 
 
 @router.post("/apikeys", status_code=201, responses=documented(422))
-def create_api_key(body: NewApiKey, ctx: Context) -> CreatedApiKey:
-    ctx.caller(Permission.APIKEYS_MANAGE)
+def create_api_key(body: NewApiKey, ctx: KeyAdmin) -> CreatedApiKey:
+    ctx.caller()
     key, token = ctx.rt.api_keys.create(body.name, body.role,
                                         timedelta(days=body.days) if body.days else None,
                                         body.scopes)
@@ -125,6 +128,6 @@ def create_api_key(body: NewApiKey, ctx: Context) -> CreatedApiKey:
 
 @router.delete("/apikeys/{key_id}", status_code=204, response_class=Response,
                responses=documented(404, 422))
-def revoke_api_key(key_id: str, ctx: Context) -> None:
-    ctx.caller(Permission.APIKEYS_MANAGE)
+def revoke_api_key(key_id: str, ctx: KeyAdmin) -> None:
+    ctx.caller()
     ctx.rt.api_keys.revoke(key_id)

@@ -6,16 +6,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from fiduciary.api.deps import Context, Ctx
+from fiduciary.api.deps import Ctx, requires
 from fiduciary.api.errors import documented
 from fiduciary.api.models import Timestamp
 from fiduciary.principal import Permission, Principal
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"], responses=documented(401, 403))
 
+Auditor = Annotated[Ctx, Depends(requires(Permission.AUDIT_READ))]
 _BASE64 = "base64"
 
 
@@ -62,11 +63,11 @@ def _audited(ctx: Ctx, who: Principal, query: str, **details: Any) -> None:
 
 
 @router.get("/events", responses=documented(422))
-def list_audit_events(ctx: Context, subject_id: str | None = None, record_id: str | None = None,
+def list_audit_events(ctx: Auditor, subject_id: str | None = None, record_id: str | None = None,
                       actor: str | None = None, action: str | None = None,
                       since: datetime | None = None, until: datetime | None = None,
                       limit: int = 100, cursor: int | None = None) -> AuditEventPage:
-    who = ctx.caller(Permission.AUDIT_READ)
+    who = ctx.caller()
     filters = {k: v for k, v in {"subject_id": subject_id, "record_id": record_id,
                                  "actor": actor, "action": action}.items() if v}
     items, nxt = ctx.rt.trail.events(subject_id=subject_id, record_id=record_id, actor=actor,
@@ -77,26 +78,26 @@ def list_audit_events(ctx: Context, subject_id: str | None = None, record_id: st
 
 
 @router.get("/checkpoint", responses=documented(404))
-def get_audit_checkpoint(ctx: Context) -> Checkpoint:
+def get_audit_checkpoint(ctx: Auditor) -> Checkpoint:
     """The latest signed checkpoint."""
-    who = ctx.caller(Permission.AUDIT_READ)
+    who = ctx.caller()
     cp = ctx.rt.trail.latest_checkpoint().as_dict()
     _audited(ctx, who, "checkpoint")
     return Checkpoint.model_validate(cp)
 
 
 @router.get("/proof/inclusion", responses=documented(422))
-def get_inclusion_proof(ctx: Context, index: int, size: int) -> InclusionProof:
-    who = ctx.caller(Permission.AUDIT_READ)
+def get_inclusion_proof(ctx: Auditor, index: int, size: int) -> InclusionProof:
+    who = ctx.caller()
     proof = ctx.rt.trail.inclusion(index, size)
     _audited(ctx, who, "proof/inclusion", index=index, size=size)
     return InclusionProof.model_validate(proof)
 
 
 @router.get("/proof/consistency", responses=documented(422))
-def get_consistency_proof(ctx: Context, size1: Annotated[int, Query(alias="from")],
+def get_consistency_proof(ctx: Auditor, size1: Annotated[int, Query(alias="from")],
                           size2: Annotated[int, Query(alias="to")]) -> ConsistencyProof:
-    who = ctx.caller(Permission.AUDIT_READ)
+    who = ctx.caller()
     proof = ctx.rt.trail.consistency(size1, size2)
     _audited(ctx, who, "proof/consistency", size1=size1, size2=size2)
     return ConsistencyProof.model_validate(proof)

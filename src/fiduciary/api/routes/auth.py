@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, Field
 
-from fiduciary.api.deps import Context, Rt
+from fiduciary.api.deps import Context, Ctx, Rt, requires
 from fiduciary.api.errors import documented
 from fiduciary.api.models import Timestamp
 from fiduciary.clock import iso
@@ -13,6 +15,9 @@ from fiduciary.errors import Unauthenticated
 from fiduciary.principal import ActorKind
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
+
+#: Even a user whose initial password is still to change.
+AnyCaller = Annotated[Ctx, Depends(requires(initial_password_ok=True))]
 
 
 class LoginRequest(BaseModel):
@@ -63,18 +68,18 @@ def login(body: LoginRequest, rt: Rt) -> Session:
 
 
 @router.post("/logout", status_code=204, response_class=Response, responses=documented(401))
-def logout(ctx: Context) -> None:
+def logout(ctx: AnyCaller) -> None:
     """Ends the session (an API key has none to end)."""
-    who = ctx.authenticate()
+    who = ctx.caller()
     if who.kind == ActorKind.USER:
         ctx.rt.users.logout(who, ctx.token)
 
 
 @router.post("/password", status_code=204, response_class=Response,
              responses=documented(401, 422))
-def change_password(body: PasswordChange, ctx: Context) -> None:
+def change_password(body: PasswordChange, ctx: AnyCaller) -> None:
     """Required before anything else after a new or reset password."""
-    who = ctx.authenticate()
+    who = ctx.caller()
     if who.kind != ActorKind.USER:
         raise Unauthenticated("password changes need a staff session")
     ctx.rt.users.change_password(who, body.current, body.new)

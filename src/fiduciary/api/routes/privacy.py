@@ -6,11 +6,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
-from fiduciary.api.deps import Context, Ctx
+from fiduciary.api.deps import Ctx, requires
 from fiduciary.api.errors import documented
 from fiduciary.api.models import Timestamp
 from fiduciary.principal import Permission, Principal
@@ -19,6 +19,12 @@ from fiduciary.privacy.dsr import DsrRequest as StoredDsr
 from fiduciary.privacy.ropa import render_html
 
 router = APIRouter(responses=documented(401, 403))
+RopaReader = Annotated[Ctx, Depends(requires(Permission.CONFIG_READ))]
+ConsentReader = Annotated[Ctx, Depends(requires(Permission.CONSENT_READ,
+                                                Permission.PRIVACY_MANAGE))]
+ConsentWriter = Annotated[Ctx, Depends(requires(Permission.CONSENT_WRITE,
+                                                Permission.PRIVACY_MANAGE))]
+PrivacyOfficer = Annotated[Ctx, Depends(requires(Permission.PRIVACY_MANAGE))]
 
 
 # -- records of processing (compliance_officer, dpo, admin) -------------------------------------
@@ -41,10 +47,10 @@ _HTML = {"content": {"text/html": {"schema": {"type": "string"}}},
 
 @router.get("/v1/ropa", tags=["privacy"], response_model=Ropa,
             responses={200: _HTML, **documented(422)})
-def get_ropa(ctx: Context,
+def get_ropa(ctx: RopaReader,
              fmt: Annotated[str, Query(alias="format", pattern="^(json|html)$")] = "json",
              ) -> Ropa | Response:
-    doc = ctx.rt.ropa.generate(ctx.caller(Permission.CONFIG_READ), fmt)
+    doc = ctx.rt.ropa.generate(ctx.caller(), fmt)
     return HTMLResponse(render_html(doc)) if fmt == "html" else Ropa.model_validate(doc)
 
 
@@ -84,27 +90,27 @@ GpcHeader = Annotated[str | None, Header(alias="Sec-GPC", description="Global Pr
 _CONSENTS = "/v1/subjects/{subject_id}/consents"
 
 
-def _consent_caller(ctx: Ctx, subject_id: str, sec_gpc: str | None,
-                    *permissions: Permission) -> Principal:
+def _consent_caller(ctx: Ctx, subject_id: str, sec_gpc: str | None) -> Principal:
     """The caller, once a GPC signal relayed with the call is honoured."""
-    who = ctx.caller(*permissions, Permission.PRIVACY_MANAGE)
+    who = ctx.caller()
     ctx.rt.consent.honour_signal(who, subject_id, sec_gpc)
     return who
 
 
 @router.post(_CONSENTS, status_code=201, tags=["consent"],
              responses=documented(404, 410, 422))
-def record_consent(subject_id: str, body: NewConsent, ctx: Context,
+def record_consent(subject_id: str, body: NewConsent, ctx: ConsentWriter,
                    sec_gpc: GpcHeader = None) -> ConsentEntry:
-    who = _consent_caller(ctx, subject_id, sec_gpc, Permission.CONSENT_WRITE)
+    who = _consent_caller(ctx, subject_id, sec_gpc)
     entry = ctx.rt.consent.record(who, subject_id, body.purpose, body.granted, body.notice_id,
                                   body.notice_version, body.method, body.channel)
     return ConsentEntry.model_validate(entry.as_dict())
 
 
 @router.get(_CONSENTS, tags=["consent"], responses=documented(404, 410, 422))
-def list_consents(subject_id: str, ctx: Context, sec_gpc: GpcHeader = None) -> Consents:
-    who = _consent_caller(ctx, subject_id, sec_gpc, Permission.CONSENT_READ)
+def list_consents(subject_id: str, ctx: ConsentReader, sec_gpc: GpcHeader = None
+                  ) -> Consents:
+    who = _consent_caller(ctx, subject_id, sec_gpc)
     return Consents.model_validate(entries_as_dict(*ctx.rt.consent.read(who, subject_id)))
 
 
@@ -179,31 +185,27 @@ class DsrList(BaseModel):
 dsr = APIRouter(prefix="/v1/dsr", tags=["dsr"], responses=documented(422))
 
 
-def _officer(ctx: Ctx) -> Principal:
-    return ctx.caller(Permission.PRIVACY_MANAGE)
-
-
 @dsr.post("", status_code=201, responses=documented(404, 410))
-def create_dsr(body: NewDsr, ctx: Context) -> Dsr:
-    return Dsr.of(ctx, ctx.rt.dsr.create(_officer(ctx), body.subject_id, body.type,
+def create_dsr(body: NewDsr, ctx: PrivacyOfficer) -> Dsr:
+    return Dsr.of(ctx, ctx.rt.dsr.create(ctx.caller(), body.subject_id, body.type,
                                          body.regime, body.received_at, body.channel))
 
 
 @dsr.get("")
-def list_dsr(ctx: Context, status: str | None = None, overdue: bool = False,
+def list_dsr(ctx: PrivacyOfficer, status: str | None = None, overdue: bool = False,
              due_within_days: int | None = None, subject_id: str | None = None,
              limit: int = 1000) -> DsrList:
     """By due date."""
-    _officer(ctx)
+    ctx.caller()
     now = ctx.rt.clock.now()
     found = ctx.rt.dsr.list(status, overdue, due_within_days, subject_id, limit)
     return DsrList.model_validate({"items": [r.as_dict(now) for r in found]})
 
 
 @dsr.get("/{request_id}", responses=documented(404))
-def get_dsr(request_id: str, ctx: Context) -> Dsr:
+def get_dsr(request_id: str, ctx: PrivacyOfficer) -> Dsr:
     """The request with its steps."""
-    _officer(ctx)
+    ctx.caller()
     return Dsr.of(ctx, ctx.rt.dsr.get(request_id))
 
 
@@ -214,9 +216,9 @@ _PACKAGE = {"description": "The opened access package, as an attachment",
 
 @dsr.get("/{request_id}/package", response_class=Response,
          responses={200: _PACKAGE, **documented(404, 409, 410)})
-def download_dsr_package(request_id: str, ctx: Context, format: str = "json") -> Response:
+def download_dsr_package(request_id: str, ctx: PrivacyOfficer, format: str = "json") -> Response:
     """format: json or html."""
-    who = _officer(ctx)
+    who = ctx.caller()
     req = ctx.rt.dsr.get(request_id)
     body, media = ctx.rt.packager.download(who, req.result, req.subject_id, format)
     name = f"access-{request_id}.{format}"
@@ -225,35 +227,35 @@ def download_dsr_package(request_id: str, ctx: Context, format: str = "json") ->
 
 
 @dsr.post("/{request_id}/verify", responses=documented(404, 409))
-def verify_dsr(request_id: str, body: DsrVerification, ctx: Context) -> Dsr:
-    return Dsr.of(ctx, ctx.rt.dsr.verify(_officer(ctx), request_id, body.method))
+def verify_dsr(request_id: str, body: DsrVerification, ctx: PrivacyOfficer) -> Dsr:
+    return Dsr.of(ctx, ctx.rt.dsr.verify(ctx.caller(), request_id, body.method))
 
 
 @dsr.post("/{request_id}/acknowledge", responses=documented(404, 409))
-def acknowledge_dsr(request_id: str, ctx: Context) -> Dsr:
+def acknowledge_dsr(request_id: str, ctx: PrivacyOfficer) -> Dsr:
     """Records that receipt was confirmed."""
-    return Dsr.of(ctx, ctx.rt.dsr.acknowledge(_officer(ctx), request_id))
+    return Dsr.of(ctx, ctx.rt.dsr.acknowledge(ctx.caller(), request_id))
 
 
 @dsr.post("/{request_id}/extend", responses=documented(404, 409))
-def extend_dsr(request_id: str, body: DsrReason, ctx: Context) -> Dsr:
-    return Dsr.of(ctx, ctx.rt.dsr.extend(_officer(ctx), request_id, body.reason))
+def extend_dsr(request_id: str, body: DsrReason, ctx: PrivacyOfficer) -> Dsr:
+    return Dsr.of(ctx, ctx.rt.dsr.extend(ctx.caller(), request_id, body.reason))
 
 
 @dsr.post("/{request_id}/start", responses=documented(404, 409))
-def start_dsr(request_id: str, ctx: Context) -> Dsr:
-    return Dsr.of(ctx, ctx.rt.dsr.start(_officer(ctx), request_id))
+def start_dsr(request_id: str, ctx: PrivacyOfficer) -> Dsr:
+    return Dsr.of(ctx, ctx.rt.dsr.start(ctx.caller(), request_id))
 
 
 @dsr.post("/{request_id}/fulfil", responses=documented(404, 409, 410))
-def fulfil_dsr(request_id: str, ctx: Context, body: DsrFulfilment | None = None) -> Dsr:
+def fulfil_dsr(request_id: str, ctx: PrivacyOfficer, body: DsrFulfilment | None = None) -> Dsr:
     body = body or DsrFulfilment()
-    return Dsr.of(ctx, ctx.rt.dsr.fulfil(_officer(ctx), request_id, body.note, body.purposes))
+    return Dsr.of(ctx, ctx.rt.dsr.fulfil(ctx.caller(), request_id, body.note, body.purposes))
 
 
 @dsr.post("/{request_id}/deny", responses=documented(404, 409))
-def deny_dsr(request_id: str, body: DsrReason, ctx: Context) -> Dsr:
-    return Dsr.of(ctx, ctx.rt.dsr.deny(_officer(ctx), request_id, body.reason))
+def deny_dsr(request_id: str, body: DsrReason, ctx: PrivacyOfficer) -> Dsr:
+    return Dsr.of(ctx, ctx.rt.dsr.deny(ctx.caller(), request_id, body.reason))
 
 
 router.include_router(dsr)
