@@ -40,6 +40,9 @@ from fiduciary.storage.schema import subject_keys, system_state
 from fiduciary.vault import SubjectKeys, VaultService
 
 
+log = logging.getLogger("fiduciary.runtime")
+
+
 @dataclass
 class Runtime:
     """Every service, built once in dependency order; owns the background work (the audit
@@ -98,7 +101,12 @@ class Runtime:
         for t in self._threads:
             t.join()
         self._threads.clear()
-        self.trail.sequence(force_checkpoint=True)
+        try:
+            self.trail.sequence(force_checkpoint=True)
+        except Exception:
+            # A trail that cannot be extended (damaged, or the database gone) must not stop
+            # the shutdown; `fiduciary audit verify` names what is wrong.
+            log.exception("final audit checkpoint failed")
 
     def close(self) -> None:
         self.stop()
