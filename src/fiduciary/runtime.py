@@ -39,7 +39,6 @@ from fiduciary.storage import Database
 from fiduciary.storage.schema import subject_keys, system_state
 from fiduciary.vault import SubjectKeys, VaultService
 
-
 log = logging.getLogger("fiduciary.runtime")
 
 
