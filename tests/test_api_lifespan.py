@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import httpx
 import pytest
 import sqlalchemy as sa
@@ -53,6 +54,29 @@ def test_request_id_is_echoed_and_recorded_by_the_endpoints_audit_event(
         assert len(r.headers["X-Request-ID"]) == 32 and r.headers["X-Request-ID"] != bad
     r = client.get("/v1/auth/me", headers={"Authorization": "Bearer fdy_unknown"})
     assert r.status_code == 401 and r.headers["Cache-Control"] == "no-store"
+
+
+def test_a_request_costs_one_thread_pool_hop(client: TestClient, rt: Runtime,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Authentication, the endpoint and the check of its return value share one worker
+    thread: dependencies are async, and routes are OneHopRoutes."""
+    hops: list[object] = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def counted(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        hops.append(func)
+        return await run_sync(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    subject = client.post("/v1/subjects").json()["id"]
+    auditor = rt.api_keys.create("auditor", "compliance_officer")[1]
+    for method, url, headers in (
+            ("GET", f"/v1/subjects/{subject}", {}),
+            ("GET", "/v1/audit/events?limit=1", {"Authorization": f"Bearer {auditor}"}),
+            ("GET", "/v1/dsr", {})):  # refused: 403
+        hops.clear()
+        client.request(method, url, headers=headers)
+        assert len(hops) == 1, (url, hops)
 
 
 # -- a real server -------------------------------------------------------------------------------

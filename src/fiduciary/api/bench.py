@@ -8,7 +8,7 @@ import json
 import sqlalchemy as sa
 from fastapi import APIRouter
 
-from fiduciary.api.deps import Context
+from fiduciary.api.deps import Context, OneHopRoute
 from fiduciary.api.errors import documented
 from fiduciary.api.models import Record
 from fiduciary.clock import iso
@@ -18,7 +18,7 @@ from fiduciary.storage.schema import records
 #: Collection-name prefix of plaintext baseline rows written by the benchmarks.
 PLAINTEXT_PREFIX = "bench_plain_"
 
-router = APIRouter(tags=["bench"])
+router = APIRouter(tags=["bench"], route_class=OneHopRoute)
 
 
 @router.get("/v1/_bench/plain/{collection}/records/{record_id}",

@@ -1,19 +1,24 @@
-"""What routes depend on: the runtime (``app.state``) and a :class:`Ctx` holding the caller's
-bearer token and what the route requires of the caller.
+"""What routes depend on, and how they run: one thread-pool hop per request.
 
-The dependencies are ``async`` and read the request only, so FastAPI runs them on the event
-loop. Authentication reads the database, so the endpoint does it, in its own worker thread
-(:meth:`Ctx.caller`): one thread-pool hop per request.
+The dependencies — the runtime (``app.state``) and a :class:`Ctx` holding the caller's bearer
+token and what the route requires of the caller — are ``async`` and read the request only, so
+FastAPI runs them on the event loop. Authentication reads the database, so the endpoint does
+it (:meth:`Ctx.caller`), in its worker thread; and :class:`OneHopRoute` keeps FastAPI from
+checking the endpoint's return value in a second one.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from fiduciary.access.users import SESSION_PREFIX
 from fiduciary.api.errors import CALLER_CHECK
@@ -77,3 +82,22 @@ def requires(*permissions: Permission, initial_password_ok: bool = False
 
 #: Any authenticated caller.
 Context = Annotated[Ctx, Depends(requires())]
+
+
+class OneHopRoute(APIRoute):
+    """A route whose sync endpoint FastAPI sees as a coroutine that runs it in the thread
+    pool. FastAPI validates a sync endpoint's return value in another thread-pool hop, a
+    coroutine's on the event loop: the model the endpoint built is only type-checked there."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        if not inspect.iscoroutinefunction(endpoint):
+            endpoint = _in_worker(endpoint)
+        super().__init__(path, endpoint, **kwargs)
+
+
+def _in_worker(function: Callable[..., Any]) -> Callable[..., Coroutine[Any, Any, Any]]:
+    @functools.wraps(function)  # FastAPI reads the signature through __wrapped__
+    async def endpoint(**values: Any) -> Any:
+        return await run_in_threadpool(function, **values)
+
+    return endpoint

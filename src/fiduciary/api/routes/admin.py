@@ -9,13 +9,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel
 
-from fiduciary.api.deps import Ctx, requires
+from fiduciary.api.deps import Ctx, OneHopRoute, requires
 from fiduciary.api.errors import documented
 from fiduciary.api.models import Timestamp
 from fiduciary.clock import iso
 from fiduciary.principal import Permission
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=documented(401, 403))
+router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=documented(401, 403),
+                   route_class=OneHopRoute)
 UserAdmin = Annotated[Ctx, Depends(requires(Permission.USERS_MANAGE))]
 KeyAdmin = Annotated[Ctx, Depends(requires(Permission.APIKEYS_MANAGE))]
 

@@ -9,12 +9,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from fiduciary.api.deps import Ctx, requires
+from fiduciary.api.deps import Ctx, OneHopRoute, requires
 from fiduciary.api.errors import documented
 from fiduciary.api.models import Timestamp
 from fiduciary.principal import Permission, Principal
 
-router = APIRouter(prefix="/v1/audit", tags=["audit"], responses=documented(401, 403))
+router = APIRouter(prefix="/v1/audit", tags=["audit"], responses=documented(401, 403),
+                   route_class=OneHopRoute)
 
 Auditor = Annotated[Ctx, Depends(requires(Permission.AUDIT_READ))]
 _BASE64 = "base64"

@@ -7,14 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, Field
 
-from fiduciary.api.deps import Context, Ctx, Rt, requires
+from fiduciary.api.deps import Context, Ctx, OneHopRoute, Rt, requires
 from fiduciary.api.errors import documented
 from fiduciary.api.models import Timestamp
 from fiduciary.clock import iso
 from fiduciary.errors import Unauthenticated
 from fiduciary.principal import ActorKind
 
-router = APIRouter(prefix="/v1/auth", tags=["auth"])
+router = APIRouter(prefix="/v1/auth", tags=["auth"], route_class=OneHopRoute)
 
 #: Even a user whose initial password is still to change.
 AnyCaller = Annotated[Ctx, Depends(requires(initial_password_ok=True))]

@@ -6,9 +6,9 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from fiduciary import __version__
-from fiduciary.api.deps import Rt
+from fiduciary.api.deps import OneHopRoute, Rt
 
-router = APIRouter(tags=["ops"])
+router = APIRouter(tags=["ops"], route_class=OneHopRoute)
 
 
 class Health(BaseModel):

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
-from fiduciary.api.deps import Ctx, requires
+from fiduciary.api.deps import Ctx, OneHopRoute, requires
 from fiduciary.api.errors import documented
 from fiduciary.api.models import Timestamp
 from fiduciary.principal import Permission, Principal
@@ -18,7 +18,7 @@ from fiduciary.privacy.consent import entries_as_dict
 from fiduciary.privacy.dsr import DsrRequest as StoredDsr
 from fiduciary.privacy.ropa import render_html
 
-router = APIRouter(responses=documented(401, 403))
+router = APIRouter(responses=documented(401, 403), route_class=OneHopRoute)
 RopaReader = Annotated[Ctx, Depends(requires(Permission.CONFIG_READ))]
 ConsentReader = Annotated[Ctx, Depends(requires(Permission.CONSENT_READ,
                                                 Permission.PRIVACY_MANAGE))]
@@ -182,7 +182,7 @@ class DsrList(BaseModel):
     items: list[Dsr]
 
 
-dsr = APIRouter(prefix="/v1/dsr", tags=["dsr"], responses=documented(422))
+dsr = APIRouter(prefix="/v1/dsr", tags=["dsr"], responses=documented(422), route_class=OneHopRoute)
 
 
 @dsr.post("", status_code=201, responses=documented(404, 410))

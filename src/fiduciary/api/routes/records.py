@@ -7,11 +7,11 @@ from typing import Any
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
-from fiduciary.api.deps import Context
+from fiduciary.api.deps import Context, OneHopRoute
 from fiduciary.api.errors import documented
 from fiduciary.api.models import PurposeParam, Record, RecordList
 
-router = APIRouter(tags=["records"], responses=documented(401, 403))
+router = APIRouter(tags=["records"], responses=documented(401, 403), route_class=OneHopRoute)
 _RECORDS = "/v1/collections/{collection}/records"
 _RECORD = _RECORDS + "/{record_id}"
 

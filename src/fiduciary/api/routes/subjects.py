@@ -5,13 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from fiduciary.api.deps import Context
+from fiduciary.api.deps import Context, OneHopRoute
 from fiduciary.api.errors import documented
 from fiduciary.api.models import PurposeParam, RecordList, Timestamp
 from fiduciary.clock import iso
 from fiduciary.vault.store import Subject as StoredSubject
 
-router = APIRouter(prefix="/v1/subjects", tags=["subjects"], responses=documented(401, 403))
+router = APIRouter(prefix="/v1/subjects", tags=["subjects"], responses=documented(401, 403),
+                   route_class=OneHopRoute)
 
 class Subject(BaseModel):
     id: str
