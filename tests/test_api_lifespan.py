@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from fiduciary.api.app import create_app
 from fiduciary.runtime import Runtime
 from fiduciary.storage.schema import audit_checkpoints, audit_events
 from tests.conftest import table_rows
+from tests.pgserver import _free_port
 
 BIN = Path(sys.executable).parent
 
@@ -80,12 +80,6 @@ def test_a_request_costs_one_thread_pool_hop(client: TestClient, rt: Runtime,
 
 
 # -- a real server -------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _until(what: str, probe: Callable[[], Any], timeout: float = 8.0) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
