@@ -11,7 +11,7 @@ from fiduciary.api.deps import Context, OneHopRoute
 from fiduciary.api.errors import documented
 from fiduciary.api.models import PurposeParam, Record, RecordList
 
-router = APIRouter(tags=["records"], responses=documented(401, 403), route_class=OneHopRoute)
+router = APIRouter(responses=documented(401, 403), route_class=OneHopRoute)
 _RECORDS = "/v1/collections/{collection}/records"
 _RECORD = _RECORDS + "/{record_id}"
 
@@ -43,27 +43,27 @@ class DataMapDoc(BaseModel):
         description="name: description, lawful basis, retention and fields")
 
 
-@router.post(_RECORDS, status_code=201, responses=documented(404, 410, 422))
+@router.post(_RECORDS, status_code=201, tags=["records"], responses=documented(404, 410, 422))
 def create_record(collection: str, body: CreateRecord, ctx: Context,
                   purpose: PurposeParam = None) -> Record:
     return Record.of(ctx.rt.vault.create_record(ctx.caller(), collection, body.subject_id,
                                                 body.data, purpose))
 
 
-@router.get(_RECORD, responses=documented(404, 409, 410, 422))
+@router.get(_RECORD, tags=["records"], responses=documented(404, 409, 410, 422))
 def get_record(collection: str, record_id: str, ctx: Context,
                purpose: PurposeParam = None) -> Record:
     return Record.of(ctx.rt.vault.get_record(ctx.caller(), collection, record_id, purpose))
 
 
-@router.patch(_RECORD, responses=documented(404, 409, 410, 422))
+@router.patch(_RECORD, tags=["records"], responses=documented(404, 409, 410, 422))
 def update_record(collection: str, record_id: str, body: UpdateRecord, ctx: Context,
                   purpose: PurposeParam = None) -> Record:
     return Record.of(ctx.rt.vault.update_record(ctx.caller(), collection, record_id,
                                                 body.data, purpose))
 
 
-@router.delete(_RECORD, status_code=204, response_class=Response,
+@router.delete(_RECORD, tags=["records"], status_code=204, response_class=Response,
                responses=documented(404, 409, 410, 422))
 def delete_record(collection: str, record_id: str, ctx: Context,
                   purpose: PurposeParam = None) -> None:
@@ -71,7 +71,8 @@ def delete_record(collection: str, record_id: str, ctx: Context,
     ctx.rt.vault.delete_record(ctx.caller(), collection, record_id, purpose)
 
 
-@router.post("/v1/collections/{collection}/search", responses=documented(404, 409, 422))
+@router.post("/v1/collections/{collection}/search", tags=["records"],
+             responses=documented(404, 409, 422))
 def search_records(collection: str, body: SearchRequest, ctx: Context,
                    purpose: PurposeParam = None) -> RecordList:
     """Search values travel in the body only, never in the URL."""
