@@ -108,9 +108,11 @@ class Runtime:
             log.exception("final audit checkpoint failed")
 
     def close(self) -> None:
-        self.stop()
-        self.db.dispose()
-        self.vault.keys.store.dispose()
+        try:
+            self.stop()
+        finally:
+            self.db.dispose()
+            self.vault.keys.store.dispose()
 
 
 def is_initialised(settings: Settings) -> bool:
