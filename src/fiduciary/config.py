@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fiduciary.errors import ConfigurationError
@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     retention_interval_hours: float = 24.0
     #: Exposes bench-only endpoints (plaintext baseline). Never enable in production.
     bench_endpoints: bool = False
+    #: Largest request body the API reads (bytes); a larger one is refused with 413.
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    #: Serves interactive API docs at ``/docs`` (Swagger UI from local assets; off in
+    #: production: least functionality). ``/openapi.json`` is always served.
+    api_docs: bool = False
 
     def resolved_database_url(self) -> str:
         if self.database_url:
