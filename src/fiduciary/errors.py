@@ -13,6 +13,7 @@
      ├── VerificationFailed    the audit trail does not verify (the message names where)
      ├── DataMapInvalid        a data-map file that does not validate (names its place)
      │    └── PolicyInvalid    a policy pack that does not validate
+     ├── RateLimited           too many attempts in a window (``retry_after`` seconds)
      └── ConfigurationError    settings or a keyring that cannot be used
 
 Every error has a ``code`` (its kind) and a ``reason`` (a stable, finer code where the kind
@@ -22,6 +23,7 @@ value: they name fields, never contents.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -46,6 +48,12 @@ class Reason(StrEnum):
     ALREADY_VERIFIED = "already_verified"
     ALREADY_ACKNOWLEDGED = "already_acknowledged"
     ALREADY_STARTED = "already_started"
+    #: Too many attempts in a sliding window (HTTP 429 with Retry-After).
+    RATE_LIMITED = "rate_limited"
+    #: The change waits for a second person's approval (HTTP 202 names it).
+    APPROVAL_REQUIRED = "approval_required"
+    #: The same person may not both propose and approve (or approve a grant to themselves).
+    SEPARATION_OF_DUTIES = "separation_of_duties"
 
 
 @dataclass(frozen=True)
@@ -153,6 +161,16 @@ class PolicyInvalid(DataMapInvalid):
     """A policy pack did not validate; ``fields`` carries ``file: roles.R.grants[i]: reason``."""
 
     code = "policy_invalid"
+
+
+class RateLimited(FiduciaryError):
+    """Too many attempts in a sliding window; ``retry_after`` is whole seconds to wait."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message, reason=Reason.RATE_LIMITED)
+        self.retry_after = max(1, math.ceil(retry_after))
 
 
 class ConfigurationError(FiduciaryError):

@@ -32,6 +32,9 @@ class Permission(StrEnum):
     ALERTS_MANAGE = "alerts:manage"
     CONSENT_READ = "consent:read"
     CONSENT_WRITE = "consent:write"
+    #: Approve or reject another person's proposal to grant a data role, ``privacy:manage``
+    #: or this permission (separation of duties: never one's own proposal).
+    APPROVALS_DECIDE = "approvals:decide"
 
 
 class Scope(StrEnum):

@@ -22,6 +22,7 @@ from fiduciary.errors import (
     IntegrityFailure,
     InvalidInput,
     NotFound,
+    RateLimited,
     Unauthenticated,
     WorkflowConflict,
 )
@@ -37,6 +38,7 @@ _STATUS: list[tuple[type[FiduciaryError], int]] = [
     (IntegrityFailure, 409),
     (WorkflowConflict, 409),
     (ConfigurationError, 503),
+    (RateLimited, 429),
 ]
 #: The request-scope key of a route's caller check (``deps.requires`` leaves it there).
 CALLER_CHECK = "fiduciary.caller_check"
@@ -66,7 +68,8 @@ class ErrorBody(BaseModel):
 _WHEN = {401: "No usable credential", 403: "Not permitted (`error.reason` says why)",
          404: "Unknown (or invisible) collection, record, subject or request",
          409: "Integrity failure, or a step the request's state does not allow",
-         410: "The subject was erased", 422: "Malformed or rejected input"}
+         410: "The subject was erased", 422: "Malformed or rejected input",
+         429: "Too many attempts: retry after `Retry-After` seconds (`rate_limited`)"}
 
 
 def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -85,9 +88,11 @@ def error_body(code: str, message: str, fields: list[dict[str, str]] | None = No
 def _domain_response(exc: FiduciaryError) -> JSONResponse:
     status = next((s for cls, s in _STATUS if isinstance(exc, cls)), 400)
     extra: dict[str, Any] = {}
-    if isinstance(exc, Forbidden | Unauthenticated | WorkflowConflict):
+    if isinstance(exc, Forbidden | Unauthenticated | WorkflowConflict | RateLimited):
         extra["reason"] = str(exc.reason)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(exc.retry_after)}
     return JSONResponse(
         error_body(exc.code, exc.message, [f.as_dict() for f in exc.fields], **extra),
         status_code=status, headers=headers)
