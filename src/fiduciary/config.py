@@ -52,6 +52,19 @@ class Settings(BaseSettings):
     #: Serves interactive API docs at ``/docs`` (Swagger UI from local assets; off in
     #: production: least functionality). ``/openapi.json`` is always served.
     api_docs: bool = False
+    #: Password hashes (Argon2id, 64 MiB each) computed at once, outside any database lock;
+    #: more logins wait their turn.
+    password_hash_concurrency: int = Field(4, ge=1)
+    #: Login and enrolment throttles: attempts per client address and for the whole server
+    #: in a sliding window; above either, 429 ``rate_limited`` with Retry-After.
+    login_rate_per_client: int = Field(30, ge=1)
+    login_rate_global: int = Field(300, ge=1)
+    login_rate_window_seconds: float = Field(60.0, gt=0)
+    #: API-key lifetime (days): the default for a key created without one, and the maximum.
+    api_key_default_days: int = Field(365, ge=1)
+    api_key_max_days: int = Field(730, ge=1)
+    #: A one-time enrolment code (new or re-enrolled user) is valid this many hours.
+    enrolment_code_hours: int = Field(72, ge=1)
 
     def resolved_database_url(self) -> str:
         if self.database_url:
