@@ -50,6 +50,10 @@ class Reason(StrEnum):
     ALREADY_STARTED = "already_started"
     #: Too many attempts in a sliding window (HTTP 429 with Retry-After).
     RATE_LIMITED = "rate_limited"
+    #: A search by a field the role does not see in clear (a search is a read of it).
+    SEARCH_NOT_PERMITTED = "search_not_permitted"
+    #: A record outside the caller's relationships (answered as 404, audited as this).
+    RELATIONSHIP_REQUIRED = "relationship_required"
     #: The change waits for a second person's approval (HTTP 202 names it).
     APPROVAL_REQUIRED = "approval_required"
     #: The same person may not both propose and approve (or approve a grant to themselves).
