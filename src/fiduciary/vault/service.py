@@ -125,7 +125,8 @@ class VaultService:
     def collection(self, name: str) -> CollectionSpec:
         spec = self.datamap.collections.get(name)
         if spec is None:
-            raise NotFound(f"collection {name!r} is not declared in the data map",
+            # The message never repeats the submitted name (README: no error echoes input).
+            raise NotFound("collection not declared in the data map",
                            code="collection_not_found")
         return spec
 
@@ -136,7 +137,7 @@ class VaultService:
                                [FieldProblem("purpose", "required")])
         if purpose not in self.datamap.purposes:
             raise InvalidInput(
-                f"purpose {purpose!r} is not declared in the data map",
+                "purpose not declared in the data map",
                 [FieldProblem("purpose",
                               f"unknown purpose (declared: {', '.join(self.datamap.purposes)})")],
             )
