@@ -103,6 +103,8 @@ api_keys = sa.Table(
     #: JSON list of actions the key may take (null: whatever its role allows).
     sa.Column("scopes", sa.Text, nullable=True),
     sa.Column("last_used_at", UTCDateTime(), nullable=True),
+    #: The approval a key with a data role waits for; it authenticates only once this is null.
+    sa.Column("approval_id", ID, nullable=True),
 )
 
 users = sa.Table(
@@ -346,4 +348,42 @@ erasures = sa.Table(
     sa.Column("started_at", UTCDateTime(), nullable=False),
     sa.Column("completed_at", UTCDateTime(), nullable=True),
     sa.Column("certificate", sa.Text, nullable=False),
+)
+
+# -- identity governance ------------------------------------------------------------------------
+
+#: Changes that give an account a data role or ``privacy:manage`` through the API: proposed by
+#: one principal, applied only when a different person approves (separation of duties).
+approvals = sa.Table(
+    "approvals",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    #: user.create | user.set_roles | user.re_enrol | apikey.create
+    sa.Column("kind", sa.String(32), nullable=False),
+    #: The username, or the API key's id.
+    sa.Column("target", sa.String(128), nullable=False),
+    #: JSON: what is to be applied (roles, regions; a key's name, role and scopes).
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),  # pending|approved|rejected
+    sa.Column("proposed_by_kind", sa.String(16), nullable=False),
+    sa.Column("proposed_by_id", sa.String(128), nullable=False),
+    sa.Column("proposed_by_name", sa.String(128), nullable=False),
+    sa.Column("proposed_at", UTCDateTime(), nullable=False),
+    sa.Column("decided_by_kind", sa.String(16), nullable=True),
+    sa.Column("decided_by_id", sa.String(128), nullable=True),
+    sa.Column("decided_by_name", sa.String(128), nullable=True),
+    sa.Column("decided_at", UTCDateTime(), nullable=True),
+    sa.Column("note", sa.Text, nullable=True),
+)
+
+#: A user who has still to enrol (choose a password, get a TOTP secret and recovery codes)
+#: with a one-time code: kept as a keyed hash, null until the code is issued.
+enrolments = sa.Table(
+    "enrolments",
+    metadata,
+    sa.Column("user_id", ID, sa.ForeignKey("users.id"), primary_key=True),
+    sa.Column("code_hash", sa.LargeBinary, nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("issued_at", UTCDateTime(), nullable=True),
+    sa.Column("expires_at", UTCDateTime(), nullable=True),
 )
