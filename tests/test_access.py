@@ -38,6 +38,13 @@ def claim(rt: Runtime, subject: str, adjuster: str, restricted: bool = False,
         "description": "Water came through the ceiling at night"}, "claims_handling").id
 
 
+def quote(rt: Runtime, subject: str, underwriter: str) -> str:
+    """A quote in ``underwriter``'s queue: what relates them to the customer."""
+    return rt.vault.create_record(SYSTEM, "quotes", subject, {
+        "quote_number": f"Q-{underwriter}", "product": "auto", "decision": "pending",
+        "assigned_underwriter": underwriter}, "underwriting").id
+
+
 def test_adjuster_sees_only_assigned_unrestricted_claims(rt: Runtime, clock: FixedClock) -> None:
     subject, _ = person(rt)
     mine = claim(rt, subject, "adj", number="CLM-1")
@@ -47,9 +54,10 @@ def test_adjuster_sees_only_assigned_unrestricted_claims(rt: Runtime, clock: Fix
     url = "/v1/collections/claims/records/{}?purpose=claims_handling"
     assert adj.get(url.format(mine)).json()["data"]["description"].startswith("Water")
     for other in (theirs, restricted):
+        # Outside the adjuster's claims: answered as if it did not exist.
         r = adj.get(url.format(other))
-        assert r.status_code == 403
-        assert r.json()["error"]["reason"] == "condition_failed"
+        assert r.status_code == 404
+        assert r.json()["error"]["code"] == "record_not_found"
         assert "Water" not in r.text
     found = adj.post("/v1/collections/claims/search?purpose=claims_handling",
                      json={"where": {"policy_number": "POL-9"}}).json()["items"]
@@ -58,7 +66,7 @@ def test_adjuster_sees_only_assigned_unrestricted_claims(rt: Runtime, clock: Fix
     ok = adj.patch(url.format(mine), json={"data": {"status": "under_review"}})
     assert ok.status_code == 200
     denied = adj.patch(url.format(theirs), json={"data": {"status": "closed"}})
-    assert denied.status_code == 403 and denied.json()["error"]["reason"] == "condition_failed"
+    assert denied.status_code == 404 and denied.json()["error"]["code"] == "record_not_found"
     assert rt.vault.get_record(SYSTEM, "claims", theirs, "claims_handling"
                                ).data["status"] == "open"
     gone = adj.delete(url.format(mine))
@@ -80,7 +88,7 @@ def test_region_condition_and_write_denial(rt: Runtime, clock: FixedClock) -> No
     subject, rec = person(rt)
     east = make_staff(rt, clock, "east", ["call_center_agent"], regions=["east"]).client
     r = east.get(f"/v1/collections/persons/records/{rec}?purpose=customer_service")
-    assert r.status_code == 403 and r.json()["error"]["reason"] == "condition_failed"
+    assert r.status_code == 404 and r.json()["error"]["code"] == "record_not_found"
     r = east.patch(f"/v1/collections/persons/records/{rec}?purpose=customer_service",
                    json={"data": {"email": "x@example.org"}})
     assert r.status_code == 403
@@ -92,7 +100,9 @@ def test_region_condition_and_write_denial(rt: Runtime, clock: FixedClock) -> No
 
 
 def test_training_gate(rt: Runtime, clock: FixedClock, settings: Settings) -> None:
-    _, rec = person(rt)
+    subject, rec = person(rt)
+    quote(rt, subject, "new.hire")
+    quote(rt, subject, "lapsed")
     url = f"/v1/collections/persons/records/{rec}?purpose=underwriting"
     fresh = make_staff(rt, clock, "new.hire", ["underwriter"], trained=False).client
     r = fresh.get(url)
@@ -116,6 +126,7 @@ def test_training_gate(rt: Runtime, clock: FixedClock, settings: Settings) -> No
     s2 = rt.vault.create_subject(SYSTEM).id
     only = rt.vault.create_record(SYSTEM, "persons", s2, {"first_name": "A", "last_name": "B"},
                                   "underwriting").id
+    quote(rt, s2, "lapsed")
     r = lapsed.get(f"/v1/collections/persons/records/{only}?purpose=underwriting")
     assert r.status_code == 403 and r.json()["error"]["reason"] == "training_expired"
 
@@ -124,7 +135,7 @@ def test_break_glass(rt: Runtime, clock: FixedClock, settings: Settings) -> None
     subject, rec = person(rt, vip=True)
     url = f"/v1/collections/persons/records/{rec}?purpose=customer_service"
     east = make_staff(rt, clock, "glass", ["call_center_agent"], regions=["east"]).client
-    assert east.get(url).status_code == 403
+    assert east.get(url).status_code == 404
     short = east.post("/v1/auth/break-glass", json={
         "subject_ids": [subject], "justification": "urgent", "minutes": 30})
     assert short.status_code == 422
@@ -148,13 +159,14 @@ def test_break_glass(rt: Runtime, clock: FixedClock, settings: Settings) -> None
         assert east.get("/v1/auth/me").status_code == 200
     clock.advance(minutes=3)
     r = east.get(url)
-    assert r.status_code == 403 and r.json()["error"]["reason"] == "condition_failed"
+    assert r.status_code == 404 and r.json()["error"]["code"] == "record_not_found"
 
 
 def test_vip_and_employee_records_are_masked_without_explicit_grant(
     rt: Runtime, clock: FixedClock, client: TestClient
 ) -> None:
-    _, vip = person(rt, vip=True)
+    vip_subject, vip = person(rt, vip=True)
+    quote(rt, vip_subject, "uw")
     under = make_staff(rt, clock, "uw", ["underwriter"]).client
     body = under.get(f"/v1/collections/persons/records/{vip}?purpose=underwriting").json()
     assert body["data"]["last_name"] != "Ortiz"

@@ -1,7 +1,8 @@
-"""For every role x collection x field x purpose, a read returns exactly what the default
-policy pack declares: clear, the declared masked form, withheld with its reason, or 403 and its
-reason. The expectations come from the YAML through an oracle written here, not from the
-engine under test."""
+"""For every role x collection x field x purpose, and for a customer the caller's work involves
+and one it does not, a read returns exactly what the default policy pack declares: clear, the
+declared masked form, withheld with its reason, 403 and its reason, or 404 for a record outside
+the caller's relationships. The expectations come from the YAML through an oracle written here
+(conditions and relations included), not from the engine under test."""
 
 from __future__ import annotations
 
@@ -28,12 +29,22 @@ REVEAL = {"redact": 0, "token": 1, "partial": 2, "clear": 3}
 SENSITIVE_VALUES: set[str] = set()
 
 
-def value_for(collection: str, f: FieldSpec, n: int) -> Any:
-    overrides = {("claims", "assigned_adjuster"): "adj", ("claims", "restricted"): False,
-                 ("persons", "region"): "west", ("persons", "vip"): False,
-                 ("persons", "employee"): False, ("persons", "state"): "WY"}
+#: The staff's own customer, and somebody else's: another adjuster's claim, another
+#: underwriter's quote, another region.
+RELATED = {("claims", "assigned_adjuster"): "adj", ("persons", "region"): "west",
+           ("quotes", "assigned_underwriter"): "underwriter"}
+UNRELATED = {("claims", "assigned_adjuster"): "someone-else", ("persons", "region"): "northeast",
+             ("quotes", "assigned_underwriter"): "someone-else"}
+KEYS = {"claim_number": "CLM-1", "policy_number": "POL-1"}
+
+
+def value_for(collection: str, f: FieldSpec, n: int, people: dict[tuple[str, str], str]) -> Any:
+    overrides = {("claims", "restricted"): False, ("persons", "vip"): False,
+                 ("persons", "employee"): False, ("persons", "state"): "WY", **people}
     if (collection, f.name) in overrides:
         return overrides[(collection, f.name)]
+    if f.name in KEYS and not f.encrypted:
+        return KEYS[f.name]  # one claim and one policy: related records meet on these
     if f.encrypted:
         return canary(collection, f, n)
     if f.type is FieldType.ENUM:
@@ -51,7 +62,43 @@ def value_for(collection: str, f: FieldSpec, n: int) -> Any:
     return f"REF-{collection[:4]}-{f.name[:6]}"
 
 
-def expected(role: str, collection: str, field: str, purpose: str) -> tuple[str, str]:
+def _literal(text: str, ctx: dict[str, Any]) -> Any:
+    scope, _, name = text.partition(".")
+    if scope in ("record", "subject", "principal") and name:
+        return ctx[scope].get(name)
+    return {"true": True, "false": False, "null": None}.get(text, text.strip("'\""))
+
+
+def holds(text: str, ctx: dict[str, Any]) -> bool:
+    """One ``when`` condition of the pack, evaluated over the test's own records."""
+    has = re.fullmatch(r"subject\.has\((\w+) where (.+)\)", text)
+    if has:
+        return any(all(holds("record." + part, {**ctx, "record": r})
+                       for part in has.group(2).split(" and "))
+                   for r in ctx["records"].get(has.group(1), []))
+    m = re.fullmatch(r"(related\.\w+|record|subject|principal)\.(\w+) (==|!=|not in|in) (.+)",
+                     text)
+    assert m, text
+    scope, name, op, rhs = m.groups()
+    if scope.startswith("related."):
+        relation = DM.collections[ctx["collection"]].relations[scope.split(".")[1]]
+        key = ctx["record"].get(relation.key)
+        target = next((r for r in ctx["records"].get(relation.collection, [])
+                       if key is not None and r.get(relation.key) == key), {})
+        a = target.get(name)
+    else:
+        a = ctx[scope].get(name)
+    b = _literal(rhs, ctx)
+    if op == "==":
+        return a is not None and a == b
+    if op == "!=":
+        return bool(a != b)
+    inside = a is not None and isinstance(b, list) and a in b
+    return inside if op == "in" else not inside
+
+
+def expected(role: str, collection: str, field: str, purpose: str,
+             ctx: dict[str, Any]) -> tuple[str, str]:
     """('allow', masking) or ('deny', reason), read straight from the YAML."""
     f = DM.collections[collection].fields[field]
     if purpose not in f.purposes:
@@ -67,6 +114,9 @@ def expected(role: str, collection: str, field: str, purpose: str) -> tuple[str,
     grants = [g for g in grants if g["purposes"] == "*" or purpose in g["purposes"]]
     if not grants:
         return "deny", "purpose_not_allowed"
+    grants = [g for g in grants if all(holds(c, ctx) for c in g.get("when", []))]
+    if not grants:
+        return "deny", "condition_failed"
     best = None
     for g in grants:
         m = g.get("masking", "clear")
@@ -108,52 +158,73 @@ def check(value: Any, masking: str, original: Any, record: dict[str, Any]) -> bo
 
 
 def test_policy_matrix(rt: Runtime, clock: FixedClock, client: TestClient) -> None:
-    subject = rt.vault.create_subject(SYSTEM).id
-    written: dict[str, tuple[str, dict[str, Any]]] = {}
-    for n, (cname, spec) in enumerate(DM.collections.items()):
-        values = {name: value_for(cname, f, n) for name, f in spec.fields.items()}
-        SENSITIVE_VALUES.update(str(v) for k, v in values.items()
-                                if spec.fields[k].encrypted and len(str(v)) >= 6)
-        rec = rt.vault.create_record(SYSTEM, cname, subject, values, "legal_obligation")
-        written[cname] = (rec.id, rec.data)
+    customers = []
+    for n, people in enumerate((RELATED, UNRELATED)):
+        subject = rt.vault.create_subject(SYSTEM).id
+        written: dict[str, tuple[str, dict[str, Any]]] = {}
+        for c, (cname, spec) in enumerate(DM.collections.items()):
+            values = {name: value_for(cname, f, 100 * n + c, people)
+                      for name, f in spec.fields.items()}
+            SENSITIVE_VALUES.update(str(v) for k, v in values.items()
+                                    if spec.fields[k].encrypted and len(str(v)) >= 6)
+            rec = rt.vault.create_record(SYSTEM, cname, subject, values, "legal_obligation")
+            written[cname] = (rec.id, rec.data)
+        clear = {cname: [{k: v for k, v in data.items()
+                          if not DM.collections[cname].fields[k].encrypted}]
+                 for cname, (_, data) in written.items()}
+        customers.append((written, clear, "related" if n == 0 else "unrelated"))
     callers = {"service": client}
+    names = {"service": "service"}
     for role in PACK["roles"]:
         if role != "service":
-            name = "adj" if role == "claims_adjuster" else role.replace("_", "-")
-            callers[role] = make_staff(rt, clock, name, [role], regions=["west"]).client
+            names[role] = "adj" if role == "claims_adjuster" else role.replace("_", "-")
+            callers[role] = make_staff(rt, clock, names[role], [role], regions=["west"]).client
     checked = 0
     mismatches: list[str] = []
     for role, http in callers.items():
-        for cname, (record_id, stored) in written.items():
-            for purpose in DM.purposes:
-                r = http.get(f"/v1/collections/{cname}/records/{record_id}?purpose={purpose}")
-                want = {f: expected(role, cname, f, purpose) for f in stored}
-                allowed = {f: m for f, (kind, m) in want.items() if kind == "allow"}
-                where = f"{role} {cname} {purpose}"
-                assert not any(v in r.text for v in SENSITIVE_VALUES
-                               if r.status_code != 200), where
-                if not allowed:
-                    reasons = {m for kind, m in want.values()}
-                    reason = next(p for p in PRIORITY if p in reasons)
-                    if r.status_code != 403 or r.json()["error"]["reason"] != reason:
-                        mismatches.append(f"{where}: want 403 {reason}, got {r.status_code} "
+        me = {"username": names[role], "regions": ["west"], "roles": [role]}
+        for written, clear, kind_of in customers:
+            subject_attrs = {"region": clear["persons"][0]["region"], "vip": False,
+                             "employee": False}
+            for cname, (record_id, stored) in written.items():
+                ctx = {"record": clear[cname][0], "subject": subject_attrs, "principal": me,
+                       "records": clear, "collection": cname}
+                for purpose in DM.purposes:
+                    r = http.get(f"/v1/collections/{cname}/records/{record_id}"
+                                 f"?purpose={purpose}")
+                    want = {f: expected(role, cname, f, purpose, ctx) for f in stored}
+                    allowed = {f: m for f, (kind, m) in want.items() if kind == "allow"}
+                    where = f"{role} {kind_of} {cname} {purpose}"
+                    assert not any(v in r.text for v in SENSITIVE_VALUES
+                                   if r.status_code != 200), where
+                    if not allowed:
+                        reasons = {m for kind, m in want.values()}
+                        reason = next(p for p in PRIORITY if p in reasons)
+                        # Outside the caller's relationships, a record does not exist.
+                        status, code = ((404, "record_not_found") if reason == "condition_failed"
+                                        else (403, reason))
+                        err = r.json().get("error", {})
+                        if r.status_code != status or code not in (err.get("reason"),
+                                                                   err.get("code")):
+                            mismatches.append(f"{where}: want {status} {code}, got "
+                                              f"{r.status_code} {r.text[:120]}")
+                        checked += len(want)
+                        continue
+                    if r.status_code != 200:
+                        mismatches.append(f"{where}: want 200, got {r.status_code} "
                                           f"{r.text[:120]}")
-                    checked += len(want)
-                    continue
-                if r.status_code != 200:
-                    mismatches.append(f"{where}: want 200, got {r.status_code} {r.text[:120]}")
-                    continue
-                body = r.json()
-                withheld = {w["field"]: w["reason"] for w in body["withheld"]}
-                for f, (kind, m) in want.items():
-                    checked += 1
-                    if kind == "deny":
-                        if withheld.get(f) != m or f in body["data"]:
-                            mismatches.append(f"{where} {f}: want withheld {m}, got "
-                                              f"{withheld.get(f)}")
-                    elif f not in body["data"] or not check(body["data"][f], m, stored[f],
-                                                            stored):
-                        mismatches.append(f"{where} {f}: want {m}")
+                        continue
+                    body = r.json()
+                    withheld = {w["field"]: w["reason"] for w in body["withheld"]}
+                    for f, (kind, m) in want.items():
+                        checked += 1
+                        if kind == "deny":
+                            if withheld.get(f) != m or f in body["data"]:
+                                mismatches.append(f"{where} {f}: want withheld {m}, got "
+                                                  f"{withheld.get(f)}")
+                        elif f not in body["data"] or not check(body["data"][f], m, stored[f],
+                                                                stored):
+                            mismatches.append(f"{where} {f}: want {m}")
     assert mismatches == []
     total_fields = sum(len(c.fields) for c in DM.collections.values())
-    assert checked == len(callers) * total_fields * len(DM.purposes)
+    assert checked == 2 * len(callers) * total_fields * len(DM.purposes)

@@ -9,7 +9,7 @@ A field without a grant is denied. Reasons (stable codes shown to callers):
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -66,6 +66,39 @@ class ConsentChecker(Protocol):
         ...
 
 
+class RelatedRecords(Protocol):
+    """What relationship conditions read: the clear (public and internal) fields of a
+    subject's records in a collection. Never a sealed field: deciding never decrypts."""
+
+    def records(self, subject_id: str, collection: str) -> Sequence[Mapping[str, Any]]: ...
+
+
+class _Relations:
+    """One decision's view of the records related to the record being decided."""
+
+    __slots__ = ("_lookup", "_record", "_spec", "_subject_id")
+
+    def __init__(self, lookup: RelatedRecords | None, spec: CollectionSpec,
+                 record: Mapping[str, Any], subject_id: str | None) -> None:
+        self._lookup, self._spec, self._record = lookup, spec, record
+        self._subject_id = subject_id
+
+    def records(self, collection: str) -> Sequence[Mapping[str, Any]]:
+        if self._lookup is None or self._subject_id is None:
+            return ()
+        return self._lookup.records(self._subject_id, collection)
+
+    def via(self, name: str) -> Mapping[str, Any]:
+        """The related record (empty when there is none: every condition on it then fails,
+        but ``!=``, which holds)."""
+        relation = self._spec.relations.get(name)
+        key = self._record.get(relation.key) if relation else None
+        if relation is None or key is None:
+            return {}
+        return next((r for r in self.records(relation.collection)
+                     if r.get(relation.key) == key), {})
+
+
 class NoConsentLedger:
     """Until the consent ledger exists, consent-based purposes are always denied."""
 
@@ -74,11 +107,18 @@ class NoConsentLedger:
 
 
 # -- conditions --------------------------------------------------------------------------------
-_COND = re.compile(
-    r"^\s*(record|subject|principal)\.([a-z_][a-z0-9_]*)\s*(==|!=|not in|in)\s*(.+?)\s*$")
+# A condition reads the record (``record.f``), a record related to it (``related.claim.f``), the
+# subject's attributes (``subject.f``), the caller (``principal.f``), or whether the subject has
+# a record matching conditions of its own (``subject.has(claims where f == x and g != y)``).
+_OP = r"\s*(==|!=|not in|in)\s*(.+?)\s*$"
+_COND = re.compile(r"^\s*(record|subject|principal)\.([a-z_][a-z0-9_]*)" + _OP)
+_RELATED = re.compile(r"^\s*related\.([a-z_][a-z0-9_]*)\.([a-z_][a-z0-9_]*)" + _OP)
+_HAS = re.compile(r"^\s*subject\.has\(\s*([a-z_][a-z0-9_]*)\s+where\s+(.+)\)\s*$")
 _REF = re.compile(r"^(record|subject|principal)\.([a-z_][a-z0-9_]*)$")
-Context = tuple[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]]  # record, subject, me
+#: (record, subject, principal) and, where relationships are known, their ``_Relations``.
+Context = tuple[Any, ...]
 _SCOPE = {"record": 0, "subject": 1, "principal": 2}
+_NO_RELATIONS: Sequence[Mapping[str, Any]] = ()
 
 
 def _literal(text: str) -> Any:
@@ -97,15 +137,8 @@ def _literal(text: str) -> Any:
     raise ValueError(f"cannot read value {text!r}")
 
 
-def compile_condition(text: str) -> tuple[Callable[[Context], bool], list[tuple[str, str]]]:
-    """Parse ``scope.attr OP operand``; returns the test and the attributes it reads."""
-    m = _COND.match(text)
-    if not m:
-        raise ValueError("expected 'record|subject|principal.name OP value' with OP one of "
-                         "==, !=, in, not in")
-    scope, name, op, rhs = m.groups()
-    left = _SCOPE[scope]
-    refs = [(scope, name)]
+def _compare(left: Callable[[Context], Any], op: str, rhs: str,
+             refs: list[tuple[str, str]]) -> Callable[[Context], bool]:
     ref = _REF.match(rhs)
     if ref:
         refs.append((ref.group(1), ref.group(2)))
@@ -120,7 +153,7 @@ def compile_condition(text: str) -> tuple[Callable[[Context], bool], list[tuple[
             return value
 
     def test(ctx: Context) -> bool:
-        a, b = ctx[left].get(name), operand(ctx)
+        a, b = left(ctx), operand(ctx)
         if op == "==":
             # Two missing values are not a match (an unassigned claim is nobody's).
             return bool(a == b and a is not None)
@@ -129,7 +162,46 @@ def compile_condition(text: str) -> tuple[Callable[[Context], bool], list[tuple[
         inside = isinstance(b, list | tuple | set | frozenset) and a is not None and a in b
         return inside if op == "in" else not inside
 
-    return test, refs
+    return test
+
+
+def compile_condition(text: str) -> tuple[Callable[[Context], bool], list[tuple[str, str]]]:
+    """Parse one condition; returns the test and the attributes it reads, as (scope, name)
+    with scopes ``record``, ``subject``, ``principal``, ``related:RELATION`` and
+    ``has:COLLECTION``."""
+    refs: list[tuple[str, str]] = []
+    m = _COND.match(text)
+    if m:
+        scope, name, op, rhs = m.groups()
+        refs.append((scope, name))
+        at = _SCOPE[scope]
+        return _compare(lambda ctx: ctx[at].get(name), op, rhs, refs), refs
+    m = _RELATED.match(text)
+    if m:
+        relation, name, op, rhs = m.groups()
+        refs.append((f"related:{relation}", name))
+
+        def related(ctx: Context) -> Any:
+            return ctx[3].via(relation).get(name) if len(ctx) > 3 else None
+        return _compare(related, op, rhs, refs), refs
+    m = _HAS.match(text)
+    if m:
+        collection, body = m.groups()
+        inner = []
+        for part in body.split(" and "):
+            test, inner_refs = compile_condition("record." + part.strip())
+            inner.append(test)
+            refs.extend((f"has:{collection}", n) if s == "record" else (s, n)
+                        for s, n in inner_refs)
+
+        def has(ctx: Context) -> bool:
+            rows = ctx[3].records(collection) if len(ctx) > 3 else _NO_RELATIONS
+            return any(all(t((r, ctx[1], ctx[2])) for t in inner) for r in rows)
+        return has, refs
+    raise ValueError("expected 'record|subject|principal.name OP value', "
+                     "'related.RELATION.name OP value' or "
+                     "'subject.has(COLLECTION where name OP value and …)' with OP one of "
+                     "==, !=, in, not in")
 
 
 @dataclass(frozen=True)
@@ -170,6 +242,9 @@ class PolicySettings:
     password_min_length: int = 12
     break_glass_max_minutes: int = 60
     break_glass_min_justification: int = 20
+    #: Searches a staff user may run in a sliding minute and day (0: unlimited).
+    search_per_minute: int = 60
+    search_per_day: int = 1000
 
 
 @dataclass(frozen=True)
@@ -328,16 +403,19 @@ def _grant(role: str, i: int, g: Any, dm: DataMap,
             bad(f"{where}.when[{j}]", str(exc))
             continue
         for scope, attr in refs:
-            if scope == "record":
-                for c in colls:
-                    f = dm.collections[c].fields.get(attr)
-                    if f is None:
-                        bad(f"{where}.when[{j}]", f"collection {c!r} has no field {attr!r}")
-                    elif f.encrypted:
-                        bad(f"{where}.when[{j}]",
-                            f"{c}.{attr} is encrypted; conditions may use only public or "
-                            "internal fields")
-            elif scope == "principal" and attr not in {"id", "username", "roles", "regions"}:
+            for c, target in _read_collections(scope, colls, dm):
+                if target is None:
+                    bad(f"{where}.when[{j}]", f"collection {c!r} has no relation "
+                                              f"{scope.split(':')[1]!r}")
+                    continue
+                f = dm.collections[target].fields.get(attr)
+                if f is None:
+                    bad(f"{where}.when[{j}]", f"collection {target!r} has no field {attr!r}")
+                elif f.encrypted:
+                    bad(f"{where}.when[{j}]",
+                        f"{target}.{attr} is encrypted; conditions may use only public or "
+                        "internal fields")
+            if scope == "principal" and attr not in {"id", "username", "roles", "regions"}:
                 bad(f"{where}.when[{j}]", f"principal has no attribute {attr!r} "
                                           "(id, username, roles, regions)")
         conditions.append(test)
@@ -345,6 +423,21 @@ def _grant(role: str, i: int, g: Any, dm: DataMap,
                  actions=actions or frozenset(), purposes=purposes, masking=masking,
                  default_masking=default_mask, conditions=tuple(conditions),
                  condition_text=tuple(str(t) for t in texts))
+
+
+def _read_collections(scope: str, colls: Iterable[str],
+                      dm: DataMap) -> list[tuple[str, str | None]]:
+    """(grant collection, collection whose field the condition reads) for a reference."""
+    if scope == "record":
+        return [(c, c) for c in colls]
+    if scope.startswith("related:"):
+        name = scope.split(":", 1)[1]
+        return [(c, r.collection if (r := dm.collections[c].relations.get(name)) else None)
+                for c in colls]
+    if scope.startswith("has:"):
+        target = scope.split(":", 1)[1]
+        return [(target, target if target in dm.collections else None)]
+    return []
 
 
 # -- deciding ----------------------------------------------------------------------------------
@@ -394,15 +487,19 @@ class PolicyEngine:
 
     def decide(self, actor: Actor, action: str, spec: CollectionSpec, purpose: str,
                fields: Iterable[str], record: Mapping[str, Any], subject: Mapping[str, Any],
-               subject_id: str | None, precheck: bool = False) -> dict[str, FieldDecision]:
+               subject_id: str | None, precheck: bool = False,
+               related: RelatedRecords | None = None) -> dict[str, FieldDecision]:
         """One decision per field. ``record`` holds the record's clear (internal) attributes,
-        ``subject`` the subject's attributes (vip, employee, region)."""
+        ``subject`` the subject's attributes (vip, employee, region); ``related`` answers
+        relationship conditions (without it, they fail: nothing is reached by a relationship
+        nobody could check)."""
         scopes = actor.scopes
         grants = () if scopes is not None and action not in scopes else tuple(
             g for r in actor.roles for g in self._grants.get((r, spec.name, action), ()))
         ctx: Context = (record, subject, {"id": actor.id, "username": actor.username,
                                           "roles": list(actor.roles),
-                                          "regions": list(actor.regions)})
+                                          "regions": list(actor.regions)},
+                        _Relations(related, spec, record, subject_id))
         passed: dict[int, bool] = {}
         purpose_spec = self.datamap.purposes[purpose]
         consent_ok: bool | None = None

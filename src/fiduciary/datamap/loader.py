@@ -20,6 +20,7 @@ from fiduciary.datamap.model import (
     FieldType,
     LawfulBasis,
     Purpose,
+    Relation,
     RetentionRule,
     SpecialCategoryCondition,
     ThirdParty,
@@ -36,7 +37,7 @@ _FIELD_KEYS = frozenset(
 )
 _COLLECTION_KEYS = frozenset(
     {"description", "lawful_basis", "special_category_condition", "purposes", "retention",
-     "fields", "subject_categories"}
+     "fields", "subject_categories", "relations"}
 )
 DEFAULT_DATAMAP = "default_insurance.yaml"
 
@@ -93,6 +94,7 @@ def parse(text: str, source: str) -> DataMap:
             spec = _collection(str(name), body, purposes, problems)
             if spec:
                 collections[spec.name] = spec
+    _check_relations(collections, problems)
     third_parties = _third_parties(doc.get("third_parties"), purposes, collections, problems)
     controller = doc.get("controller") or {}
     if not isinstance(controller, dict) or not all(
@@ -254,7 +256,49 @@ def _collection(
         description=str(body.get("description", "")),
         special_category_condition=condition,
         subject_categories=tuple(categories),
+        relations=_relations(where, body.get("relations"), fields, problems),
     )
+
+
+def _relations(where: str, raw: Any, fields: dict[str, FieldSpec],
+               problems: _Problems) -> dict[str, Relation]:
+    """``relations: {claim: {collection: claims, key: claim_number}}``; the target side is
+    checked once every collection is known (:func:`_check_relations`)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        problems.add(f"{where}.relations", "expected a mapping of name: {collection, on}")
+        return {}
+    out: dict[str, Relation] = {}
+    for name, body in raw.items():
+        at = f"{where}.relations.{name}"
+        if not _NAME.match(str(name)) or not isinstance(body, dict) or set(body) != {
+                "collection", "key"}:
+            problems.add(at, "expected name: {collection: C, key: FIELD}")
+            continue
+        key = str(body["key"])
+        f = fields.get(key)
+        if f is None:
+            problems.add(f"{at}.key", f"no field {key!r} in this collection")
+        elif f.encrypted:
+            problems.add(f"{at}.key", "relation keys must be public or internal fields")
+        else:
+            out[str(name)] = Relation(str(name), str(body["collection"]), key)
+    return out
+
+
+def _check_relations(collections: dict[str, CollectionSpec], problems: _Problems) -> None:
+    for spec in collections.values():
+        for r in spec.relations.values():
+            at = f"collections.{spec.name}.relations.{r.name}"
+            target = collections.get(r.collection)
+            if target is None:
+                problems.add(f"{at}.collection", f"unknown collection {r.collection!r}")
+                continue
+            f = target.fields.get(r.key)
+            if f is None or f.encrypted:
+                problems.add(f"{at}.key", f"{r.collection} has no public or internal field "
+                                          f"{r.key!r}")
 
 
 def _retention(

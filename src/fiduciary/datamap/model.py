@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
@@ -143,6 +144,17 @@ class FieldSpec:
 
 
 @dataclass(frozen=True)
+class Relation:
+    """``name``: the record of ``collection``, of the same subject, whose ``key`` field equals
+    this record's ``key`` field (a claim note's claim: ``claims`` by ``claim_number``). Keys are
+    clear fields, so following a relation never decrypts."""
+
+    name: str
+    collection: str
+    key: str
+
+
+@dataclass(frozen=True)
 class CollectionSpec:
     name: str
     lawful_basis: LawfulBasis
@@ -152,6 +164,8 @@ class CollectionSpec:
     special_category_condition: SpecialCategoryCondition | None = None
     #: GDPR Art. 30(1)(c): categories of data subjects (records of processing).
     subject_categories: tuple[str, ...] = ("customers",)
+    #: Records this one belongs to, by name (policy conditions follow them: ``related.*``).
+    relations: Mapping[str, Relation] = field(default_factory=dict)
 
     @property
     def searchable_fields(self) -> list[FieldSpec]:
@@ -224,6 +238,8 @@ class DataMap:
                                   **({"statutory": c.retention.statutory}
                                      if c.retention.statutory else {})},
                     "fields": {f.name: f.as_dict() for f in c.fields.values()},
+                    **({"relations": {r.name: {"collection": r.collection, "key": r.key}
+                                      for r in c.relations.values()}} if c.relations else {}),
                 }
                 for c in self.collections.values()
             },

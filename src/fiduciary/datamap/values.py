@@ -160,6 +160,7 @@ def validate(spec: FieldSpec, value: Any) -> Any:
         limit = spec.max_length or (255 if t is FieldType.STRING else 20_000)
         if len(value) > limit:
             raise ValueRejected(f"longer than {limit} characters")
+        _check_text(value)
         if not value.strip():
             raise ValueRejected("must not be blank")
         return FORMATS[spec.format](value) if spec.format else value
@@ -203,8 +204,24 @@ def validate(spec: FieldSpec, value: Any) -> Any:
             raise ValueRejected("expected an ISO 8601 date-time with a UTC offset") from None
         if dt.tzinfo is None:
             raise ValueRejected("date-time needs a UTC offset (such as Z or +01:00)")
-        return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        try:
+            return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        except OverflowError:  # 0001-01-01T00:00+14:00 is before the year 1 in UTC
+            raise ValueRejected("date-time out of range (years 1 to 9999 in UTC)") from None
     raise ValueRejected(f"unsupported type {t}")  # pragma: no cover - loader rejects these
+
+
+#: Control characters other than tab and newline (NUL, CR, escape, DEL, C1 …).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+#: Lone UTF-16 surrogates: JSON can spell them (\ud800), but they are not text.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _check_text(value: str) -> None:
+    if _CONTROL.search(value):
+        raise ValueRejected("contains control characters (only tab and newline are allowed)")
+    if _SURROGATE.search(value):
+        raise ValueRejected("not valid Unicode text")
 
 
 def _check_range(spec: FieldSpec, v: int | Decimal) -> None:

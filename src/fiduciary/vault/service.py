@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
 from fiduciary.access.masking import Masker
-from fiduciary.access.policy import FieldDecision, PolicyEngine, denial_reason
+from fiduciary.access.policy import FieldDecision, PolicyEngine, RelatedRecords, denial_reason
 from fiduciary.audit.events import AuditLog
 from fiduciary.clock import Clock
 from fiduciary.crypto.blind_index import BlindIndexer
@@ -24,6 +25,7 @@ from fiduciary.errors import (
     IntegrityFailure,
     InvalidInput,
     NotFound,
+    RateLimited,
     Reason,
 )
 from fiduciary.ids import is_id, new_id
@@ -42,6 +44,49 @@ MAX_SEARCH_LIMIT = 1000
 
 #: Disclosing a subject's data to the subject fulfils a legal obligation (GDPR Art. 15).
 DISCLOSURE_PURPOSE = "legal_obligation"
+
+
+class _SubjectRecords:
+    """:class:`RelatedRecords` in one transaction, each subject's collection read once."""
+
+    __slots__ = ("_cache", "_conn")
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._cache: dict[tuple[str, str], list[dict[str, Any]]] = {}
+
+    def records(self, subject_id: str, collection: str) -> list[dict[str, Any]]:
+        key = (subject_id, collection)
+        found = self._cache.get(key)
+        if found is None:
+            found = self._cache[key] = store.clear_records_of(self._conn, subject_id,
+                                                              collection)
+        return found
+
+
+class _Unrelated(NotFound):
+    """A record outside the caller's relationships: answered exactly like one that does not
+    exist, and audited as a refusal."""
+
+    def __init__(self, collection: str, record_id: str) -> None:
+        super().__init__(f"record {record_id} not found in collection {collection!r}",
+                         code="record_not_found")
+        self.reason = Reason.RELATIONSHIP_REQUIRED
+
+
+_PERIOD = {timedelta(minutes=1): "minute", timedelta(days=1): "day"}
+
+
+@contextmanager
+def _hidden_unless_related(spec: CollectionSpec, record_id: str) -> Iterator[None]:
+    """A change refused only by a condition (a relationship) answers 404: the record is not
+    the caller's to know about."""
+    try:
+        yield
+    except Forbidden as exc:
+        if exc.reason == "condition_failed":
+            raise _Unrelated(spec.name, record_id) from None
+        raise
 
 
 class VaultService:
@@ -193,7 +238,7 @@ class VaultService:
         """Every refusal and integrity failure leaves its own committed event."""
         try:
             yield
-        except Forbidden as exc:
+        except (Forbidden, _Unrelated, RateLimited) as exc:
             self.audit.append_committed(self.audit.event(
                 principal, action, collection=collection, purpose=purpose,
                 record_ids=record_ids, subject_ids=subject_ids,
@@ -242,8 +287,9 @@ class VaultService:
                 raise InvalidInput.from_problems([FieldProblem("subject_id", reason)], "write")
             self.gate.check_process(principal, subject_id, row.status, purpose)
             clear_values = {k: v for k, v in values.items() if not spec.fields[k].encrypted}
+            related = _SubjectRecords(conn)
             self._require_write(principal, spec, purpose, values, clear_values,
-                                json.loads(row.attributes), subject_id)
+                                json.loads(row.attributes), subject_id, related)
             cipher = self.keys.cipher_for(subject_id)
             clear, sealed = self.codec.seal(spec, record_id, cipher, values)
             store.insert_record(conn, {
@@ -256,7 +302,7 @@ class VaultService:
                 principal, "record.create", collection=spec.name, record_ids=[record_id],
                 subject_ids=[subject_id], fields=list(values), purpose=purpose))
             return self._written(self._record_row(conn, spec, record_id), spec, purpose,
-                                 principal)
+                                 principal, _SubjectRecords(conn))
 
     def get_record(self, principal: Principal, collection: str, record_id: str,
                    purpose: str | None) -> Record:
@@ -266,7 +312,7 @@ class VaultService:
             purpose = self.check_purpose(spec, purpose)
             with self.db.read() as conn:
                 row = self._record_row(conn, spec, record_id)
-                record = self._open(row, spec, purpose, principal)
+                record = self._open(row, spec, purpose, principal, _SubjectRecords(conn))
             self._audit_read(principal, "record.read", spec.name, purpose, [record])
             return record
 
@@ -297,10 +343,17 @@ class VaultService:
             self.gate.check_process(principal, row.subject_id, row.subject_status, purpose)
             self.gate.check_change(conn, row.subject_id, record_id, spec.name, "changed")
             clear: dict[str, Any] = json.loads(row.clear)
-            # Conditions are tested on the record as stored: nobody edits a record they
-            # could not act on, by rewriting the very field a condition reads.
-            self._require_write(principal, spec, purpose, {**values, **dict.fromkeys(removed)},
-                                clear, json.loads(row.subject_attributes), row.subject_id)
+            # Conditions are tested on the record as stored — nobody edits a record they could
+            # not act on by rewriting the very field a condition reads — and as it would be
+            # (nobody hands a record to someone else, or signs a note with another's name).
+            related = _SubjectRecords(conn)
+            attributes = json.loads(row.subject_attributes)
+            changing = {**values, **dict.fromkeys(removed)}
+            after = {k: v for k, v in {**clear, **changing}.items() if v is not None}
+            with _hidden_unless_related(spec, record_id):
+                for state in (clear, after):
+                    self._require_write(principal, spec, purpose, changing, state, attributes,
+                                        row.subject_id, related)
             cipher = self.keys.cipher_for(row.subject_id)
             sealed: dict[str, str] = json.loads(row.sealed)
             new_clear, new_sealed = self.codec.seal(spec, record_id, cipher, values)
@@ -319,7 +372,7 @@ class VaultService:
                 principal, "record.update", collection=spec.name, record_ids=[record_id],
                 subject_ids=[row.subject_id], fields=[*values, *removed], purpose=purpose))
             updated = self._record_row(conn, spec, record_id)
-            return self._written(updated, spec, purpose, principal)
+            return self._written(updated, spec, purpose, principal, _SubjectRecords(conn))
 
     def delete_record(self, principal: Principal, collection: str, record_id: str,
                       purpose: str | None) -> None:
@@ -338,8 +391,10 @@ class VaultService:
             clear = json.loads(row.clear)
             present = self._present(spec, clear, json.loads(row.sealed))
             decisions = self.policy.decide(principal, "delete", spec, purpose, present, clear,
-                                           json.loads(row.subject_attributes), row.subject_id)
-            self._require_all(decisions, "delete")
+                                           json.loads(row.subject_attributes), row.subject_id,
+                                           related=_SubjectRecords(conn))
+            with _hidden_unless_related(spec, record_id):
+                self._require_all(decisions, "delete")
             store.delete_records(conn, [record_id])
             self.audit.append(conn, self.audit.event(
                 principal, "record.delete", collection=spec.name, record_ids=[record_id],
@@ -361,12 +416,14 @@ class VaultService:
             subject = store.subject(conn, subject_id)
             self.gate.check_process(principal, subject_id, subject.status, purpose)
             rows = store.record_rows_of(conn, subject_id)
+            related = _SubjectRecords(conn)
             out = []
             for row in rows:
                 spec = self.datamap.collections.get(row.collection)
                 if spec is None or not any(purpose in f.purposes for f in spec.fields.values()):
                     continue
-                record = self._view(row, spec, purpose, principal, "read", required=False)
+                record = self._view(row, spec, purpose, principal, "read", required=False,
+                                    related=related)
                 if record is not None:
                     out.append(record)
             return out
@@ -409,20 +466,31 @@ class VaultService:
         if problems:
             raise InvalidInput.from_problems(problems, what="search")
         # May this principal query by these fields at all (conditions come per record)?
-        self._require_all(self.policy.precheck(principal, "search", spec, purpose, list(where)),
-                          "search by")
+        queried_fields = list(where)
+        self._require_all(self.policy.precheck(principal, "search", spec, purpose,
+                                               queried_fields), "search by")
+        # A search by a value is a read of that value: only a role that sees it in clear may
+        # search by it, or a masked field could be recovered by guessing.
+        self._require_clear(self.policy.precheck(principal, "read", spec, purpose,
+                                                 queried_fields))
+        self._limit_searches(principal)
         found: list[Record] = []
         with self.db.read() as conn:
             rows = store.search_rows(conn, spec.name, digests, limit)
             self._prefetch_keys(rows)
+            related = _SubjectRecords(conn)
             for row in rows:
                 clear = json.loads(row.clear)
                 subject = json.loads(row.subject_attributes)
-                queried = self.policy.decide(principal, "search", spec, purpose, list(where),
-                                             clear, subject, row.subject_id)
-                if any(d.masking is None for d in queried.values()):
-                    continue  # the principal may not find this record by these fields
-                record = self._view(row, spec, purpose, principal, "read", required=False)
+                queried = self.policy.decide(principal, "search", spec, purpose, queried_fields,
+                                             clear, subject, row.subject_id, related=related)
+                seen = self.policy.decide(principal, "read", spec, purpose, queried_fields,
+                                          clear, subject, row.subject_id, related=related)
+                if any(d.masking is None for d in queried.values()) or any(
+                        d.masking != "clear" for d in seen.values()):
+                    continue  # not findable by these fields, or not seen in clear (a VIP)
+                record = self._view(row, spec, purpose, principal, "read", required=False,
+                                    related=related)
                 if record is not None:
                     found.append(record)
         return found
@@ -441,8 +509,10 @@ class VaultService:
             with self.db.read() as conn:
                 rows = store.collection_rows(conn, spec.name, after, batch_size)
                 self._prefetch_keys(rows)
+                related = _SubjectRecords(conn)
                 batch = [r for r in (self._view(row, spec, purpose, principal, "export",
-                                                required=False) for row in rows) if r]
+                                                required=False, related=related)
+                                     for row in rows) if r]
             self._audit_read(principal, "records.export", spec.name, purpose, batch)
             yield from batch
             if len(rows) < batch_size:
@@ -453,10 +523,33 @@ class VaultService:
     def _require_write(self, principal: Principal, spec: CollectionSpec, purpose: str,
                        values: Mapping[str, Any], record: Mapping[str, Any],
                        subject: Mapping[str, Any], subject_id: str,
-                       action: str = "write") -> None:
-        decisions = self.policy.decide(principal, action, spec, purpose, list(values), record,
-                                       subject, subject_id)
-        self._require_all(decisions, action)
+                       related: RelatedRecords) -> None:
+        decisions = self.policy.decide(principal, "write", spec, purpose, list(values), record,
+                                       subject, subject_id, related=related)
+        self._require_all(decisions, "write")
+
+    def _limit_searches(self, principal: Principal) -> None:
+        """Staff search within the pack's sliding windows; every search is audited, so the
+        trail is the counter, shared by every API node."""
+        if not principal.is_person:
+            return
+        settings = self.policy.pack.settings
+        now = self.clock.now()
+        for limit, window in ((settings.search_per_minute, timedelta(minutes=1)),
+                              (settings.search_per_day, timedelta(days=1))):
+            if limit and self.audit.count_since(principal.id, "record.search",
+                                                     now - window) >= limit:
+                raise RateLimited(f"at most {limit} searches per {_PERIOD[window]}: try again "
+                                  "later", retry_after=window.total_seconds())
+
+    @staticmethod
+    def _require_clear(decisions: Mapping[str, FieldDecision]) -> None:
+        masked = sorted(n for n, d in decisions.items() if d.masking != "clear")
+        if masked:
+            raise Forbidden(
+                f"searching by {', '.join(masked)} is not permitted: this role does not see "
+                "it in clear for this purpose", reason=Reason.SEARCH_NOT_PERMITTED,
+                fields=[FieldProblem(n, Reason.SEARCH_NOT_PERMITTED) for n in masked])
 
     @staticmethod
     def _require_all(decisions: Mapping[str, FieldDecision], action: str) -> None:
@@ -509,28 +602,32 @@ class VaultService:
         return [n for n in spec.fields if n in clear or n in sealed]
 
     def _open(self, row: Any, spec: CollectionSpec, purpose: str,
-              principal: Principal) -> Record:
-        """A record the caller asked for by id: nothing permitted is a 403."""
-        record = self._view(row, spec, purpose, principal, "read", required=True)
+              principal: Principal, related: RelatedRecords) -> Record:
+        """A record the caller asked for by id: nothing permitted is a 403 (a 404 when only
+        a condition — a relationship — kept it from the caller)."""
+        record = self._view(row, spec, purpose, principal, "read", required=True,
+                            related=related)
         assert record is not None  # required=True raises instead
         return record
 
     def _written(self, row: Any, spec: CollectionSpec, purpose: str,
-                 principal: Principal) -> Record:
+                 principal: Principal, related: RelatedRecords) -> Record:
         """The answer to a permitted write: what the writer may read of it, perhaps nothing
         (a write-only key) — never a 403 that would undo the write."""
-        record = self._view(row, spec, purpose, principal, "read", required=False)
+        record = self._view(row, spec, purpose, principal, "read", required=False,
+                            related=related)
         if record is not None:
             return record
         clear, sealed = json.loads(row.clear), json.loads(row.sealed)
         decisions = self.policy.decide(principal, "read", spec, purpose,
                                        self._present(spec, clear, sealed), clear,
-                                       json.loads(row.subject_attributes), row.subject_id)
+                                       json.loads(row.subject_attributes), row.subject_id,
+                                       related=related)
         return Record(row.id, row.subject_id, spec.name, {}, row.created_at, row.updated_at,
                       [FieldProblem(n, str(d.reason)) for n, d in decisions.items()])
 
     def _view(self, row: Any, spec: CollectionSpec, purpose: str, principal: Principal,
-              action: str, required: bool) -> Record | None:
+              action: str, required: bool, related: RelatedRecords) -> Record | None:
         """Decide, decrypt only what is permitted, mask as decided. With ``required``, a record
         of which nothing is permitted is a 403; otherwise it is skipped (``None``)."""
         if not self.gate.may_process(principal, row.subject_status, purpose):
@@ -541,12 +638,16 @@ class VaultService:
         sealed: dict[str, str] = json.loads(row.sealed)
         present = self._present(spec, clear, sealed)
         decisions = self.policy.decide(principal, action, spec, purpose, present, clear,
-                                       json.loads(row.subject_attributes), row.subject_id)
+                                       json.loads(row.subject_attributes), row.subject_id,
+                                       related=related)
         allowed = {n for n, d in decisions.items() if d.masking is not None}
         if not allowed and present:
             if not required:
                 return None
             reason = denial_reason(decisions)
+            if reason == "condition_failed":
+                # Outside the caller's relationships: as if it did not exist.
+                raise _Unrelated(spec.name, row.id)
             raise Forbidden(f"nothing of record {row.id} is permitted ({reason})", reason=reason)
         plain = {k: v for k, v in clear.items() if k in allowed}
         if sealed.keys() & allowed:

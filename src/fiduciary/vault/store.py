@@ -94,6 +94,14 @@ def record_row(conn: Connection, collection: str, record_id: str, *,
                         {"rid": record_id, "col": collection}).first()
 
 
+def clear_records_of(conn: Connection, subject_id: str, collection: str) -> list[dict[str, Any]]:
+    """The clear (public and internal) fields of a subject's records in a collection: what
+    relationship conditions read. Never a sealed field."""
+    return [json.loads(c) for c in conn.execute(
+        sa.select(records.c.clear).where(records.c.subject_id == subject_id,
+                                         records.c.collection == collection)).scalars()]
+
+
 def record_rows_of(conn: Connection, subject_id: str) -> Sequence[AnyRow]:
     """Every record of a subject (as :func:`record_row`), by collection, age and id."""
     return conn.execute(
