@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
 from anyio import to_thread
 from fastapi import FastAPI
@@ -15,7 +16,7 @@ from fastapi.routing import APIRoute
 
 from fiduciary import __version__, logs
 from fiduciary.api import bench, errors
-from fiduciary.api.middleware import RequestContextMiddleware
+from fiduciary.api.middleware import RequestContextMiddleware, RequestGuard
 from fiduciary.api.routes import admin, audit, auth, ops, privacy, records, subjects
 from fiduciary.config import Settings
 from fiduciary.runtime import Runtime, open_runtime
@@ -25,17 +26,43 @@ def create_app(rt: Runtime | None = None) -> FastAPI:
     """The API over ``rt``; with none, over a runtime opened from ``Settings()`` at startup
     and closed at shutdown."""
     settings = rt.settings if rt is not None else Settings()
+    # Interactive docs only by setting, from local assets (api.docs); /openapi.json always.
     app = FastAPI(title="Fiduciary", version=__version__,
                   description="Customer-data vault for insurers",
-                  lifespan=_lifespan(rt, settings), generate_unique_id_function=_operation_id)
+                  lifespan=_lifespan(rt, settings), generate_unique_id_function=_operation_id,
+                  docs_url=None, redoc_url=None, swagger_ui_oauth2_redirect_url=None)
     app.state.runtime = rt
     errors.install(app)
+    # Added last, runs first: the request context (and its 500s) wraps the input guard.
+    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     for feature in (ops, auth, subjects, records, audit, privacy, admin):
         app.include_router(feature.router)
     if settings.bench_endpoints:
         app.include_router(bench.router)
+    if settings.api_docs:
+        from fiduciary.api import docs  # loaded only when served: it reads the bundle's files
+
+        app.include_router(docs.router(app.title))
+    app.openapi = _with_413(app)  # type: ignore[method-assign]
     return app
+
+
+def _with_413(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """FastAPI's document, plus the 413 that every operation taking a body may answer."""
+    base = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            too_large = {"description": errors.WHEN[413], "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+            for ops in base().get("paths", {}).values():
+                for op in ops.values():
+                    if "requestBody" in op:
+                        op["responses"].setdefault("413", too_large)
+        return app.openapi_schema or base()
+
+    return openapi
 
 
 def _operation_id(route: APIRoute) -> str:

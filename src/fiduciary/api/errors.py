@@ -4,7 +4,9 @@ and never carry a submitted value."""
 from __future__ import annotations
 
 import logging
+import re
 import uuid
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -65,16 +67,18 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-_WHEN = {401: "No usable credential", 403: "Not permitted (`error.reason` says why)",
+#: What each documented error status means.
+WHEN = {401: "No usable credential", 403: "Not permitted (`error.reason` says why)",
          404: "Unknown (or invisible) collection, record, subject or request",
          409: "Integrity failure, or a step the request's state does not allow",
          410: "The subject was erased", 422: "Malformed or rejected input",
+         413: "Request body over the configured size (`FIDUCIARY_MAX_BODY_BYTES`)",
          429: "Too many attempts: retry after `Retry-After` seconds (`rate_limited`)"}
 
 
 def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The ``responses`` of a route: the error statuses it documents, with their body."""
-    return {s: {"model": ErrorBody, "description": _WHEN[s]} for s in statuses}
+    return {s: {"model": ErrorBody, "description": WHEN[s]} for s in statuses}
 
 
 def error_body(code: str, message: str, fields: list[dict[str, str]] | None = None,
@@ -93,9 +97,9 @@ def _domain_response(exc: FiduciaryError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     if isinstance(exc, RateLimited):
         headers = {"Retry-After": str(exc.retry_after)}
-    return JSONResponse(
-        error_body(exc.code, exc.message, [f.as_dict() for f in exc.fields], **extra),
-        status_code=status, headers=headers)
+    fields = [{"field": safe_name(f.field), "reason": f.reason} for f in exc.fields]
+    return JSONResponse(error_body(exc.code, exc.message, fields, **extra),
+                        status_code=status, headers=headers)
 
 
 def install(app: FastAPI) -> None:
@@ -112,27 +116,80 @@ def install(app: FastAPI) -> None:
                 await run_in_threadpool(check)
             except FiduciaryError as refused:
                 return _domain_response(refused)
-        # Pydantic's errors echo the input; keep only where and why.
-        fields = []
-        for err in exc.errors():
-            loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
-            fields.append({"field": ".".join(loc) or "body", "reason": str(err.get("msg"))})
-        return JSONResponse(
-            error_body("invalid_input", "request rejected: malformed body or parameters",
-                       fields), status_code=422)
+        return invalid_input_response(validation_problems(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
+    # No handler for Exception: Starlette would answer from outside the middleware and then
+    # re-raise into the server, which logs a traceback whose messages can quote SQL
+    # parameters. ``api.middleware`` catches every fault instead (``fault_response``).
 
-    @app.exception_handler(Exception)
-    async def _fault(request: Request, exc: Exception) -> JSONResponse:
-        ref = uuid.uuid4().hex[:12]
-        # Type only: a driver's message can quote parameters, and logs must stay value-free.
-        log.error("internal error ref=%s on %s %s: %s", ref, request.method, request.url.path,
-                  type(exc).__name__)
-        return JSONResponse(error_body("internal_error",
-                                       f"internal server error (reference {ref})"),
-                            status_code=500)
+
+# -- validation errors without values ------------------------------------------------------------
+#: Pydantic error types whose whole message names only the rule (bounds, choices, pattern).
+_WHOLE_MESSAGE = frozenset({
+    "missing", "literal_error", "enum", "greater_than", "greater_than_equal", "less_than",
+    "less_than_equal", "multiple_of", "string_too_short", "string_too_long", "too_short",
+    "too_long", "string_pattern_mismatch", "extra_forbidden", "json_invalid", "bool_parsing",
+    "int_parsing", "int_from_float", "float_parsing", "decimal_parsing", "finite_number",
+    "datetime_range",
+})
+_NON_PRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def safe_name(name: str) -> str:
+    """A field name fit to show: submitted keys are names, but never control characters or
+    more than 64 characters of them."""
+    clean = _NON_PRINTABLE.sub("?", name)
+    return clean if len(clean) <= 64 else clean[:63] + "…"
+
+
+def _reason(err: Mapping[str, Any]) -> str:
+    """Why, in pydantic's words without the value: messages of other types can quote part of
+    the input (``found `x` at 3``, ``Value error, …``), so only their first clause is kept."""
+    msg = str(err.get("msg", "invalid"))
+    if err.get("type") not in _WHOLE_MESSAGE:
+        msg = msg.split(",", 1)[0]
+    given = err.get("input")
+    if isinstance(given, str) and len(given) >= 4 and given in msg:
+        return "invalid value"
+    return msg
+
+
+def validation_problems(errors: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """Pydantic's errors as ``{"field", "reason"}``: where and why, never what was sent."""
+    fields = []
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+        fields.append({"field": safe_name(".".join(loc)) or "body", "reason": _reason(err)})
+    return fields
+
+
+def invalid_input_response(fields: list[dict[str, str]]) -> JSONResponse:
+    return JSONResponse(error_body("invalid_input",
+                                   "request rejected: malformed body or parameters", fields),
+                        status_code=422)
+
+
+def not_found_response() -> JSONResponse:
+    return JSONResponse(error_body("not_found", "no such resource"), status_code=404)
+
+
+def too_large_response(limit: int) -> JSONResponse:
+    """413: the body is over ``limit`` bytes. The connection closes: the rest is not read."""
+    return JSONResponse(error_body("payload_too_large",
+                                   f"request body larger than {limit} bytes"),
+                        status_code=413, headers={"Connection": "close"})
+
+
+def fault_response(method: str, path: str, exc: BaseException) -> JSONResponse:
+    """500 for a fault: the log line has the exception's type and a reference, nothing else
+    (a driver's message can quote parameters, and logs stay value-free)."""
+    ref = uuid.uuid4().hex[:12]
+    log.error("internal error ref=%s on %s %s: %s", ref, method,
+              _NON_PRINTABLE.sub("?", path)[:200], type(exc).__name__)
+    return JSONResponse(error_body("internal_error", f"internal server error (reference {ref})"),
+                        status_code=500)

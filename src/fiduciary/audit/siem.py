@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 from collections.abc import Callable
 from datetime import datetime
@@ -27,9 +28,31 @@ def _severity(event: dict[str, Any]) -> tuple[int, int]:
     return 6, 3
 
 
+#: Every control character (C0, DEL, C1) and the Unicode line and paragraph separators: in
+#: an export they could end a line, forge a field or a record, or hide what follows.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_controls(s: str) -> str:
+    """Control characters as visible escapes (``\\n``, ``\\r``, ``\\t``, ``\\u0000``)."""
+    return _CONTROL.sub(lambda m: _NAMED.get(m[0], f"\\u{ord(m[0]):04x}"), s)
+
+
+def _text(v: Any) -> str:
+    return v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
+
+
 def _sd_value(v: Any) -> str:
-    s = v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
-    return s.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
+    # RFC 5424 6.3.3: '"', '\\' and ']' are escaped with a backslash; and no control character
+    # may pass (a line feed would end the message on line-framed transports).
+    s = _text(v).replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
+    return _escape_controls(s)
+
+
+def _printable_ascii(s: str, limit: int) -> str:
+    """RFC 5424 header fields (HOSTNAME, MSGID): PRINTUSASCII only, at most ``limit``."""
+    return "".join(c if "!" <= c <= "~" else "_" for c in s)[:limit] or "-"
 
 
 def syslog(event: dict[str, Any], hostname: str | None = None) -> str:
@@ -43,19 +66,21 @@ def syslog(event: dict[str, Any], hostname: str | None = None) -> str:
               "fields": ",".join(event["fields"]), "requestId": event["request_id"] or "",
               "client": event["client"] or ""}
     sd = "[" + _SD_ID + "".join(f' {k}="{_sd_value(v)}"' for k, v in params.items()) + "]"
-    host = (hostname or socket.gethostname() or "-")[:255]
-    return (f"<{_FACILITY_LOG_AUDIT * 8 + sev}>1 {event['time']} {host} fiduciary - "
-            f"{event['action'][:32]} {sd} {jsonl(event)}")
+    host = _printable_ascii(hostname or socket.gethostname(), 255)
+    # The message is JSON with ASCII escapes: no control character can appear in it.
+    return (f"<{_FACILITY_LOG_AUDIT * 8 + sev}>1 {_printable_ascii(event['time'], 64)} {host} "
+            f"fiduciary - {_printable_ascii(event['action'], 32)} {sd} {jsonl(event)}")
 
 
 def _cef_header(s: str) -> str:
-    return s.replace("\\", "\\\\").replace("|", "\\|")
+    # CEF: '\\' and '|' escaped in the header; no control character may pass.
+    return _escape_controls(s.replace("\\", "\\\\").replace("|", "\\|"))
 
 
 def _cef_ext(v: Any) -> str:
-    s = v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
-    return (s.replace("\\", "\\\\").replace("=", "\\=").replace("\n", "\\n")
-            .replace("\r", "\\r"))
+    # CEF: '\\' and '=' escaped in extension values, newlines as \\n and \\r; every other
+    # control character as \\uXXXX.
+    return _escape_controls(_text(v).replace("\\", "\\\\").replace("=", "\\="))
 
 
 def cef(event: dict[str, Any]) -> str:

@@ -37,6 +37,10 @@ from fiduciary.storage.schema import (
 CHECKPOINT_ACTION = "audit.checkpoint"
 PRUNE_ACTION = "audit.prune"
 _PG_LOCK = 0x46494455  # advisory lock id: one sequencer at a time across servers
+#: Largest sequence number, leaf index or tree size a query may name (SQL BIGINT).
+MAX_SEQ = 2**63 - 1
+#: Most events one page of ``events`` returns.
+MAX_EVENTS_PAGE = 1000
 
 
 def b64(b: bytes) -> str:
@@ -249,8 +253,13 @@ class AuditTrail:
                since: datetime | None = None, until: datetime | None = None,
                limit: int = 100, cursor: int | None = None) -> tuple[list[dict[str, Any]],
                                                                       int | None]:
-        if not 1 <= limit <= 1000:
-            raise InvalidInput("limit out of range", [FieldProblem("limit", "1 to 1000")])
+        problems = []
+        if not 1 <= limit <= MAX_EVENTS_PAGE:
+            problems.append(FieldProblem("limit", f"1 to {MAX_EVENTS_PAGE}"))
+        if cursor is not None and not 0 <= cursor <= MAX_SEQ:
+            problems.append(FieldProblem("cursor", "a next_cursor this API returned"))
+        if problems:
+            raise InvalidInput.from_problems(problems, what="query")
         q = sa.select(audit_events.c.seq, audit_events.c.event, audit_events.c.leaf_index)
         if subject_id:
             q = q.where(audit_events.c.event_id.in_(sa.select(audit_subjects.c.event_id).where(

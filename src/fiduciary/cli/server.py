@@ -79,12 +79,14 @@ def serve(
                                        "empty store and print a fresh API key")] = False,
     subjects: Annotated[int, typer.Option(help="Demo customers for --demo")] = 100,
 ) -> None:
-    """Run the REST API (OpenAPI at /openapi.json, docs at /docs)."""
+    """Run the REST API (OpenAPI at /openapi.json; docs at /docs with FIDUCIARY_API_DOCS or
+    --demo)."""
     # Loaded here, not at the top: the API (FastAPI, pydantic models) adds about a quarter to
     # the start-up of every other command.
     from fiduciary.api.app import create_app
 
-    s = settings(data_dir, host=host, port=port)
+    # A demo is someone trying the API on their own machine: it gets the interactive docs.
+    s = settings(data_dir, host=host, port=port, api_docs=True if demo else None)
     create = demo and not is_initialised(s)
     # The app's lifespan starts the runtime's background work and stops it; closing the runtime
     # (when the server stops) leaves a checkpoint over everything.
@@ -94,13 +96,15 @@ def serve(
         banner = _demo_banner(rt, s.host, s.port, subjects) if demo else []
         logs.configure(s.log_level, s.log_dir)
         application = create_app(rt)
-        out.print(f"Fiduciary listening on http://{s.host}:{s.port} "
-                  f"(docs: http://{s.host}:{s.port}/docs)", highlight=False)
+        docs = f" (docs: http://{s.host}:{s.port}/docs)" if s.api_docs else ""
+        out.print(f"Fiduciary listening on http://{s.host}:{s.port}{docs}", highlight=False)
         for line in banner:
             out.print(line, highlight=False, markup=False)
         sys.stdout.flush()
+        # uvicorn logs through our handlers (log_config=None), whose filter withholds
+        # exception messages; the app answers every fault itself, so uvicorn never sees one.
         uvicorn.run(application, host=s.host, port=s.port, log_config=None,
-                    log_level=s.log_level)
+                    log_level=s.log_level, server_header=False)
 
 
 @commands.command()

@@ -85,6 +85,8 @@ VERIFICATION_METHODS = ("account_login", "email_link", "phone_callback", "id_doc
 UNVERIFIED_TYPES = frozenset(CHOICE_OF_TYPE)
 MAX_TEXT = 2000
 MAX_LIST = 10_000
+#: The furthest horizon ``due_within_days`` may ask about (ten years).
+MAX_DUE_WITHIN_DAYS = 3660
 # A requester's clock may run a little ahead of ours.
 _RECEIPT_SKEW = timedelta(minutes=5)
 
@@ -233,6 +235,11 @@ class DsrService:
         if received.tzinfo is None:
             received = received.replace(tzinfo=UTC)
         problems = []
+        try:
+            received = received.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00:00+14:00 is before the year 1 in UTC
+            problems.append(FieldProblem("received_at", "out of range (years 1 to 9999 in UTC)"))
+            received = now
         if regime not in REGIMES:
             problems.append(FieldProblem("regime", "one of: " + ", ".join(REGIMES)))
         elif type not in TYPES[regime]:
@@ -434,8 +441,8 @@ class DsrService:
         problems = []
         if status is not None and status not in STATUSES:
             problems.append(FieldProblem("status", "one of: " + ", ".join(STATUSES)))
-        if due_within_days is not None and due_within_days < 0:
-            problems.append(FieldProblem("due_within_days", "0 or more"))
+        if due_within_days is not None and not 0 <= due_within_days <= MAX_DUE_WITHIN_DAYS:
+            problems.append(FieldProblem("due_within_days", f"0 to {MAX_DUE_WITHIN_DAYS}"))
         if not 1 <= limit <= MAX_LIST:
             problems.append(FieldProblem("limit", f"1 to {MAX_LIST}"))
         if problems:

@@ -3,7 +3,6 @@ events, signed checkpoints, Merkle proofs. Reading the trail is audited too."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
@@ -12,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from fiduciary.api.deps import Ctx, OneHopRoute, requires
 from fiduciary.api.errors import documented
 from fiduciary.api.models import Timestamp
+from fiduciary.api.params import UtcDateTime
+from fiduciary.audit.trail import MAX_EVENTS_PAGE, MAX_SEQ
 from fiduciary.principal import Permission, Principal
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"], responses=documented(401, 403),
@@ -66,8 +67,10 @@ def _audited(ctx: Ctx, who: Principal, query: str, **details: Any) -> None:
 @router.get("/events", responses=documented(422))
 def list_audit_events(ctx: Auditor, subject_id: str | None = None, record_id: str | None = None,
                       actor: str | None = None, action: str | None = None,
-                      since: datetime | None = None, until: datetime | None = None,
-                      limit: int = 100, cursor: int | None = None) -> AuditEventPage:
+                      since: UtcDateTime | None = None, until: UtcDateTime | None = None,
+                      limit: Annotated[int, Query(ge=1, le=MAX_EVENTS_PAGE)] = 100,
+                      cursor: Annotated[int | None, Query(ge=0, le=MAX_SEQ)] = None,
+                      ) -> AuditEventPage:
     who = ctx.caller()
     filters = {k: v for k, v in {"subject_id": subject_id, "record_id": record_id,
                                  "actor": actor, "action": action}.items() if v}
@@ -88,7 +91,8 @@ def get_audit_checkpoint(ctx: Auditor) -> Checkpoint:
 
 
 @router.get("/proof/inclusion", responses=documented(422))
-def get_inclusion_proof(ctx: Auditor, index: int, size: int) -> InclusionProof:
+def get_inclusion_proof(ctx: Auditor, index: Annotated[int, Query(ge=0, le=MAX_SEQ)],
+                        size: Annotated[int, Query(ge=1, le=MAX_SEQ)]) -> InclusionProof:
     who = ctx.caller()
     proof = ctx.rt.trail.inclusion(index, size)
     _audited(ctx, who, "proof/inclusion", index=index, size=size)
@@ -96,8 +100,10 @@ def get_inclusion_proof(ctx: Auditor, index: int, size: int) -> InclusionProof:
 
 
 @router.get("/proof/consistency", responses=documented(422))
-def get_consistency_proof(ctx: Auditor, size1: Annotated[int, Query(alias="from")],
-                          size2: Annotated[int, Query(alias="to")]) -> ConsistencyProof:
+def get_consistency_proof(ctx: Auditor,
+                          size1: Annotated[int, Query(alias="from", ge=1, le=MAX_SEQ)],
+                          size2: Annotated[int, Query(alias="to", ge=1, le=MAX_SEQ)],
+                          ) -> ConsistencyProof:
     who = ctx.caller()
     proof = ctx.rt.trail.consistency(size1, size2)
     _audited(ctx, who, "proof/consistency", size1=size1, size2=size2)

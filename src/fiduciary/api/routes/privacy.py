@@ -3,7 +3,6 @@ data-subject requests with their access packages."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Response
@@ -13,8 +12,10 @@ from pydantic import BaseModel, Field
 from fiduciary.api.deps import Ctx, OneHopRoute, requires
 from fiduciary.api.errors import documented
 from fiduciary.api.models import Timestamp
+from fiduciary.api.params import UtcDateTime
 from fiduciary.principal import Permission, Principal
 from fiduciary.privacy.consent import entries_as_dict
+from fiduciary.privacy.dsr import MAX_DUE_WITHIN_DAYS, MAX_LIST
 from fiduciary.privacy.dsr import DsrRequest as StoredDsr
 from fiduciary.privacy.ropa import render_html
 
@@ -121,7 +122,7 @@ class NewDsr(BaseModel):
                       "restriction, objection; ccpa: know, delete, correct, "
                       "opt_out_sale_sharing, limit_sensitive")
     regime: str = Field(description="gdpr or ccpa")
-    received_at: datetime = Field(description="When the request reached the insurer (UTC)")
+    received_at: UtcDateTime = Field(description="When the request reached the insurer (UTC)")
     channel: str | None = None
 
 
@@ -193,8 +194,10 @@ def create_dsr(body: NewDsr, ctx: PrivacyOfficer) -> Dsr:
 
 @dsr.get("")
 def list_dsr(ctx: PrivacyOfficer, status: str | None = None, overdue: bool = False,
-             due_within_days: int | None = None, subject_id: str | None = None,
-             limit: int = 1000) -> DsrList:
+             due_within_days: Annotated[int | None, Query(
+                 ge=0, le=MAX_DUE_WITHIN_DAYS)] = None,
+             subject_id: str | None = None,
+             limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 1000) -> DsrList:
     """By due date."""
     ctx.caller()
     now = ctx.rt.clock.now()

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from fiduciary.api.deps import Context, OneHopRoute
 from fiduciary.api.errors import documented
 from fiduciary.api.models import PurposeParam, Record, RecordList
+from fiduciary.vault.service import MAX_SEARCH_LIMIT
 
 router = APIRouter(responses=documented(401, 403), route_class=OneHopRoute)
 _RECORDS = "/v1/collections/{collection}/records"
@@ -27,7 +28,7 @@ class UpdateRecord(BaseModel):
 
 class SearchRequest(BaseModel):
     where: dict[str, Any] = Field(description="field: value, all must match (equality)")
-    limit: int = 100
+    limit: int = Field(100, ge=1, le=MAX_SEARCH_LIMIT)
 
 
 class Purpose(BaseModel):
