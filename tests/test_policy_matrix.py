@@ -200,9 +200,10 @@ def test_policy_matrix(rt: Runtime, clock: FixedClock, client: TestClient) -> No
                     if not allowed:
                         reasons = {m for kind, m in want.values()}
                         reason = next(p for p in PRIORITY if p in reasons)
-                        # Outside the caller's relationships, a record does not exist.
-                        status, code = ((404, "record_not_found") if reason == "condition_failed"
-                                        else (403, reason))
+                        # Outside the caller's relationships (a condition fails for any
+                        # field), a record does not exist, whatever the other reasons.
+                        status, code = ((404, "record_not_found")
+                                        if "condition_failed" in reasons else (403, reason))
                         err = r.json().get("error", {})
                         if r.status_code != status or code not in (err.get("reason"),
                                                                    err.get("code")):

@@ -84,7 +84,8 @@ def _hidden_unless_related(spec: CollectionSpec, record_id: str) -> Iterator[Non
     try:
         yield
     except Forbidden as exc:
-        if exc.reason == "condition_failed":
+        if exc.reason == "condition_failed" or any(
+                f.reason == "condition_failed" for f in exc.fields):
             raise _Unrelated(spec.name, record_id) from None
         raise
 
@@ -351,9 +352,10 @@ class VaultService:
             changing = {**values, **dict.fromkeys(removed)}
             after = {k: v for k, v in {**clear, **changing}.items() if v is not None}
             with _hidden_unless_related(spec, record_id):
-                for state in (clear, after):
-                    self._require_write(principal, spec, purpose, changing, state, attributes,
-                                        row.subject_id, related)
+                self._require_write(principal, spec, purpose, changing, clear, attributes,
+                                    row.subject_id, related)
+            self._require_write(principal, spec, purpose, changing, after, attributes,
+                                row.subject_id, related)
             cipher = self.keys.cipher_for(row.subject_id)
             sealed: dict[str, str] = json.loads(row.sealed)
             new_clear, new_sealed = self.codec.seal(spec, record_id, cipher, values)
@@ -644,10 +646,11 @@ class VaultService:
         if not allowed and present:
             if not required:
                 return None
-            reason = denial_reason(decisions)
-            if reason == "condition_failed":
-                # Outside the caller's relationships: as if it did not exist.
+            if any(d.reason == "condition_failed" for d in decisions.values()):
+                # Outside the caller's relationships: as if it did not exist, whatever else
+                # the fields' reasons would have told.
                 raise _Unrelated(spec.name, row.id)
+            reason = denial_reason(decisions)
             raise Forbidden(f"nothing of record {row.id} is permitted ({reason})", reason=reason)
         plain = {k: v for k, v in clear.items() if k in allowed}
         if sealed.keys() & allowed:

@@ -1,0 +1,214 @@
+"""Issue 10, findings 1-3, replayed as the low-role insider would try them: an adjuster
+reaching claims that are not theirs, an agent reaching another region, and searches that
+would recover what the role only sees masked. Every attempt must fail, and a record outside
+the caller's relationships must look exactly like one that does not exist."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from fiduciary.clock import FixedClock
+from fiduciary.principal import SYSTEM
+from fiduciary.runtime import Runtime
+from tests.conftest import make_staff
+
+SSN = "078-05-1120"
+DOB = "1970-05-17"
+CH = "claims_handling"
+
+
+def customer(rt: Runtime, region: str, *, adjuster: str, claim: str, restricted: bool = False,
+             vip: bool = False) -> dict[str, str]:
+    """A customer with a policy, a vehicle, a payment method, a claim on the policy, a note
+    and a medical record on the claim."""
+    v = rt.vault
+    s = v.create_subject(SYSTEM).id
+
+    def add(collection: str, data: dict[str, Any], purpose: str = "legal_obligation") -> str:
+        return v.create_record(SYSTEM, collection, s, data, purpose).id
+
+    ids = {"subject": s}
+    ids["person"] = add("persons", {"first_name": "Vera", "last_name": f"Ortiz-{claim}",
+                                    "national_id": SSN, "date_of_birth": DOB,
+                                    "email": f"{claim.lower()}@example.org", "region": region,
+                                    "vip": vip})
+    policy = f"POL-{claim}"
+    ids["policy"] = add("policies", {"policy_number": policy, "product": "auto",
+                                     "status": "active", "start_date": "2025-01-01",
+                                     "premium": "1200.00"})
+    ids["vehicle"] = add("vehicles", {"vin": "1HGCM82633A004352", "make": "Honda",
+                                      "policy_number": policy})
+    ids["payment"] = add("payment_methods", {"kind": "bank_account", "iban":
+                                             "DE89370400440532013000"})
+    ids["claim"] = add("claims", {"claim_number": claim, "policy_number": policy,
+                                  "status": "open", "loss_date": "2026-01-03",
+                                  "assigned_adjuster": adjuster, "restricted": restricted,
+                                  "description": "Water came through the ceiling"}, CH)
+    ids["note"] = add("claim_notes", {"claim_number": claim, "author": adjuster,
+                                      "note": "Spoke to the claimant about the leak"}, CH)
+    ids["medical"] = add("medical_records", {"claim_number": claim, "primary_icd_code": "S72.001A",
+                                             "treatment": "Hip surgery"}, CH)
+    return ids
+
+
+def url(collection: str, record_id: str, purpose: str) -> str:
+    return f"/v1/collections/{collection}/records/{record_id}?purpose={purpose}"
+
+
+def assert_absent(r: Any, record_id: str) -> None:
+    """Exactly the answer for a record that does not exist, and no value."""
+    assert r.status_code == 404, r.text
+    assert r.json()["error"]["code"] == "record_not_found"
+    for value in (SSN, "S72", "Hip surgery", "Water", "leak", "Ortiz"):
+        assert value not in r.text
+
+
+@pytest.fixture
+def world(rt: Runtime) -> dict[str, dict[str, str]]:
+    return {
+        "mine": customer(rt, "west", adjuster="adj", claim="CLM-1"),
+        "theirs": customer(rt, "northeast", adjuster="other.adj", claim="CLM-2"),
+        "restricted": customer(rt, "west", adjuster="adj", claim="CLM-3", restricted=True),
+    }
+
+
+def test_adjuster_reaches_only_the_files_of_claims_assigned_to_them(
+        rt: Runtime, clock: FixedClock, world: dict[str, dict[str, str]]) -> None:
+    adj = make_staff(rt, clock, "adj", ["claims_adjuster"]).client
+    mine = world["mine"]
+    for collection, key in (("claims", "claim"), ("claim_notes", "note"),
+                            ("medical_records", "medical"), ("persons", "person"),
+                            ("policies", "policy"), ("vehicles", "vehicle")):
+        assert adj.get(url(collection, mine[key], CH)).status_code == 200, collection
+    for other in ("theirs", "restricted"):
+        for collection, key in (("claims", "claim"), ("claim_notes", "note"),
+                                ("medical_records", "medical"), ("persons", "person"),
+                                ("policies", "policy"), ("vehicles", "vehicle")):
+            assert_absent(adj.get(url(collection, world[other][key], CH)),
+                          world[other][key])
+        # Their subject's record list holds nothing of theirs either.
+        r = adj.get(f"/v1/subjects/{world[other]['subject']}/records?purpose={CH}")
+        assert r.status_code == 200 and r.json()["items"] == []
+    # An unknown record and an unrelated one cannot be told apart.
+    ghost = adj.get(url("medical_records", "00000000-0000-4000-8000-000000000000", CH))
+    theirs = adj.get(url("medical_records", world["theirs"]["medical"], CH))
+    assert ghost.json()["error"].keys() == theirs.json()["error"].keys()
+    assert ghost.json()["error"]["code"] == theirs.json()["error"]["code"]
+
+
+def test_adjuster_cannot_rewrite_or_forge_notes(
+        rt: Runtime, clock: FixedClock, world: dict[str, dict[str, str]]) -> None:
+    adj = make_staff(rt, clock, "adj", ["claims_adjuster"]).client
+    theirs = world["theirs"]["note"]
+    r = adj.patch(url("claim_notes", theirs, CH), json={"data": {"note": "rewritten"}})
+    assert_absent(r, theirs)
+    stored = rt.vault.get_record(SYSTEM, "claim_notes", theirs, "legal_obligation")
+    assert stored.data["note"] == "Spoke to the claimant about the leak"
+    # On their own claim, a note signed with another adjuster's name is refused.
+    forged = adj.post(f"/v1/collections/claim_notes/records?purpose={CH}", json={
+        "subject_id": world["mine"]["subject"],
+        "data": {"claim_number": "CLM-1", "author": "other.adj", "note": "approved by me"}})
+    assert forged.status_code == 403 and forged.json()["error"]["reason"] == "condition_failed"
+    own = adj.post(f"/v1/collections/claim_notes/records?purpose={CH}", json={
+        "subject_id": world["mine"]["subject"],
+        "data": {"claim_number": "CLM-1", "author": "adj", "note": "called back"}})
+    assert own.status_code == 201, own.text
+    # Nor can an own note be re-signed afterwards, or a claim handed to someone else.
+    resign = adj.patch(url("claim_notes", own.json()["id"], CH),
+                       json={"data": {"author": "other.adj"}})
+    assert resign.status_code == 403
+    handover = adj.patch(url("claims", world["mine"]["claim"], CH),
+                         json={"data": {"assigned_adjuster": "other.adj"}})
+    assert handover.status_code == 403
+
+
+def test_adjuster_search_finds_only_related_customers(
+        rt: Runtime, clock: FixedClock, world: dict[str, dict[str, str]]) -> None:
+    adj = make_staff(rt, clock, "adj", ["claims_adjuster"]).client
+    for region in ("west", "northeast"):
+        r = adj.post(f"/v1/collections/persons/search?purpose={CH}",
+                     json={"where": {"region": region}, "limit": 1000})
+        assert r.status_code == 200
+        found = {i["subject_id"] for i in r.json()["items"]}
+        assert found <= {world["mine"]["subject"]}
+    r = adj.post(f"/v1/collections/claim_notes/search?purpose={CH}",
+                 json={"where": {"claim_number": "CLM-2"}})
+    assert r.status_code == 200 and r.json()["items"] == []
+
+
+def test_agent_reaches_only_their_region(
+        rt: Runtime, clock: FixedClock, world: dict[str, dict[str, str]]) -> None:
+    agent = make_staff(rt, clock, "agent", ["call_center_agent"], regions=["west"]).client
+    theirs = world["theirs"]
+    for collection, key, purpose in (("persons", "person", "customer_service"),
+                                     ("policies", "policy", "customer_service"),
+                                     ("claims", "claim", "customer_service"),
+                                     ("payment_methods", "payment", "billing")):
+        assert_absent(agent.get(url(collection, theirs[key], purpose)), theirs[key])
+    assert agent.get(url("policies", world["mine"]["policy"], "customer_service")
+                     ).status_code == 200
+    # A restricted claim in their own region stays out of reach too.
+    assert_absent(agent.get(url("claims", world["restricted"]["claim"], "customer_service")),
+                  world["restricted"]["claim"])
+
+
+def test_search_cannot_unmask_what_the_role_sees_masked(
+        rt: Runtime, clock: FixedClock, world: dict[str, dict[str, str]]) -> None:
+    agent = make_staff(rt, clock, "agent", ["call_center_agent"], regions=["west"]).client
+    # The agent sees the year of birth only, and a partial SSN: guessing either by search
+    # is refused outright, right or wrong guess alike.
+    for where in ({"date_of_birth": DOB}, {"date_of_birth": "1970-01-01"},
+                  {"national_id": SSN}, {"last_name": "Ortiz-CLM-1", "national_id": SSN}):
+        r = agent.post("/v1/collections/persons/search?purpose=customer_service",
+                       json={"where": where})
+        assert r.status_code == 403, where
+        assert r.json()["error"]["reason"] == "search_not_permitted"
+        assert SSN not in r.text and DOB not in r.text
+    adj = make_staff(rt, clock, "adj", ["claims_adjuster"]).client
+    for field, value in (("national_id", SSN), ("passport_number", "X1234567")):
+        r = adj.post(f"/v1/collections/persons/search?purpose={CH}",
+                     json={"where": {field: value}})
+        assert r.status_code == 403 and r.json()["error"]["reason"] == "search_not_permitted"
+    # What the agent sees in clear, they may search by.
+    ok = agent.post("/v1/collections/persons/search?purpose=customer_service",
+                    json={"where": {"email": "clm-1@example.org"}})
+    assert ok.status_code == 200 and len(ok.json()["items"]) == 1
+    # Refusals are on the trail for whoever reviews them.
+    refusals = [e for e in rt.trail.events(action="record.search", limit=1000)[0]
+                if e["event"]["reason"] == "search_not_permitted"]
+    assert len(refusals) == 6
+
+
+def test_a_vip_is_not_found_by_a_value_the_role_sees_masked(
+        rt: Runtime, clock: FixedClock) -> None:
+    vip = customer(rt, "west", adjuster="adj", claim="CLM-9", vip=True)
+    agent = make_staff(rt, clock, "agent", ["call_center_agent"], regions=["west"]).client
+    # Email is clear for the agent, but masked on a VIP: the search must not confirm it.
+    r = agent.post("/v1/collections/persons/search?purpose=customer_service",
+                   json={"where": {"email": "clm-9@example.org"}})
+    assert r.status_code == 200 and r.json()["items"] == []
+    assert agent.get(url("persons", vip["person"], "customer_service")).status_code == 200
+
+
+def test_staff_searches_are_rate_limited(rt: Runtime, clock: FixedClock,
+                                         client: TestClient) -> None:
+    customer(rt, "west", adjuster="adj", claim="CLM-1")
+    agent = make_staff(rt, clock, "agent", ["call_center_agent"], regions=["west"]).client
+    limit = rt.policy.pack.settings.search_per_minute
+    body = {"where": {"region": "west"}}
+    path = "/v1/collections/persons/search?purpose=customer_service"
+    for _ in range(limit):
+        assert agent.post(path, json=body).status_code == 200
+    refused = agent.post(path, json=body)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["reason"] == "rate_limited"
+    assert int(refused.headers["Retry-After"]) >= 1
+    # An integration's API key is not a person: no staff limit applies.
+    for _ in range(3):
+        assert client.post(path, json=body).status_code == 200
+    # The window slides.
+    clock.advance(minutes=2)
+    assert agent.post(path, json=body).status_code == 200
