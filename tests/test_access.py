@@ -189,8 +189,12 @@ def test_admin_has_no_customer_data(rt: Runtime, clock: FixedClock, settings: Se
     assert admin.get(f"/v1/subjects/{subject}/records?purpose=legal_obligation"
                      ).status_code == 403
     assert admin.get("/v1/admin/users").status_code == 200
+    # A data role through the API is a proposal, and the creator never sees a secret.
     made = admin.post("/v1/admin/users", json={"username": "zed", "roles": ["actuary"]})
-    assert made.status_code == 201 and "totp_secret" in made.json()
+    assert made.status_code == 202 and made.json()["status"] == "pending"
+    assert "totp_secret" not in made.json() and "enrolment_code" not in made.json()
+    made = admin.post("/v1/admin/users", json={"username": "zoe", "roles": ["admin"]})
+    assert made.status_code == 201 and "enrolment_code" not in made.json()
     # Separation of duties holds for an admin *user* too: no break-glass into customer data.
     admin_user = make_staff(rt, clock, "root.admin", ["admin"]).client
     r = admin_user.post("/v1/auth/break-glass", json={

@@ -59,7 +59,7 @@ def test_every_operation_leaves_exactly_one_event_without_values(
     seen = actions(rt)
     for action in ("subject.create", "record.create", "record.search",
                    "subject.records", "record.update", "record.delete", "user.create",
-                   "auth.login", "auth.mfa_enrolled", "auth.password_change"):
+                   "auth.login", "auth.mfa_enrolled", "auth.enrol"):
         assert seen[action] == 1, (action, seen)
     assert seen["record.read"] == 2  # the service's read and the agent's refused one
     rows = table_rows(rt, "audit_events")

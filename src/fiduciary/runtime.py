@@ -14,9 +14,11 @@ import sqlalchemy as sa
 from argon2 import PasswordHasher
 
 from fiduciary.access import ApiKeyService
+from fiduciary.access.approvals import ApprovalService
 from fiduciary.access.passwords import Passwords
 from fiduciary.access.policy import PolicyEngine, load_policy
 from fiduciary.access.reviews import AccessReviewService
+from fiduciary.access.throttle import LoginThrottle
 from fiduciary.access.users import UserService
 from fiduciary.audit.events import AuditLog
 from fiduciary.audit.trail import AuditTrail
@@ -66,6 +68,7 @@ class Runtime:
     retention: RetentionService
     packager: AccessPackager
     ropa: RopaService
+    approvals: ApprovalService
     clock: Clock = field(default_factory=SystemClock)
     _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _threads: list[threading.Thread] = field(default_factory=list, init=False, repr=False)
@@ -150,11 +153,17 @@ def open_runtime(settings: Settings, *, create: bool = False,
     # Consent-based purposes (marketing) are decided against the ledger.
     policy = PolicyEngine(pack, datamap, consent=consent)
     passwords = Passwords(pack.settings.password_min_length, PasswordHasher(
-        time_cost=settings.argon2_time_cost, memory_cost=settings.argon2_memory_kib))
-    users = UserService(db, clock, keyring, policy, audit, passwords)
+        time_cost=settings.argon2_time_cost, memory_cost=settings.argon2_memory_kib),
+        concurrency=settings.password_hash_concurrency)
+    throttle = LoginThrottle(settings.login_rate_per_client, settings.login_rate_global,
+                             settings.login_rate_window_seconds)
+    users = UserService(db, clock, keyring, policy, audit, passwords, throttle=throttle,
+                        enrolment_hours=settings.enrolment_code_hours)
     vault = VaultService(db, datamap, keyring, clock, policy, audit, keys,
                          break_glass_log=users.record_break_glass_use, gate=PrivacyGate())
-    api_keys = ApiKeyService(db, clock, policy, audit)
+    api_keys = ApiKeyService(db, clock, policy, audit, settings.api_key_default_days,
+                             settings.api_key_max_days)
+    approvals = ApprovalService(db, clock, audit, policy, users, api_keys)
     reviews = AccessReviewService(db, clock, policy, users, api_keys)
     trail = AuditTrail(db, keyring, clock, audit, settings.audit_checkpoint_events,
                        settings.audit_checkpoint_seconds)
@@ -172,7 +181,7 @@ def open_runtime(settings: Settings, *, create: bool = False,
     _record_configuration(db, audit, datamap, policy)
     return Runtime(settings, datamap, db, keyring, vault, api_keys, users, policy, reviews,
                    audit, trail, consent, dsr, holds, restriction, eraser, retention, packager,
-                   ropa, clock)
+                   ropa, approvals, clock)
 
 
 def _record_configuration(db: Database, audit: AuditLog, datamap: DataMap,

@@ -15,17 +15,22 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from fiduciary.access.policy import ACTIONS, PolicyEngine
-from fiduciary.audit.events import AuditLog
-from fiduciary.clock import Clock
+from fiduciary.audit.events import AuditLog, audit_actor
+from fiduciary.clock import Clock, iso
 from fiduciary.errors import FieldProblem, InvalidInput, NotFound, Unauthenticated
 from fiduciary.principal import Principal
 from fiduciary.storage import Database
 from fiduciary.storage.schema import api_keys
 
 PREFIX = "fdy"
-_KEY_ID = re.compile(r"^[0-9a-f]{16}$")
+#: Lifetime bounds (days) when the runtime gives none (settings ``api_key_default_days`` and
+#: ``api_key_max_days``).
+DEFAULT_DAYS = 365
+MAX_DAYS = 730
+_KEY_ID = re.compile(r"^[0-9a-f]{16}\Z")
 DEFAULT_ROLE = "service"
 
 
@@ -39,15 +44,20 @@ class ApiKey:
     revoked_at: datetime | None
     scopes: tuple[str, ...] | None = None
     last_used_at: datetime | None = None
+    #: The approval the key waits for (None: in force, or never needed one).
+    approval_id: str | None = None
 
     @classmethod
     def from_row(cls, r: Any) -> ApiKey:
         return cls(r.id, r.name, r.role, r.created_at, r.expires_at, r.revoked_at,
-                   tuple(json.loads(r.scopes)) if r.scopes else None, r.last_used_at)
+                   tuple(json.loads(r.scopes)) if r.scopes else None, r.last_used_at,
+                   r.approval_id)
 
     def state(self, now: datetime) -> str:
         if self.revoked_at:
             return "revoked"
+        if self.approval_id:
+            return "pending_approval"
         if self.expires_at and self.expires_at <= now:
             return "expired"
         return "active"
@@ -57,19 +67,28 @@ def _hash(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
+def _actor(by: Principal | None) -> Principal | None:
+    """The principal an admin event names: None (the CLI operator) for the CLI."""
+    return None if by is None else audit_actor(by)
+
+
 class ApiKeyService:
     def __init__(self, db: Database, clock: Clock, policy: PolicyEngine,
-                 audit: AuditLog) -> None:
+                 audit: AuditLog, default_days: int = DEFAULT_DAYS,
+                 max_days: int = MAX_DAYS) -> None:
         self.db = db
         self.audit = audit
         self.clock = clock
         self.policy = policy
+        self.default_days = default_days
+        self.max_days = max(max_days, 1)
 
-    def create(self, name: str, role: str = DEFAULT_ROLE, expires_in: timedelta | None = None,
-               scopes: list[str] | None = None) -> tuple[ApiKey, str]:
-        """Create a key; returns it and the token, which is never retrievable again."""
+    def check(self, name: str, role: str, days: int | None = None,
+              scopes: list[str] | None = None) -> None:
+        """What a new key needs: a name, a known role, known scopes and a lifetime within
+        the bounds (``days`` None: the default)."""
         problems = []
-        if not name or len(name) > 128:
+        if not isinstance(name, str) or not name or len(name) > 128:
             problems.append(FieldProblem("name", "1 to 128 characters"))
         if role not in self.policy.pack.roles:
             problems.append(FieldProblem("role", f"unknown role (known: "
@@ -78,25 +97,55 @@ class ApiKeyService:
         if bad_scopes:
             problems.append(FieldProblem("scope", f"unknown scope(s) {', '.join(bad_scopes)} "
                                                   f"(known: {', '.join(ACTIONS)})"))
-        if expires_in is not None and expires_in.total_seconds() <= 0:
-            problems.append(FieldProblem("expires", "must be in the future"))
+        if days is not None and (isinstance(days, bool) or not isinstance(days, int)
+                                 or not 1 <= days <= self.max_days):
+            # 0 or a negative or absurd number is never "no expiry".
+            problems.append(FieldProblem("days", f"1 to {self.max_days}"))
         if problems:
             raise InvalidInput.from_problems(problems, "API key")
+
+    def create(self, name: str, role: str = DEFAULT_ROLE, days: int | None = None,
+               scopes: list[str] | None = None, *, by: Principal | None = None,
+               authority: dict[str, Any] | None = None) -> tuple[ApiKey, str]:
+        """Create a key; returns it and the token, which is never retrievable again. Every
+        key expires: after ``days`` (at most the maximum), or after the default."""
+        with self.db.write() as conn:
+            return self.create_in(conn, name, role, days, scopes, by=by, authority=authority)
+
+    def create_in(self, conn: Connection, name: str, role: str = DEFAULT_ROLE,
+                  days: int | None = None, scopes: list[str] | None = None, *,
+                  by: Principal | None = None, authority: dict[str, Any] | None = None,
+                  approval_id: str | None = None) -> tuple[ApiKey, str]:
+        """As :meth:`create`, in the caller's transaction. With ``approval_id`` the key
+        authenticates only once that approval is granted (:meth:`activate_in`)."""
+        self.check(name, role, days, scopes)
         key_id = secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)
         now = self.clock.now()
-        key = ApiKey(key_id, name, role, now, now + expires_in if expires_in else None, None,
-                     tuple(scopes) if scopes else None)
-        with self.db.write() as conn:
-            conn.execute(api_keys.insert(), [{
-                "id": key.id, "name": key.name, "role": key.role, "secret_hash": _hash(secret),
-                "created_at": key.created_at, "expires_at": key.expires_at,
-                "scopes": json.dumps(list(key.scopes)) if key.scopes else None,
-            }])
-            self.audit.append(conn, self.audit.event(
-                None, "apikey.create", details={"key_id": key.id, "name": name, "role": role,
-                                                "scopes": list(key.scopes or [])}))
+        lifetime = timedelta(days=days if days is not None else min(self.default_days,
+                                                                    self.max_days))
+        expires = now + lifetime
+        key = ApiKey(key_id, name, role, now, expires, None,
+                     tuple(scopes) if scopes else None, None, approval_id)
+        conn.execute(api_keys.insert(), [{
+            "id": key.id, "name": key.name, "role": key.role, "secret_hash": _hash(secret),
+            "created_at": key.created_at, "expires_at": key.expires_at,
+            "scopes": json.dumps(list(key.scopes)) if key.scopes else None,
+            "approval_id": approval_id,
+        }])
+        self.audit.append(conn, self.audit.event(
+            _actor(by), "apikey.create",
+            details={"key_id": key.id, "name": name, "role": role,
+                     "scopes": list(key.scopes or []), "expires_at": iso(expires),
+                     **(authority or {"authority": "operator"})}))
         return key, f"{PREFIX}_{key_id}_{secret}"
+
+    def activate_in(self, conn: Connection, key_id: str, approval_id: str) -> bool:
+        """The key waiting for this approval starts to authenticate."""
+        done = conn.execute(api_keys.update().where(
+            api_keys.c.id == key_id, api_keys.c.approval_id == approval_id,
+            api_keys.c.revoked_at.is_(None)).values(approval_id=None))
+        return done.rowcount == 1
 
     def authenticate(self, token: str | None) -> Principal:
         # One message for every failure: a caller learns nothing about which keys exist.
@@ -128,8 +177,8 @@ class ApiKeyService:
             rows = conn.execute(sa.select(api_keys).order_by(api_keys.c.created_at)).all()
         return [ApiKey.from_row(r) for r in rows]
 
-    def revoke(self, key_id: str) -> None:
-        if not _KEY_ID.match(key_id):
+    def revoke(self, key_id: str, by: Principal | None = None) -> None:
+        if not isinstance(key_id, str) or not _KEY_ID.match(key_id):
             raise NotFound(f"API key {key_id} not found", code="api_key_not_found")
         with self.db.write() as conn:
             done = conn.execute(
@@ -139,5 +188,5 @@ class ApiKeyService:
                 exists = conn.execute(sa.select(api_keys.c.id).where(api_keys.c.id == key_id))
                 if exists.first() is None:
                     raise NotFound(f"API key {key_id} not found", code="api_key_not_found")
-            self.audit.append(conn, self.audit.event(None, "apikey.revoke",
+            self.audit.append(conn, self.audit.event(_actor(by), "apikey.revoke",
                                                      details={"key_id": key_id}))

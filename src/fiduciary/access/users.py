@@ -1,7 +1,18 @@
-"""Staff users, sessions, MFA, lockout, training and break-glass.
+"""Staff users, enrolment, sessions, MFA, lockout, training and break-glass.
 
 Login answers one message for an unknown user, a wrong password and a wrong code; failures
 are counted per username whether or not it exists, so lockout tells nothing either.
+
+Races: a login hashes the password (Argon2id, behind the hashing semaphore) outside any
+transaction, then settles in one write transaction that locks the username's failure row
+(``SELECT … FOR UPDATE`` on PostgreSQL; SQLite's write transaction holds the database lock):
+the lock state is read again there, a failure is counted there, and the TOTP step is moved
+forward by an update that only succeeds if it is still ahead. So N parallel wrong passwords
+count N (and lock at the threshold) and one TOTP code opens one session.
+
+Nobody who creates a user sees its secrets: a new user gets a one-time enrolment code (the
+operator's CLI prints it; through the API it is never shown to the proposer or approver) and
+enrols itself — password, TOTP secret, recovery codes — with ``enrol``.
 """
 
 from __future__ import annotations
@@ -9,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -17,11 +29,13 @@ from typing import Any
 
 import pyotp
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from fiduciary.access.passwords import Passwords
 from fiduciary.access.policy import PolicyEngine, PolicySettings
-from fiduciary.audit.events import AuditLog
+from fiduciary.access.throttle import LoginThrottle
+from fiduciary.audit.events import AuditLog, audit_actor, request_context
 from fiduciary.clock import Clock
 from fiduciary.crypto.aead import DecryptionError, associated_data, open_sealed, seal
 from fiduciary.crypto.keyring import Keyring
@@ -32,12 +46,14 @@ from fiduciary.errors import (
     NotFound,
     Reason,
     Unauthenticated,
+    WorkflowConflict,
 )
 from fiduciary.principal import Principal
 from fiduciary.storage import Database
 from fiduciary.storage.schema import (
     break_glass_grants,
     break_glass_uses,
+    enrolments,
     login_failures,
     recovery_codes,
     sessions,
@@ -47,7 +63,14 @@ from fiduciary.storage.schema import (
 
 SESSION_PREFIX = "fds_"
 RECOVERY_CODES = 10
+ENROLMENT_HOURS = 72
 _TOUCH_SECONDS = 30  # last_seen is refreshed at most this often: idle timeout, not a hot write
+#: The password hash of a user who has not enrolled (or must enrol again): matches nothing.
+UNUSABLE_PASSWORD = "!"  # noqa: S105 (a marker, not a password)
+#: Usernames: ASCII letters, digits, ``.``, ``_``, ``-`` (no look-alike characters).
+USERNAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_LOGIN_FAILED = "invalid username, password or code"
+_ENROL_FAILED = "invalid username or enrolment code"
 
 
 @dataclass(frozen=True)
@@ -61,20 +84,30 @@ class User:
     last_login_at: datetime | None
     mfa_enrolled_at: datetime | None
     must_change_password: bool
+    #: False until the user has enrolled (chosen a password, received a TOTP secret).
+    enrolled: bool = True
 
     @classmethod
     def from_row(cls, r: Any) -> User:
         return cls(r.id, r.username, tuple(json.loads(r.roles)), tuple(json.loads(r.regions)),
                    r.disabled_at, r.created_at, r.last_login_at, r.mfa_enrolled_at,
-                   bool(r.must_change_password))
+                   bool(r.must_change_password), r.password_hash != UNUSABLE_PASSWORD)
 
 
 @dataclass(frozen=True)
-class NewCredentials:
-    """Shown once: the one-time password, the TOTP secret and URI, the recovery codes."""
+class NewUser:
+    """A created user; the enrolment code is shown once (None: not issued to this caller)."""
 
     user: User
-    password: str
+    enrolment_code: str | None
+    enrolment_expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    """What enrolment hands the user, once: the TOTP secret and URI, the recovery codes."""
+
+    username: str
     totp_secret: str
     totp_uri: str
     recovery_codes: list[str]
@@ -104,18 +137,34 @@ class BreakGlassGrant:
     reviewed_at: datetime | None
 
 
+def valid_username(username: str) -> bool:
+    return isinstance(username, str) and USERNAME.fullmatch(username) is not None
+
+
 def _plausible_username(username: str) -> bool:
-    return 0 < len(username) <= 64 and all(c.isalnum() or c in "._-@" for c in username)
+    # Logins also accept ``@``: usernames created before the rule may hold one.
+    return 0 < len(username) <= 64 and all(c.isascii() and (c.isalnum() or c in "._-@")
+                                           for c in username)
 
 
 def _sha(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
+def _same(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+def _actor(by: Principal | None) -> Principal | None:
+    """The principal an admin event names: None (the CLI operator) for the CLI."""
+    return None if by is None else audit_actor(by)
+
+
 class UserService:
     def __init__(self, db: Database, clock: Clock, keyring: Keyring, policy: PolicyEngine,
                  audit: AuditLog, passwords: Passwords | None = None,
-                 issuer: str = "Fiduciary") -> None:
+                 issuer: str = "Fiduciary", throttle: LoginThrottle | None = None,
+                 enrolment_hours: int = ENROLMENT_HOURS) -> None:
         self.db = db
         self.audit = audit
         self.clock = clock
@@ -123,44 +172,57 @@ class UserService:
         self.settings: PolicySettings = policy.pack.settings
         self.passwords = passwords or Passwords(self.settings.password_min_length)
         self.issuer = issuer
+        self.throttle = throttle or LoginThrottle(30, 300, 60.0)
+        self.enrolment_hours = enrolment_hours
         self._totp_key = keyring.derive_key("credentials/totp")
         self._pepper = keyring.derive_key("credentials/recovery-codes")
+        self._enrol_key = keyring.derive_key("credentials/enrolment-codes")
 
     # -- administration ------------------------------------------------------------------------
-    def _check_roles(self, roles: list[str]) -> None:
+    def check_roles(self, roles: list[str]) -> None:
         unknown = [r for r in roles if r not in self.policy.pack.roles]
         if not roles or unknown:
             raise InvalidInput(
                 "unknown or missing role(s): " + ", ".join(unknown or ["(none)"]),
                 [FieldProblem("role", f"known roles: {', '.join(self.policy.pack.roles)}")])
 
-    def create(self, username: str, roles: list[str], regions: list[str] | None = None
-               ) -> NewCredentials:
-        if not _plausible_username(username):
+    def check_new(self, conn: Connection, username: str, roles: list[str]) -> None:
+        """What creating this user needs: a valid, free username and known roles."""
+        if not valid_username(username):
             raise InvalidInput("invalid username", [FieldProblem(
-                "username", "1 to 64 letters, digits or . _ - @")])
-        self._check_roles(roles)
-        password = secrets.token_urlsafe(18)
-        totp_secret = pyotp.random_base32()
+                "username", "1 to 64 ASCII letters, digits or . _ -")])
+        self.check_roles(roles)
+        if conn.execute(sa.select(users.c.id).where(users.c.username == username)).first():
+            raise InvalidInput(f"user {username} already exists",
+                               [FieldProblem("username", "already exists")])
+
+    def create(self, username: str, roles: list[str], regions: list[str] | None = None, *,
+               by: Principal | None = None, issue_code: bool = True,
+               authority: dict[str, Any] | None = None) -> NewUser:
+        """Create a user at once (the operator's CLI; an approved or data-free API request).
+        With ``issue_code`` the one-time enrolment code is returned, to be shown once."""
+        with self.db.write() as conn:
+            return self.create_in(conn, username, roles, regions, by=by, issue_code=issue_code,
+                                  authority=authority)
+
+    def create_in(self, conn: Connection, username: str, roles: list[str],
+                  regions: list[str] | None = None, *, by: Principal | None = None,
+                  issue_code: bool = True, authority: dict[str, Any] | None = None) -> NewUser:
+        self.check_new(conn, username, roles)
         now = self.clock.now()
         user_id = str(uuid.uuid4())
-        codes = [secrets.token_hex(5) for _ in range(RECOVERY_CODES)]
-        with self.db.write() as conn:
-            if conn.execute(sa.select(users.c.id).where(users.c.username == username)).first():
-                raise InvalidInput(f"user {username} already exists",
-                                   [FieldProblem("username", "already exists")])
-            conn.execute(users.insert(), [{
-                "id": user_id, "username": username, "password_hash": self.passwords.hash(password),
-                "must_change_password": True, "totp_sealed": self._seal_totp(user_id, totp_secret),
-                "roles": json.dumps(roles), "regions": json.dumps(regions or []),
-                "created_at": now, "password_changed_at": now,
-            }])
-            conn.execute(recovery_codes.insert(), [
-                {"code_hash": self._code_hash(user_id, c), "user_id": user_id} for c in codes])
-            user = self._user(conn, username)
-            self._admin_event(conn, "user.create", user, roles=roles, regions=regions or [])
-        uri = pyotp.TOTP(totp_secret).provisioning_uri(name=username, issuer_name=self.issuer)
-        return NewCredentials(user, password, totp_secret, uri, codes)
+        conn.execute(users.insert(), [{
+            "id": user_id, "username": username, "password_hash": UNUSABLE_PASSWORD,
+            "must_change_password": False, "totp_sealed": b"",
+            "roles": json.dumps(roles), "regions": json.dumps(regions or []),
+            "created_at": now, "password_changed_at": now,
+        }])
+        conn.execute(enrolments.insert(), [{"user_id": user_id, "created_at": now}])
+        user = self._user(conn, username)
+        self._admin_event(conn, "user.create", user, by, roles=roles, regions=regions or [],
+                          **(authority or {"authority": "operator"}))
+        code, expires = self._issue_code(conn, user, by) if issue_code else (None, None)
+        return NewUser(user, code, expires)
 
     def all(self) -> list[User]:
         with self.db.read() as conn:
@@ -171,10 +233,11 @@ class UserService:
         with self.db.read() as conn:
             return self._user(conn, username)
 
-    def _admin_event(self, conn: Connection, action: str, user: User, by: Principal | None = None,
-                     **details: Any) -> None:
+    def _admin_event(self, conn: Connection, action: str, user: User,
+                     by: Principal | None = None, **details: Any) -> None:
         self.audit.append(conn, self.audit.event(
-            by, action, details={"user_id": user.id, "username": user.username, **details}))
+            _actor(by), action, details={"user_id": user.id, "username": user.username,
+                                         **details}))
 
     def _user(self, conn: Connection, username: str) -> User:
         row = conn.execute(sa.select(users).where(users.c.username == username)).first()
@@ -182,57 +245,191 @@ class UserService:
             raise NotFound(f"user {username} not found", code="user_not_found")
         return User.from_row(row)
 
-    def set_disabled(self, username: str, disabled: bool) -> User:
+    def set_disabled(self, username: str, disabled: bool, by: Principal | None = None) -> User:
         with self.db.write() as conn:
             user = self._user(conn, username)
             conn.execute(users.update().where(users.c.id == user.id).values(
                 disabled_at=self.clock.now() if disabled else None))
             if disabled:
                 self._revoke_sessions(conn, user.id)
-            self._admin_event(conn, "user.disable" if disabled else "user.enable", user)
+            self._admin_event(conn, "user.disable" if disabled else "user.enable", user, by)
             return self._user(conn, username)
 
-    def set_roles(self, username: str, roles: list[str]) -> User:
-        self._check_roles(roles)
+    def set_roles(self, username: str, roles: list[str], by: Principal | None = None,
+                  authority: dict[str, Any] | None = None) -> User:
+        self.check_roles(roles)
         with self.db.write() as conn:
-            user = self._user(conn, username)
-            conn.execute(users.update().where(users.c.id == user.id).values(
-                roles=json.dumps(roles)))
-            self._admin_event(conn, "user.set_roles", user, roles=roles,
-                              previous=list(user.roles))
-            return self._user(conn, username)
+            return self.set_roles_in(conn, username, roles, by, authority)
 
-    def set_regions(self, username: str, regions: list[str]) -> User:
+    def set_roles_in(self, conn: Connection, username: str, roles: list[str],
+                     by: Principal | None = None,
+                     authority: dict[str, Any] | None = None) -> User:
+        self.check_roles(roles)
+        user = self._user(conn, username)
+        conn.execute(users.update().where(users.c.id == user.id).values(
+            roles=json.dumps(roles)))
+        self._admin_event(conn, "user.set_roles", user, by, roles=roles,
+                          previous=list(user.roles),
+                          **(authority or {"authority": "operator"}))
+        return self._user(conn, username)
+
+    def set_regions(self, username: str, regions: list[str],
+                    by: Principal | None = None) -> User:
         with self.db.write() as conn:
             user = self._user(conn, username)
             conn.execute(users.update().where(users.c.id == user.id).values(
                 regions=json.dumps(regions)))
-            self._admin_event(conn, "user.set_regions", user, regions=regions)
+            self._admin_event(conn, "user.set_regions", user, by, regions=regions)
             return self._user(conn, username)
 
-    def reset_password(self, username: str) -> str:
-        """A new one-time password; sessions end and the user must choose a new one."""
+    def reset_password(self, username: str, by: Principal | None = None) -> str:
+        """A new one-time password (the operator's CLI); sessions end and the user must
+        choose a new one."""
         password = secrets.token_urlsafe(18)
+        hashed = self.passwords.hash(password)  # outside the write lock
         with self.db.write() as conn:
             user = self._user(conn, username)
+            if not user.enrolled:
+                raise WorkflowConflict(f"user {username} has not enrolled yet: issue an "
+                                       "enrolment code instead", reason="not_enrolled")
             conn.execute(users.update().where(users.c.id == user.id).values(
-                password_hash=self.passwords.hash(password), must_change_password=True,
+                password_hash=hashed, must_change_password=True,
                 password_changed_at=self.clock.now()))
             self._revoke_sessions(conn, user.id)
             conn.execute(login_failures.delete().where(login_failures.c.username == username))
-            self._admin_event(conn, "user.reset_password", user)
+            self._admin_event(conn, "user.reset_password", user, by)
         return password
 
-    def _revoke_sessions(self, conn: Connection, user_id: str) -> None:
-        conn.execute(sessions.update().where(sessions.c.user_id == user_id,
-                                             sessions.c.revoked_at.is_(None))
-                     .values(revoked_at=self.clock.now()))
+    def _revoke_sessions(self, conn: Connection, user_id: str, keep: str | None = None) -> int:
+        q = sessions.update().where(sessions.c.user_id == user_id,
+                                    sessions.c.revoked_at.is_(None))
+        if keep:
+            q = q.where(sessions.c.token_hash != _sha(keep))
+        return int(conn.execute(q.values(revoked_at=self.clock.now())).rowcount)
+
+    # -- enrolment -----------------------------------------------------------------------------
+    def _enrolment_hash(self, user_id: str, code: str) -> bytes:
+        normal = code.strip().upper().replace("-", "").replace(" ", "")
+        return hmac.digest(self._enrol_key, f"{user_id}|{normal}".encode(), "sha256")
+
+    def _issue_code(self, conn: Connection, user: User, by: Principal | None
+                    ) -> tuple[str, datetime]:
+        raw = secrets.token_hex(10).upper()  # 80 bits
+        code = "-".join(raw[i:i + 5] for i in range(0, len(raw), 5))
+        now = self.clock.now()
+        expires = now + timedelta(hours=self.enrolment_hours)
+        conn.execute(enrolments.update().where(enrolments.c.user_id == user.id).values(
+            code_hash=self._enrolment_hash(user.id, code), issued_at=now, expires_at=expires))
+        self._admin_event(conn, "user.enrolment_code", user, by,
+                          expires_at=expires.isoformat())
+        return code, expires
+
+    def _reset_credentials(self, conn: Connection, user: User) -> None:
+        """The user must enrol again: no password, no TOTP, no recovery codes, no sessions."""
+        conn.execute(users.update().where(users.c.id == user.id).values(
+            password_hash=UNUSABLE_PASSWORD, must_change_password=False, totp_sealed=b"",
+            totp_last_step=None, mfa_enrolled_at=None, password_changed_at=self.clock.now()))
+        conn.execute(recovery_codes.delete().where(recovery_codes.c.user_id == user.id))
+        self._revoke_sessions(conn, user.id)
+        conn.execute(login_failures.delete().where(login_failures.c.username == user.username))
+        if conn.execute(sa.select(enrolments.c.user_id).where(
+                enrolments.c.user_id == user.id)).first() is None:
+            conn.execute(enrolments.insert(), [{"user_id": user.id,
+                                                "created_at": self.clock.now()}])
+        else:
+            conn.execute(enrolments.update().where(enrolments.c.user_id == user.id).values(
+                code_hash=None, issued_at=None, expires_at=None))
+
+    def re_enrol_in(self, conn: Connection, username: str, by: Principal | None = None,
+                    authority: dict[str, Any] | None = None) -> User:
+        """Withdraw the user's credentials; they enrol again with a new code."""
+        user = self._user(conn, username)
+        self._reset_credentials(conn, user)
+        self._admin_event(conn, "user.re_enrol", user, by,
+                          **(authority or {"authority": "operator"}))
+        return self._user(conn, username)
+
+    def issue_enrolment_code(self, username: str, *, by: Principal | None = None,
+                             re_enrol: bool = False) -> NewUser:
+        """A new one-time enrolment code (the operator's CLI shows it once; any earlier code
+        stops working). A user who has enrolled gets one only with ``re_enrol``, which
+        withdraws their credentials first."""
+        with self.db.write() as conn:
+            user = self._user(conn, username)
+            if user.disabled_at is not None:
+                raise WorkflowConflict(f"user {username} is disabled", reason="user_disabled")
+            pending = conn.execute(sa.select(enrolments.c.user_id).where(
+                enrolments.c.user_id == user.id)).first() is not None
+            if not pending:
+                if not re_enrol:
+                    raise WorkflowConflict(
+                        f"user {username} has enrolled; re-enrolment withdraws their "
+                        "credentials (--re-enrol)", reason="already_enrolled")
+                self.re_enrol_in(conn, username, by)
+            code, expires = self._issue_code(conn, user, by)
+            return NewUser(self._user(conn, username), code, expires)
+
+    def enrol(self, username: str, code: str, password: str) -> Enrolled:
+        """The user's first step (or again after an approved re-enrolment): a valid, unused,
+        unexpired code sets the password and hands out the TOTP secret and recovery codes.
+        A wrong code counts toward the username's lockout, like a wrong password."""
+        self._throttle()
+        if not _plausible_username(username) or not isinstance(code, str) or len(code) > 64:
+            raise Unauthenticated(_ENROL_FAILED)
+        now = self.clock.now()
+        self._refuse_if_locked(username, now, "auth.enrol_failed")
+        with self.db.read() as conn:
+            row = conn.execute(
+                sa.select(users.c.id, users.c.disabled_at, enrolments.c.code_hash,
+                          enrolments.c.expires_at)
+                .join(enrolments, enrolments.c.user_id == users.c.id)
+                .where(users.c.username == username)).first()
+        digest = self._enrolment_hash(row.id, code) if row is not None else b""
+        valid = (row is not None and row.code_hash is not None and row.disabled_at is None
+                 and row.expires_at is not None and row.expires_at > now
+                 and hmac.compare_digest(row.code_hash, digest))
+        if not valid or row is None:
+            self._settle_failure(username, "auth.enrol_failed")
+            raise Unauthenticated(_ENROL_FAILED)
+        self.passwords.check_rules(password, username)
+        hashed = self.passwords.hash(password)  # outside the write lock
+        secret = pyotp.random_base32()
+        codes = [secrets.token_hex(5) for _ in range(RECOVERY_CODES)]
+        with self.db.write() as conn:
+            fail = self._failure_row(conn, username)
+            if self._locked(fail, now):
+                refused = True
+            else:
+                # Single use, and only this code: a concurrent enrolment finds it gone.
+                refused = conn.execute(enrolments.delete().where(
+                    enrolments.c.user_id == row.id, enrolments.c.code_hash == digest,
+                    enrolments.c.expires_at > now)).rowcount != 1
+            if not refused:
+                conn.execute(users.update().where(users.c.id == row.id).values(
+                    password_hash=hashed, must_change_password=False,
+                    totp_sealed=self._seal_totp(row.id, secret), totp_last_step=None,
+                    mfa_enrolled_at=None, password_changed_at=now))
+                conn.execute(recovery_codes.delete().where(recovery_codes.c.user_id == row.id))
+                conn.execute(recovery_codes.insert(), [
+                    {"code_hash": self._code_hash(row.id, c), "user_id": row.id}
+                    for c in codes])
+                conn.execute(login_failures.delete().where(
+                    login_failures.c.username == username))
+                who = Principal(id=row.id, kind="user", username=username, roles=())
+                self.audit.append(conn, self.audit.event(who, "auth.enrol"))
+        if refused:
+            self._settle_failure(username, "auth.enrol_failed")
+            raise Unauthenticated(_ENROL_FAILED)
+        uri = pyotp.TOTP(secret).provisioning_uri(name=username, issuer_name=self.issuer)
+        return Enrolled(username, secret, uri, codes)
 
     # -- credentials ---------------------------------------------------------------------------
     def _seal_totp(self, user_id: str, secret: str) -> bytes:
         return seal(self._totp_key, secret.encode(), associated_data(b"totp", user_id))
 
     def _totp_secret(self, user_id: str, sealed: bytes) -> str | None:
+        if not sealed:
+            return None
         try:
             return open_sealed(self._totp_key, sealed, associated_data(b"totp", user_id)).decode()
         except DecryptionError:
@@ -242,111 +439,178 @@ class UserService:
         normal = code.strip().lower().replace("-", "").replace(" ", "")
         return hmac.digest(self._pepper, f"{user_id}|{normal}".encode(), "sha256")
 
+    # -- lockout -------------------------------------------------------------------------------
+    def _throttle(self) -> None:
+        self.throttle.check(request_context.get().client)
+
+    @staticmethod
+    def _locked(fail: Any, now: datetime) -> bool:
+        return fail is not None and fail.locked_until is not None and fail.locked_until > now
+
+    def _failure_row(self, conn: Connection, username: str) -> Any:
+        """The username's failure row, created if absent and locked for this transaction
+        (PostgreSQL: ``FOR UPDATE``; SQLite: the write transaction holds the database)."""
+        insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)
+        conn.execute(insert(login_failures).values(
+            username=username, failures=0, locked_until=None).on_conflict_do_nothing())
+        return conn.execute(sa.select(login_failures).where(
+            login_failures.c.username == username).with_for_update()).first()
+
+    def _is_locked(self, username: str, now: datetime) -> bool:
+        with self.db.read() as conn:
+            fail = conn.execute(sa.select(login_failures.c.locked_until).where(
+                login_failures.c.username == username)).first()
+        return self._locked(fail, now)
+
+    def _refuse_if_locked(self, username: str, now: datetime, action: str) -> None:
+        if self._is_locked(username, now):
+            self.audit.append_committed(self.audit.event(
+                None, action, decision="deny", reason=Reason.ACCOUNT_LOCKED,
+                details={"username": username}))
+            raise self._locked_error()
+
+    @staticmethod
+    def _locked_error() -> Forbidden:
+        return Forbidden("account locked after repeated failed attempts; try again later",
+                         reason=Reason.ACCOUNT_LOCKED)
+
+    def _count_failure(self, conn: Connection, username: str, fail: Any, now: datetime,
+                       action: str, who: Principal | None = None) -> bool:
+        """Count a failure on the locked failure row and audit it; True when it locks."""
+        expired = fail.locked_until is not None and fail.locked_until <= now
+        failures = (0 if expired else fail.failures) + 1
+        locked = (now + timedelta(minutes=self.settings.lockout_minutes)
+                  if failures >= self.settings.lockout_attempts else None)
+        conn.execute(login_failures.update().where(login_failures.c.username == username)
+                     .values(failures=0 if locked else failures, locked_until=locked))
+        self.audit.append(conn, self.audit.event(
+            who, action, decision="deny", reason=Reason.INVALID_CREDENTIALS,
+            details={"username": username, "failures": failures}))
+        if locked:
+            self.audit.append(conn, self.audit.event(
+                who, "auth.lockout", decision="deny", reason=Reason.ACCOUNT_LOCKED,
+                details={"username": username, "minutes": self.settings.lockout_minutes}))
+        return locked is not None
+
+    def _settle_failure(self, username: str, action: str,
+                        who: Principal | None = None) -> bool:
+        """Count one failure in its own transaction; True when it locked the account. A
+        failure that finds the account locked already is refused as locked, not counted."""
+        now = self.clock.now()
+        already = locked = False
+        with self.db.write() as conn:
+            fail = self._failure_row(conn, username)
+            if self._locked(fail, now):
+                self.audit.append(conn, self.audit.event(
+                    who, action, decision="deny", reason=Reason.ACCOUNT_LOCKED,
+                    details={"username": username}))
+                already = True
+            else:
+                locked = self._count_failure(conn, username, fail, now, action, who)
+                if locked and who is not None:
+                    # A session guessing its own user's password loses every session.
+                    self._revoke_sessions(conn, who.id)
+        if already:
+            raise self._locked_error()
+        return locked
+
     # -- login ---------------------------------------------------------------------------------
     def login(self, username: str, password: str, totp: str | None = None,
               recovery_code: str | None = None) -> Session:
+        self._throttle()
         if not totp and not recovery_code:
             raise Unauthenticated("a TOTP code (or a recovery code) is required",
                                   reason=Reason.MFA_REQUIRED)
         if not _plausible_username(username):
             # Cannot exist; answered like any other failure, without touching the database.
-            raise Unauthenticated("invalid username, password or code")
+            raise Unauthenticated(_LOGIN_FAILED)
+        self._refuse_if_locked(username, self.clock.now(), "auth.login_failed")
+        with self.db.read() as conn:
+            row = conn.execute(sa.select(users.c.id, users.c.password_hash).where(
+                users.c.username == username)).first()
+        # Argon2id outside any transaction, behind the hashing semaphore; whoever waited
+        # for a slot while the account was locked is refused without a hash.
+        ok = self.passwords.verify(
+            row.password_hash if row else None, password,
+            before=lambda: self._refuse_if_locked(username, self.clock.now(),
+                                                  "auth.login_failed"))
         now = self.clock.now()
-        with self.db.write() as conn:
-            fail = conn.execute(sa.select(login_failures).where(
-                login_failures.c.username == username)).first()
-            if fail is not None and fail.locked_until and fail.locked_until > now:
-                locked_out = True
-            else:
-                locked_out = False
-            row = None if locked_out else conn.execute(
-                sa.select(users).where(users.c.username == username)).first()
-            if locked_out:
-                self.audit.append(conn, self.audit.event(
-                    None, "auth.login_failed", decision="deny", reason=Reason.ACCOUNT_LOCKED,
-                    details={"username": username}))
-                ok = False
-            else:
-                ok = self.passwords.verify(row.password_hash if row else None, password)
-            step: int | None = None
-            if ok and row is not None:
-                ok, step = self._second_factor(conn, row, totp, recovery_code, now)
-            if ok and row is not None and row.disabled_at is not None:
-                ok = False
-            if (not ok or row is None) and not locked_out:
-                locked = self._count_failure(conn, username, fail, now)
-                self.audit.append(conn, self.audit.event(
-                    None, "auth.login_failed", decision="deny", reason=Reason.INVALID_CREDENTIALS,
-                    details={"username": username}))
-                if locked:
-                    self.audit.append(conn, self.audit.event(
-                        None, "auth.lockout", decision="deny", reason=Reason.ACCOUNT_LOCKED,
-                        details={"username": username,
-                                 "minutes": self.settings.lockout_minutes}))
-        if locked_out:
-            raise Forbidden("account locked after repeated failed logins; try again later",
-                            reason=Reason.ACCOUNT_LOCKED)
-        if not ok or row is None:
-            # Raised outside the transaction so the failure count is committed.
-            raise Unauthenticated("invalid username, password or code")
         token = SESSION_PREFIX + secrets.token_urlsafe(32)
         expires = now + timedelta(hours=self.settings.absolute_hours)
         with self.db.write() as conn:
-            conn.execute(login_failures.delete().where(login_failures.c.username == username))
-            values: dict[str, Any] = {"last_login_at": now}
-            if step is not None:
-                values["totp_last_step"] = step
-            if row.mfa_enrolled_at is None:
-                values["mfa_enrolled_at"] = now
-            conn.execute(users.update().where(users.c.id == row.id).values(**values))
-            conn.execute(sessions.insert(), [{"token_hash": _sha(token), "user_id": row.id,
-                                              "created_at": now, "last_seen_at": now,
-                                              "expires_at": expires}])
-            who = Principal(id=row.id, kind="user", username=row.username,
-                            roles=tuple(json.loads(row.roles)))
-            method = "totp" if step is not None else "recovery_code"
-            self.audit.append(conn, self.audit.event(who, "auth.login",
-                                                     details={"mfa": method}))
-            if row.mfa_enrolled_at is None:
-                self.audit.append(conn, self.audit.event(who, "auth.mfa_enrolled",
-                                                         details={"mfa": method}))
+            fail = self._failure_row(conn, username)
+            if self._locked(fail, now):
+                self.audit.append(conn, self.audit.event(
+                    None, "auth.login_failed", decision="deny", reason=Reason.ACCOUNT_LOCKED,
+                    details={"username": username}))
+                outcome = "locked"
+            else:
+                user = None
+                if ok and row is not None:
+                    user = conn.execute(sa.select(users).where(users.c.id == row.id)
+                                        .with_for_update()).first()
+                    if (user is None or user.password_hash != row.password_hash
+                            or user.disabled_at is not None):
+                        user = None
+                method = (self._second_factor(conn, user, totp, recovery_code, now)
+                          if user is not None else None)
+                if user is not None and method is not None:
+                    self._open_session(conn, user, method, token, now, expires)
+                    outcome = "ok"
+                else:
+                    self._count_failure(conn, username, fail, now, "auth.login_failed")
+                    outcome = "failed"
+        # Raised outside the transaction so the failure count is committed.
+        if outcome == "locked":
+            raise self._locked_error()
+        if outcome == "failed":
+            raise Unauthenticated(_LOGIN_FAILED)
         return Session(token, expires)
 
-    def _second_factor(self, conn: Connection, row: Any, totp: str | None,
-                       recovery_code: str | None, now: datetime) -> tuple[bool, int | None]:
+    def _open_session(self, conn: Connection, user: Any, method: str, token: str,
+                      now: datetime, expires: datetime) -> None:
+        conn.execute(login_failures.delete().where(login_failures.c.username == user.username))
+        values: dict[str, Any] = {"last_login_at": now}
+        if user.mfa_enrolled_at is None:
+            values["mfa_enrolled_at"] = now
+        conn.execute(users.update().where(users.c.id == user.id).values(**values))
+        conn.execute(sessions.insert(), [{"token_hash": _sha(token), "user_id": user.id,
+                                          "created_at": now, "last_seen_at": now,
+                                          "expires_at": expires}])
+        who = Principal(id=user.id, kind="user", username=user.username,
+                        roles=tuple(json.loads(user.roles)))
+        self.audit.append(conn, self.audit.event(who, "auth.login", details={"mfa": method}))
+        if user.mfa_enrolled_at is None:
+            self.audit.append(conn, self.audit.event(who, "auth.mfa_enrolled",
+                                                     details={"mfa": method}))
+
+    def _second_factor(self, conn: Connection, user: Any, totp: str | None,
+                       recovery_code: str | None, now: datetime) -> str | None:
+        """The factor that passed ("totp", "recovery_code") or None. Each is spent by a
+        conditional update, so only one of several parallel logins can spend it."""
         if totp:
-            secret = self._totp_secret(row.id, row.totp_sealed)
-            if secret is None:
-                return False, None
+            secret = self._totp_secret(user.id, user.totp_sealed)
+            if secret is None or not isinstance(totp, str) or len(totp) > 16:
+                return None
             t = pyotp.TOTP(secret)
             # One step either side for clock drift; a code is good once (no replay).
             for offset in (0, -1, 1):
                 at = now + timedelta(seconds=30 * offset)
                 step = int(at.timestamp()) // 30
-                if (hmac.compare_digest(t.at(at), totp.strip())
-                        and (row.totp_last_step is None or step > row.totp_last_step)):
-                    return True, step
-            return False, None
-        code = self._code_hash(row.id, recovery_code or "")
+                if _same(t.at(at), totp.strip()):
+                    spent = conn.execute(users.update().where(
+                        users.c.id == user.id,
+                        sa.or_(users.c.totp_last_step.is_(None),
+                               users.c.totp_last_step < step)).values(totp_last_step=step))
+                    return "totp" if spent.rowcount == 1 else None
+            return None
+        if not isinstance(recovery_code, str) or len(recovery_code) > 64:
+            return None
+        code = self._code_hash(user.id, recovery_code)
         used = conn.execute(recovery_codes.update().where(
-            recovery_codes.c.code_hash == code, recovery_codes.c.user_id == row.id,
+            recovery_codes.c.code_hash == code, recovery_codes.c.user_id == user.id,
             recovery_codes.c.used_at.is_(None)).values(used_at=now))
-        return used.rowcount == 1, None
-
-    def _count_failure(self, conn: Connection, username: str, fail: Any,
-                       now: datetime) -> bool:
-        """Count a failure; True when it locks the account."""
-        failures = (fail.failures if fail is not None and not fail.locked_until else 0) + 1
-        locked = (now + timedelta(minutes=self.settings.lockout_minutes)
-                  if failures >= self.settings.lockout_attempts else None)
-        if fail is None:
-            conn.execute(login_failures.insert(), [{"username": username,
-                                                    "failures": failures,
-                                                    "locked_until": locked}])
-        else:
-            conn.execute(login_failures.update().where(login_failures.c.username == username)
-                         .values(failures=0 if locked else failures, locked_until=locked))
-        return locked is not None
+        return "recovery_code" if used.rowcount == 1 else None
 
     def logout(self, principal: Principal, token: str) -> None:
         with self.db.write() as conn:
@@ -354,20 +618,43 @@ class UserService:
                          .values(revoked_at=self.clock.now()))
             self.audit.append(conn, self.audit.event(principal, "auth.logout"))
 
-    def change_password(self, principal: Principal, current: str, new: str) -> None:
+    def change_password(self, principal: Principal, current: str, new: str,
+                        keep_session: str | None = None) -> None:
+        """A wrong ``current`` counts toward the lockout (a stolen session cannot guess the
+        password); a change ends the user's other sessions."""
+        self._refuse_if_locked(principal.username, self.clock.now(),
+                               "auth.password_change_failed")
+        with self.db.read() as conn:
+            row = conn.execute(sa.select(users.c.id, users.c.username, users.c.password_hash)
+                               .where(users.c.id == principal.id)).first()
+        if row is None:
+            raise Unauthenticated("missing, expired or revoked session")
+        if not self.passwords.verify(
+                row.password_hash, current,
+                before=lambda: self._refuse_if_locked(
+                    principal.username, self.clock.now(), "auth.password_change_failed")):
+            if self._settle_failure(row.username, "auth.password_change_failed", principal):
+                raise self._locked_error()
+            raise InvalidInput("current password is wrong",
+                               [FieldProblem("current", "does not match")])
+        self.passwords.check_rules(new, row.username)
+        if self.passwords.verify(row.password_hash, new):
+            raise InvalidInput("the new password must differ from the current one",
+                               [FieldProblem("new", "same as the current password")])
+        hashed = self.passwords.hash(new)  # outside the write lock
         with self.db.write() as conn:
-            row = conn.execute(sa.select(users).where(users.c.id == principal.id)).first()
-            if row is None or not self.passwords.verify(row.password_hash, current):
+            changed = conn.execute(users.update().where(
+                users.c.id == row.id, users.c.password_hash == row.password_hash).values(
+                password_hash=hashed, must_change_password=False,
+                password_changed_at=self.clock.now()))
+            if changed.rowcount != 1:  # changed meanwhile by another request
                 raise InvalidInput("current password is wrong",
                                    [FieldProblem("current", "does not match")])
-            if self.passwords.verify(row.password_hash, new):
-                raise InvalidInput("the new password must differ from the current one",
-                                   [FieldProblem("new", "same as the current password")])
-            self.passwords.check_rules(new, row.username)
-            conn.execute(users.update().where(users.c.id == row.id).values(
-                password_hash=self.passwords.hash(new), must_change_password=False,
-                password_changed_at=self.clock.now()))
-            self.audit.append(conn, self.audit.event(principal, "auth.password_change"))
+            conn.execute(login_failures.delete().where(
+                login_failures.c.username == row.username))
+            ended = self._revoke_sessions(conn, row.id, keep=keep_session)
+            self.audit.append(conn, self.audit.event(principal, "auth.password_change",
+                                                     details={"sessions_ended": ended}))
 
     # -- sessions ------------------------------------------------------------------------------
     def authenticate(self, token: str) -> Principal:

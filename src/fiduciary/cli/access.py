@@ -1,18 +1,24 @@
-"""CLI: service API keys, staff users, training records, access reviews and break-glass
-review."""
+"""CLI: service API keys, staff users, training records, access reviews, approvals and
+break-glass review.
+
+The CLI is the operator on the server's own host (it holds the keyring anyway): what it grants
+takes effect at once, and its audit events name the operator. Proposals made through the API
+are decided here too (``fiduciary access approve``)."""
 
 from __future__ import annotations
 
 import getpass
 import json
-from datetime import date, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from fiduciary.access.approvals import Approval
 from fiduciary.cli.common import DataDir, JsonFlag, group, out, runtime
+from fiduciary.principal import SYSTEM
 
 apikeys_app = group("Service API keys.")
 users_app = group("Staff users (password + TOTP).")
@@ -27,14 +33,15 @@ def apikeys_create(
     scope: Annotated[list[str] | None, typer.Option(
         help="Limit to these actions (read, search, write, delete, export, import); "
              "repeatable")] = None,
-    days: Annotated[int | None, typer.Option(help="Expire after this many days")] = None,
+    days: Annotated[int | None, typer.Option(
+        help="Expire after this many days [default and maximum: FIDUCIARY_API_KEY_DEFAULT_DAYS, "
+             "FIDUCIARY_API_KEY_MAX_DAYS]")] = None,
     data_dir: DataDir = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Create an API key (shown once)."""
     with runtime(data_dir) as rt:
-        key, token = rt.api_keys.create(name, role,
-                                        timedelta(days=days) if days else None, scope)
+        key, token = rt.api_keys.create(name, role, days, scope)
     if json_out:
         print(json.dumps({"id": key.id, "name": key.name, "role": key.role, "api_key": token,
                           "scopes": list(key.scopes) if key.scopes else None,
@@ -80,21 +87,42 @@ RegionOpt = Annotated[list[str] | None, typer.Option("--region", help="Region th
 @users_app.command("create")
 def users_create(username: str, role: RoleOpt, region: RegionOpt = None,
                  data_dir: DataDir = None, json_out: JsonFlag = False) -> None:
-    """Create a staff user; prints a one-time password, the TOTP secret and recovery codes."""
+    """Create a staff user (in force at once); prints their one-time enrolment code, for the
+    user alone: they choose a password and get their TOTP secret with POST /v1/auth/enrol."""
     with runtime(data_dir) as rt:
         c = rt.users.create(username, role, region or [])
-    doc = {"username": c.user.username, "roles": list(c.user.roles), "password": c.password,
-           "totp_secret": c.totp_secret, "totp_uri": c.totp_uri,
-           "recovery_codes": c.recovery_codes}
+    _print_enrolment(c.user.username, list(c.user.roles), list(c.user.regions),
+                     c.enrolment_code, c.enrolment_expires_at, json_out)
+
+
+def _print_enrolment(username: str, roles: list[str], regions: list[str], code: str | None,
+                     expires: datetime | None, json_out: bool) -> None:
+    doc = {"username": username, "roles": roles, "regions": regions, "enrolment_code": code,
+           "enrolment_expires_at": expires.isoformat() if expires else None}
     if json_out:
         print(json.dumps(doc))
         return
-    out.print(f"User {username} created (roles: {', '.join(role)}). Shown once:")
-    out.print(f"  one-time password: {c.password}  (must be changed at first login)",
-              markup=False)
-    out.print(f"  TOTP secret:       {c.totp_secret}", markup=False)
-    out.print(f"  TOTP URI:          {c.totp_uri}", markup=False)
-    out.print(f"  recovery codes:    {' '.join(c.recovery_codes)}", markup=False)
+    out.print(f"User {username} (roles: {', '.join(roles)}). Enrolment code, shown once, for "
+              f"the user only (valid until {doc['enrolment_expires_at']}):", markup=False)
+    out.print(f"  {code}", markup=False)
+    out.print("  The user enrols with POST /v1/auth/enrol {username, enrolment_code, "
+              "password} and then logs in.", markup=False)
+
+
+@users_app.command("enrolment-code")
+def users_enrolment_code(
+    username: str,
+    re_enrol: Annotated[bool, typer.Option(
+        "--re-enrol", help="The user has enrolled: withdraw their password, TOTP and sessions "
+                           "first")] = False,
+    data_dir: DataDir = None, json_out: JsonFlag = False,
+) -> None:
+    """Issue a user's one-time enrolment code (any earlier code stops working), e.g. for a
+    user created or re-enrolled through the API once approved."""
+    with runtime(data_dir) as rt:
+        c = rt.users.issue_enrolment_code(username, re_enrol=re_enrol)
+    _print_enrolment(c.user.username, list(c.user.roles), list(c.user.regions),
+                     c.enrolment_code, c.enrolment_expires_at, json_out)
 
 
 @users_app.command("list")
@@ -104,6 +132,7 @@ def users_list(data_dir: DataDir = None, json_out: JsonFlag = False) -> None:
         users = rt.users.all()
     rows = [{"username": u.username, "roles": list(u.roles), "regions": list(u.regions),
              "state": "disabled" if u.disabled_at else "active",
+             "enrolled": u.enrolled,
              "mfa_enrolled": u.mfa_enrolled_at is not None,
              "last_login_at": u.last_login_at.isoformat() if u.last_login_at else None}
             for u in users]
@@ -267,3 +296,58 @@ def access_break_glass(pending: Annotated[bool, typer.Option(
         table.add_row(str(r["created_at"]), str(r["user_id"]), str(len(r["subject_ids"])),
                       str(r["expires_at"]), str(r["justification"]), str(r["review"]))
     out.print(table)
+
+
+def _approval_rows(items: list[Approval]) -> list[dict[str, object]]:
+    return [a.as_dict() for a in items]
+
+
+@access_app.command("approvals")
+def access_approvals(
+    status: Annotated[str | None, typer.Option(
+        help="pending, approved or rejected [default: all]")] = None,
+    data_dir: DataDir = None, json_out: JsonFlag = False,
+) -> None:
+    """Proposals to give an account customer data (made through the API)."""
+    with runtime(data_dir) as rt:
+        rows = _approval_rows(rt.approvals.list(status))
+    if json_out:
+        print(json.dumps({"items": rows}))
+        return
+    table = Table("id", "kind", "target", "payload", "proposed by", "proposed", "status",
+                  "decided by")
+    for r in rows:
+        decided = r["decided_by"]
+        table.add_row(str(r["id"]), str(r["kind"]), str(r["target"]),
+                      json.dumps(r["payload"]), str(r["proposed_by"]["name"]),  # type: ignore[index]
+                      str(r["proposed_at"]), str(r["status"]),
+                      str(decided["name"]) if isinstance(decided, dict) else "")
+    out.print(table)
+
+
+def _approval_decision(approval_id: str, approve: bool, note: str | None,
+                       data_dir: Path | None, json_out: bool) -> None:
+    with runtime(data_dir) as rt:
+        decide = rt.approvals.approve if approve else rt.approvals.reject
+        a = decide(SYSTEM, approval_id, note)
+    if json_out:
+        print(json.dumps(a.as_dict()))
+        return
+    out.print(f"{a.kind} {a.target}: {a.status}", markup=False)
+    if approve and a.kind in ("user.create", "user.re_enrol"):
+        out.print(f"The user enrols with a code from: fiduciary users enrolment-code {a.target}",
+                  markup=False)
+
+
+@access_app.command("approve")
+def access_approve(approval_id: str, note: NoteOpt = None, data_dir: DataDir = None,
+                   json_out: JsonFlag = False) -> None:
+    """Approve a proposal as the operator: the change takes effect now."""
+    _approval_decision(approval_id, True, note, data_dir, json_out)
+
+
+@access_app.command("reject")
+def access_reject(approval_id: str, note: NoteOpt = None, data_dir: DataDir = None,
+                  json_out: JsonFlag = False) -> None:
+    """Reject a proposal: nothing is applied (a proposed API key is revoked)."""
+    _approval_decision(approval_id, False, note, data_dir, json_out)

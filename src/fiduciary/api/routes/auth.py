@@ -1,4 +1,4 @@
-"""Staff sessions: login, logout, password change, the caller, break-glass."""
+"""Staff sessions: enrolment, login, logout, password change, the caller, break-glass."""
 
 from __future__ import annotations
 
@@ -25,6 +25,20 @@ class LoginRequest(BaseModel):
     password: str
     totp: str | None = None
     recovery_code: str | None = None
+
+
+class EnrolRequest(BaseModel):
+    username: str
+    enrolment_code: str = Field(description="The one-time code the operator handed over")
+    password: str = Field(description="The password the user chooses")
+
+
+class Enrolment(BaseModel):
+    """Shown once: scan the URI into an authenticator app, keep the recovery codes."""
+
+    totp_secret: str
+    totp_uri: str
+    recovery_codes: list[str]
 
 
 class Session(BaseModel):
@@ -61,7 +75,16 @@ class BreakGlassGrant(BaseModel):
     review: str
 
 
-@router.post("/login", responses=documented(401, 403, 422))
+@router.post("/enrol", responses=documented(401, 403, 422, 429))
+def enrol(body: EnrolRequest, rt: Rt) -> Enrolment:
+    """A new (or re-enrolled) user's first step: the one-time enrolment code and a chosen
+    password give the TOTP secret and recovery codes; then log in as usual."""
+    e = rt.users.enrol(body.username, body.enrolment_code, body.password)
+    return Enrolment(totp_secret=e.totp_secret, totp_uri=e.totp_uri,
+                     recovery_codes=e.recovery_codes)
+
+
+@router.post("/login", responses=documented(401, 403, 422, 429))
 def login(body: LoginRequest, rt: Rt) -> Session:
     s = rt.users.login(body.username, body.password, body.totp, body.recovery_code)
     return Session(token=s.token, expires_at=iso(s.expires_at))
@@ -76,13 +99,14 @@ def logout(ctx: AnyCaller) -> None:
 
 
 @router.post("/password", status_code=204, response_class=Response,
-             responses=documented(401, 422))
+             responses=documented(401, 403, 422, 429))
 def change_password(body: PasswordChange, ctx: AnyCaller) -> None:
-    """Required before anything else after a new or reset password."""
+    """Required before anything else after a password reset. A wrong ``current`` counts
+    toward the lockout; a change ends the user's other sessions."""
     who = ctx.caller()
     if who.kind != ActorKind.USER:
         raise Unauthenticated("password changes need a staff session")
-    ctx.rt.users.change_password(who, body.current, body.new)
+    ctx.rt.users.change_password(who, body.current, body.new, keep_session=ctx.token)
 
 
 @router.get("/me", responses=documented(401, 403))
