@@ -212,3 +212,39 @@ def test_staff_searches_are_rate_limited(rt: Runtime, clock: FixedClock,
     # The window slides.
     clock.advance(minutes=2)
     assert agent.post(path, json=body).status_code == 200
+
+
+def test_agent_verifies_a_callers_answer_without_seeing_it(
+        rt: Runtime, clock: FixedClock, world: dict[str, dict[str, str]]) -> None:
+    agent = make_staff(rt, clock, "agent", ["call_center_agent"], regions=["west"]).client
+    person = world["mine"]["person"]
+    path = f"/v1/collections/persons/records/{person}/verify?purpose=customer_service"
+    right = agent.post(path, json={"date_of_birth": DOB})
+    assert right.status_code == 200 and right.json() == {"match": True}
+    wrong = agent.post(path, json={"date_of_birth": "1970-05-18"})
+    assert wrong.status_code == 200 and wrong.json() == {"match": False}
+    assert DOB not in right.text + wrong.text
+    # A few attempts per record and day: guessing the full date runs out at once.
+    third = agent.post(path, json={"national_id": SSN})
+    assert third.status_code == 200 and third.json() == {"match": True}
+    out = agent.post(path, json={"date_of_birth": "1970-05-19"})
+    assert out.status_code == 429 and out.json()["error"]["reason"] == "rate_limited"
+    # Only the fields granted for verify, only in the agent's relationships.
+    other = world["theirs"]["person"]
+    r = agent.post(f"/v1/collections/persons/records/{other}/verify?purpose=customer_service",
+                   json={"date_of_birth": DOB})
+    assert_absent(r, other)
+    r = agent.post(f"/v1/collections/persons/records/{world['restricted']['person']}/verify"
+                   "?purpose=customer_service", json={"email": "clm-3@example.org"})
+    assert r.status_code == 403
+    # Each attempt is on the trail, with its outcome but never the value.
+    events = [e["event"] for e in rt.trail.events(action="record.verify", limit=100)[0]]
+    assert len(events) == 6
+    assert [e["details"].get("match") for e in events if e["decision"] == "allow"] == [
+        True, False, True]
+    assert DOB not in str(events) and SSN not in str(events)
+    # The adjuster holds no verify grant at all.
+    adj = make_staff(rt, clock, "adj", ["claims_adjuster"]).client
+    r = adj.post(f"/v1/collections/persons/records/{person}/verify?purpose=claims_handling",
+                 json={"date_of_birth": DOB})
+    assert r.status_code == 403

@@ -46,6 +46,7 @@ class Scope(StrEnum):
     DELETE = "delete"
     EXPORT = "export"
     IMPORT = "import"
+    VERIFY = "verify"
 
 
 @dataclass(frozen=True)

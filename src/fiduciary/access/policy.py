@@ -22,7 +22,9 @@ from fiduciary.datamap import Classification, CollectionSpec, DataMap
 from fiduciary.errors import FieldProblem, PolicyInvalid
 from fiduciary.principal import Permission
 
-ACTIONS = ("read", "search", "write", "delete", "export", "import")
+#: ``verify``: confirm a value the caller was given (a caller's date of birth) matches the
+#: record, without seeing it.
+ACTIONS = ("read", "search", "write", "delete", "export", "import", "verify")
 MASKINGS = frozenset(REVEAL_ORDER) | partial_strategies()
 PERMISSIONS = frozenset(Permission)
 DEFAULT_POLICY = "default_policy.yaml"
@@ -245,6 +247,9 @@ class PolicySettings:
     #: Searches a staff user may run in a sliding minute and day (0: unlimited).
     search_per_minute: int = 60
     search_per_day: int = 1000
+    #: Verifications a staff user may make of one record, and in all, per day.
+    verify_per_record_per_day: int = 3
+    verify_per_day: int = 100
 
 
 @dataclass(frozen=True)

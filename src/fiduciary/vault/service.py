@@ -3,6 +3,7 @@ data minimisation on the way in and per-field encryption at rest."""
 
 from __future__ import annotations
 
+import hmac
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -316,6 +317,71 @@ class VaultService:
                 record = self._open(row, spec, purpose, principal, _SubjectRecords(conn))
             self._audit_read(principal, "record.read", spec.name, purpose, [record])
             return record
+
+    def verify(self, principal: Principal, collection: str, record_id: str, claimed: Any,
+               purpose: str | None) -> bool:
+        """Whether every ``field: value`` the caller was told matches the record, for roles
+        granted ``verify`` on those fields: an agent checks a caller's date of birth without
+        seeing it. A few attempts per record and per day, each audited; refused ones too."""
+        fields = list(claimed) if isinstance(claimed, Mapping) else []
+        with self._denials(principal, "record.verify", collection=collection, purpose=purpose,
+                           record_ids=[record_id] if is_id(record_id) else [], fields=fields):
+            match = self._verify(principal, collection, record_id, claimed, purpose)
+        self.audit.append_committed(self.audit.event(
+            principal, "record.verify", collection=collection, purpose=purpose,
+            record_ids=[record_id], subject_ids=[match[1]], fields=fields,
+            details={"match": match[0]}))
+        return match[0]
+
+    def _verify(self, principal: Principal, collection: str, record_id: str, claimed: Any,
+                purpose: str | None) -> tuple[bool, str]:
+        spec = self.collection(collection)
+        purpose = self.check_purpose(spec, purpose)
+        if not isinstance(claimed, Mapping) or not claimed:
+            raise InvalidInput("name at least one field: value to verify",
+                               [FieldProblem("body", "expected a non-empty object")])
+        problems: list[FieldProblem] = []
+        wanted: dict[str, Any] = {}
+        for name, value in claimed.items():
+            f = spec.fields.get(name)
+            if f is None:
+                problems.append(FieldProblem(name, "not declared in the data map"))
+                continue
+            try:
+                wanted[name] = validate(f, value)
+            except ValueRejected as exc:
+                problems.append(FieldProblem(name, str(exc)))
+        if problems:
+            raise InvalidInput.from_problems(problems, what="verification")
+        self._limit_verifications(principal, record_id)
+        with self.db.read() as conn:
+            row = self._record_row(conn, spec, record_id)
+            self.gate.check_process(principal, row.subject_id, row.subject_status, purpose)
+            clear: dict[str, Any] = json.loads(row.clear)
+            decisions = self.policy.decide(principal, "verify", spec, purpose, list(wanted),
+                                           clear, json.loads(row.subject_attributes),
+                                           row.subject_id, related=_SubjectRecords(conn))
+            with _hidden_unless_related(spec, record_id):
+                self._require_all(decisions, "verify")
+        sealed: dict[str, str] = json.loads(row.sealed)
+        stored = {k: v for k, v in clear.items() if k in wanted}
+        if sealed.keys() & wanted.keys():
+            stored.update(self.codec.open(spec, row.id, self.keys.cipher_for(row.subject_id),
+                                          sealed, set(wanted)))
+        same = all(hmac.compare_digest(_dumps({"v": stored.get(k)}).encode(),
+                                       _dumps({"v": v}).encode()) for k, v in wanted.items())
+        return same, str(row.subject_id)
+
+    def _limit_verifications(self, principal: Principal, record_id: str) -> None:
+        settings = self.policy.pack.settings
+        since = self.clock.now() - timedelta(days=1)
+        for limit, record in ((settings.verify_per_record_per_day, record_id),
+                              (settings.verify_per_day, None)):
+            if limit and self.audit.count_since(principal.id, "record.verify", since,
+                                                record_id=record) >= limit:
+                raise RateLimited(f"at most {limit} verifications per day"
+                                  + (" of one record" if record else ""),
+                                  retry_after=timedelta(days=1).total_seconds())
 
     def _audit_read(self, principal: Principal, action: str, collection: str | None,
                     purpose: str, found: list[Record], **details: Any) -> None:

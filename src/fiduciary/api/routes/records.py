@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Body, Response
 from pydantic import BaseModel, Field
 
 from fiduciary.api.deps import Context, OneHopRoute
@@ -70,6 +70,22 @@ def delete_record(collection: str, record_id: str, ctx: Context,
                   purpose: PurposeParam = None) -> None:
     """Its blind-index entries go with it."""
     ctx.rt.vault.delete_record(ctx.caller(), collection, record_id, purpose)
+
+
+class Verification(BaseModel):
+    match: bool = Field(description="Every field given equals the record's value")
+
+
+@router.post(_RECORD + "/verify", tags=["records"],
+             responses=documented(404, 409, 410, 422, 429))
+def verify_record(collection: str, record_id: str, ctx: Context,
+                  claimed: dict[str, Any] = Body(description="field: value as the caller "
+                                                 "stated it; all must match"),
+                  purpose: PurposeParam = None) -> Verification:
+    """Confirm what a caller says (their date of birth, the last digits of an SSN as a whole
+    value) against the record without revealing it; a few attempts per record and day."""
+    return Verification(match=ctx.rt.vault.verify(ctx.caller(), collection, record_id,
+                                                  claimed, purpose))
 
 
 @router.post("/v1/collections/{collection}/search", tags=["records"],
