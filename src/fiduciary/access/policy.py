@@ -531,7 +531,10 @@ class PolicyEngine:
                     out[name] = FieldDecision(None, "consent_required", partial)
                     continue
             if broken_glass:
-                out[name] = FieldDecision("clear", None, partial)
+                # An emergency opens the record, not the protection of a VIP or colleague.
+                out[name] = FieldDecision(
+                    _protect("clear", partial) if protected and sensitive else "clear",
+                    None, partial)
                 continue
             best: str | None = None
             reason = "field_not_permitted"
@@ -556,14 +559,21 @@ class PolicyEngine:
             if best is None:
                 out[name] = FieldDecision(None, reason, partial)
                 continue
-            if protected and sensitive and best == "clear":
-                best = "partial" if partial not in ("clear", "redact") else "redact"
+            if protected and sensitive:
+                best = _protect(best, partial)
             out[name] = FieldDecision(best, None, partial)
         return out
 
     def _any(self, actor: Actor, flag: str) -> bool:
         return any(getattr(self.pack.roles[r], flag) for r in actor.roles
                    if r in self.pack.roles)
+
+
+def _protect(level: str, partial: str) -> str:
+    """VIP and employee records: clear becomes the field's partial form (or redacted)."""
+    if level != "clear":
+        return level
+    return "partial" if partial not in ("clear", "redact") else "redact"
 
 
 def denial_reason(decisions: Mapping[str, FieldDecision]) -> str:
