@@ -248,3 +248,23 @@ def test_agent_verifies_a_callers_answer_without_seeing_it(
     r = adj.post(f"/v1/collections/persons/records/{person}/verify?purpose=claims_handling",
                  json={"date_of_birth": DOB})
     assert r.status_code == 403
+
+
+def test_a_subject_outside_the_callers_relationships_does_not_exist(
+        rt: Runtime, clock: FixedClock, client: TestClient,
+        world: dict[str, dict[str, str]]) -> None:
+    adj = make_staff(rt, clock, "adj", ["claims_adjuster"]).client
+    mine, theirs = world["mine"]["subject"], world["theirs"]["subject"]
+    assert adj.get(f"/v1/subjects/{mine}").status_code == 200
+    r = adj.get(f"/v1/subjects/{theirs}")
+    ghost = adj.get("/v1/subjects/00000000-0000-4000-8000-000000000000")
+    assert r.status_code == ghost.status_code == 404
+    assert r.json()["error"]["code"] == ghost.json()["error"]["code"] == "subject_not_found"
+    # An integration reaches every subject, even one without records yet.
+    fresh = client.post("/v1/subjects").json()["id"]
+    assert client.get(f"/v1/subjects/{fresh}").status_code == 200
+    # Every look at a customer is on the trail, the refused one too.
+    reads = [e["event"] for e in rt.trail.events(action="subject.read", limit=100)[0]]
+    assert [(e["decision"], e["subject_ids"]) for e in reads] == [
+        ("allow", [mine]), ("deny", [theirs]), ("allow", [fresh])]
+    assert reads[1]["reason"] == "relationship_required"

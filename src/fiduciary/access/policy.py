@@ -475,6 +475,23 @@ class PolicyEngine:
         return any((r, c, a) in self._grants for r in actor.roles
                    for c in self.datamap.collections for a in wanted)
 
+    def reaches_everyone(self, actor: Actor) -> bool:
+        """Whether some read grant of the actor's holds for every record (no condition): then
+        every subject is within its reach (an integration, a fraud investigator)."""
+        if actor.scopes is not None and "read" not in actor.scopes:
+            return False
+        return any(not g.conditions for r in actor.roles for c in self.datamap.collections
+                   for g in self._grants.get((r, c, "read"), ()))
+
+    def purposes_for(self, actor: Actor, collection: str, action: str) -> list[str]:
+        """The purposes the actor's grants name for ``action`` on ``collection`` (every
+        purpose of the data map for a grant on all)."""
+        out: set[str] = set()
+        for r in actor.roles:
+            for g in self._grants.get((r, collection, action), ()):
+                out |= set(self.datamap.purposes) if g.purposes is None else g.purposes
+        return sorted(out)
+
     def depends_on_record(self, actor: Actor, spec: CollectionSpec, action: str,
                           purpose: str) -> bool:
         """False when a decision for these fields is the same for every record and subject

@@ -69,9 +69,12 @@ class _Unrelated(NotFound):
     """A record outside the caller's relationships: answered exactly like one that does not
     exist, and audited as a refusal."""
 
-    def __init__(self, collection: str, record_id: str) -> None:
-        super().__init__(f"record {record_id} not found in collection {collection!r}",
-                         code="record_not_found")
+    def __init__(self, collection: str, record_id: str, what: str = "record") -> None:
+        if what == "subject":
+            super().__init__(f"subject {record_id} not found", code="subject_not_found")
+        else:
+            super().__init__(f"record {record_id} not found in collection {collection!r}",
+                             code="record_not_found")
         self.reason = Reason.RELATIONSHIP_REQUIRED
 
 
@@ -134,9 +137,38 @@ class VaultService:
         return subject
 
     def get_subject(self, principal: Principal, subject_id: str) -> Subject:
-        self._require_any(principal, ("read", "search", "write"))
-        with self.db.read() as conn:
-            return store.subject(conn, subject_id)
+        """The subject, for whoever may read one of its records (its relationships): to
+        anyone else it does not exist. Audited, like every read of a customer."""
+        with self._denials(principal, "subject.read",
+                           subject_ids=[subject_id] if is_id(subject_id) else []):
+            self._require_any(principal, ("read", "search", "write"))
+            with self.db.read() as conn:
+                subject = store.subject(conn, subject_id)
+                if not (principal.is_system or principal.can(Permission.PRIVACY_MANAGE)
+                        or self.policy.reaches_everyone(principal)
+                        or self._reaches(conn, principal, subject_id)):
+                    raise _Unrelated("subjects", subject_id, what="subject")
+        self.audit.append_committed(self.audit.event(principal, "subject.read",
+                                                     subject_ids=[subject_id]))
+        return subject
+
+    def _reaches(self, conn: Connection, principal: Principal, subject_id: str) -> bool:
+        """Whether any of the subject's records is readable by the principal for a purpose
+        its grants name (break-glass included)."""
+        related = _SubjectRecords(conn)
+        attributes = json.loads(store.subject_attributes(conn, subject_id))
+        for row in store.record_rows_of(conn, subject_id):
+            spec = self.datamap.collections.get(row.collection)
+            if spec is None:
+                continue
+            clear = json.loads(row.clear)
+            present = self._present(spec, clear, json.loads(row.sealed))
+            for purpose in self.policy.purposes_for(principal, spec.name, "read"):
+                decisions = self.policy.decide(principal, "read", spec, purpose, present,
+                                               clear, attributes, subject_id, related=related)
+                if any(d.masking is not None for d in decisions.values()):
+                    return True
+        return False
 
     def subject(self, conn: Connection, subject_id: str) -> Subject:
         """The subject, in the caller's transaction: 404 if unknown, 410 if erased."""
