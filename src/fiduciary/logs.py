@@ -51,7 +51,8 @@ def describe(exc: BaseException) -> str:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         parts.insert(0, _frames(type(current), current.__traceback__))
-        current = current.__cause__ or current.__context__
+        current = current.__cause__ or (
+            None if current.__suppress_context__ else current.__context__)
     return "\n  (which caused)\n".join(parts)
 
 

@@ -137,6 +137,8 @@ _WHOLE_MESSAGE = frozenset({
     "int_parsing", "int_from_float", "float_parsing", "decimal_parsing", "finite_number",
     "datetime_range",
 })
+#: A quoted fragment of a message ('…' or `…`): in pydantic's messages, often the input's.
+_QUOTED = re.compile(r"'[^']*'|`[^`]*`")
 _NON_PRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
@@ -149,10 +151,11 @@ def safe_name(name: str) -> str:
 
 def _reason(err: Mapping[str, Any]) -> str:
     """Why, in pydantic's words without the value: messages of other types can quote part of
-    the input (``found `x` at 3``, ``Value error, …``), so only their first clause is kept."""
+    the input (``found `x` at 3``, ``Value error, …``, ``Input tag 'x'``), so only their
+    first clause is kept, without quoted fragments."""
     msg = str(err.get("msg", "invalid"))
     if err.get("type") not in _WHOLE_MESSAGE:
-        msg = msg.split(",", 1)[0]
+        msg = _QUOTED.sub("…", msg.split(",", 1)[0])
     given = err.get("input")
     if isinstance(given, str) and len(given) >= 4 and given in msg:
         return "invalid value"
