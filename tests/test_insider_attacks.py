@@ -268,3 +268,15 @@ def test_a_subject_outside_the_callers_relationships_does_not_exist(
     assert [(e["decision"], e["subject_ids"]) for e in reads] == [
         ("allow", [mine]), ("deny", [theirs]), ("allow", [fresh])]
     assert reads[1]["reason"] == "relationship_required"
+
+
+def test_reading_data_subject_requests_is_audited(rt: Runtime, clock: FixedClock) -> None:
+    s = customer(rt, "west", adjuster="adj", claim="CLM-1")["subject"]
+    dpo = make_staff(rt, clock, "dpo.one", ["dpo"]).client
+    created = dpo.post("/v1/dsr", json={"subject_id": s, "type": "access", "regime": "gdpr",
+                                        "received_at": "2026-01-31T09:00:00Z"})
+    assert created.status_code == 201, created.text
+    assert dpo.get("/v1/dsr").status_code == 200
+    assert dpo.get(f"/v1/dsr/{created.json()['id']}").status_code == 200
+    actions = [e["event"]["action"] for e in rt.trail.events(subject_id=s, limit=100)[0]]
+    assert "dsr.list" in actions and "dsr.read" in actions

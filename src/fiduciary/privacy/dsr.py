@@ -423,6 +423,27 @@ class DsrService:
         return tuple(dict.fromkeys(purposes))
 
     # -- reading -------------------------------------------------------------------------------
+    def read(self, principal: Principal, request_id: str) -> DsrRequest:
+        """:meth:`get` for a person or key, audited (a request names a customer)."""
+        require_permission(principal, Permission.PRIVACY_MANAGE, scope=Scope.READ)
+        req = self.get(request_id)
+        self.audit.append_committed(self.audit.event(
+            audit_actor(principal), "dsr.read", subject_ids=[req.subject_id],
+            details={"request_id": req.id}))
+        return req
+
+    def browse(self, principal: Principal, status: str | None = None, overdue: bool = False,
+               due_within_days: int | None = None, subject_id: str | None = None,
+               limit: int = 1000) -> builtins.list[DsrRequest]:
+        """:meth:`list` for a person or key, audited with the customers it names."""
+        require_permission(principal, Permission.PRIVACY_MANAGE, scope=Scope.READ)
+        found = self.list(status, overdue, due_within_days, subject_id, limit)
+        self.audit.append_committed(self.audit.event(
+            audit_actor(principal), "dsr.list", subject_ids=[r.subject_id for r in found],
+            details={"result_count": len(found), "status": status, "overdue": overdue,
+                     "due_within_days": due_within_days}))
+        return found
+
     def get(self, request_id: str) -> DsrRequest:
         """The request with its steps."""
         with self.db.read() as conn:

@@ -199,17 +199,17 @@ def list_dsr(ctx: PrivacyOfficer, status: str | None = None, overdue: bool = Fal
              subject_id: str | None = None,
              limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 1000) -> DsrList:
     """By due date."""
-    ctx.caller()
+    who = ctx.caller()
     now = ctx.rt.clock.now()
-    found = ctx.rt.dsr.list(status, overdue, due_within_days, subject_id, limit)
+    found = ctx.rt.dsr.browse(who, status, overdue, due_within_days, subject_id,
+                              limit)
     return DsrList.model_validate({"items": [r.as_dict(now) for r in found]})
 
 
 @dsr.get("/{request_id}", responses=documented(404))
 def get_dsr(request_id: str, ctx: PrivacyOfficer) -> Dsr:
     """The request with its steps."""
-    ctx.caller()
-    return Dsr.of(ctx, ctx.rt.dsr.get(request_id))
+    return Dsr.of(ctx, ctx.rt.dsr.read(ctx.caller(), request_id))
 
 
 _PACKAGE = {"description": "The opened access package, as an attachment",
