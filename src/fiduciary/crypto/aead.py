@@ -2,6 +2,11 @@
 its place, so a ciphertext moved elsewhere fails to open instead of revealing data.
 
 Layout of a field ciphertext: ``0x01 ‖ dek_version (u32 BE) ‖ nonce (12) ‖ ciphertext+tag``.
+
+A field sealed by a record's write ``n`` (1 on create, +1 on each update) also binds ``n``: its
+associated data is ``fiduciary-field/2`` with the record version as a last part, so a ciphertext
+from an earlier write of the same record fails to open. Version 0 is the associated data of
+fields sealed before versions existed (``fiduciary-field/1``, no version part): still readable.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 FIELD_FORMAT = 0x01
 _FIELD_LABEL = b"fiduciary-field/1"
+#: Fields sealed at a record version >= 1: the version is the last associated-data part.
+_VERSIONED_LABEL = b"fiduciary-field/2"
 _HEADER = struct.Struct(">BI")
 _NONCE = 12
 KEY_BYTES = 32
@@ -70,28 +77,40 @@ class FieldCipher:
         self.subject_id = subject_id
         self.dek_version = dek_version
 
-    def _ad(self, collection: str, record_id: str, field: str, dek_version: int) -> bytes:
+    def _ad(self, collection: str, record_id: str, field: str, dek_version: int,
+            record_version: int = 0) -> bytes:
+        if record_version:
+            return associated_data(_VERSIONED_LABEL, collection, record_id, field,
+                                   self.subject_id, dek_version, record_version)
         return associated_data(_FIELD_LABEL, collection, record_id, field,
                                self.subject_id, dek_version)
 
-    def encrypt(self, collection: str, record_id: str, field: str, plaintext: bytes) -> bytes:
+    def encrypt(self, collection: str, record_id: str, field: str, plaintext: bytes,
+                record_version: int = 0) -> bytes:
+        """``record_version``: the write of the record that seals the field (0: none, the
+        associated data of fields sealed before record versions existed)."""
         nonce = os.urandom(_NONCE)
-        ad = self._ad(collection, record_id, field, self.dek_version)
+        ad = self._ad(collection, record_id, field, self.dek_version, record_version)
         return (_HEADER.pack(FIELD_FORMAT, self.dek_version) + nonce
                 + self._aead.encrypt(nonce, plaintext, ad))
 
     def encrypt_many(self, collection: str, record_id: str,
-                     items: Sequence[tuple[str, bytes]]) -> list[bytes]:
-        """``[encrypt(collection, record_id, field, plaintext) for field, plaintext in items]``,
-        byte for byte (each with its own random nonce), for the fields of one record.
+                     items: Sequence[tuple[str, bytes]], record_version: int = 0) -> list[bytes]:
+        """``[encrypt(collection, record_id, field, plaintext, record_version) for field,
+        plaintext in items]``, byte for byte (each with its own random nonce), for the fields
+        of one record.
 
         The associated data of every field of a record differs only in the field name, so its
-        prefix (label, collection, record id) and suffix (subject id, DEK version) are encoded
-        once; the nonces come from one ``os.urandom`` call, split into 12-byte pieces.
+        prefix (label, collection, record id) and suffix (subject id, DEK version, record
+        version) are encoded once; the nonces come from one ``os.urandom`` call, split into
+        12-byte pieces.
         """
         version = self.dek_version
-        prefix = _FIELD_LABEL + _ad_part(collection) + _ad_part(record_id)
+        label = _VERSIONED_LABEL if record_version else _FIELD_LABEL
+        prefix = label + _ad_part(collection) + _ad_part(record_id)
         suffix = _ad_part(self.subject_id) + _ad_part(version)
+        if record_version:
+            suffix += _ad_part(record_version)
         header = _HEADER.pack(FIELD_FORMAT, version)
         nonces = os.urandom(_NONCE * len(items))
         seal = self._aead.encrypt
@@ -103,14 +122,17 @@ class FieldCipher:
             out.append(header + nonce + seal(nonce, plaintext, prefix + _ad_part(field) + suffix))
         return out
 
-    def decrypt(self, collection: str, record_id: str, field: str, blob: bytes) -> bytes:
+    def decrypt(self, collection: str, record_id: str, field: str, blob: bytes,
+                record_version: int = 0) -> bytes:
+        """``record_version``: the record's write version as stored in its row; a field
+        sealed by any other write of the record fails, like any other misplaced one."""
         try:
             fmt, version = _HEADER.unpack_from(blob)
             if fmt != FIELD_FORMAT or version != self.dek_version:
                 raise DecryptionError()
             start = _HEADER.size
             nonce = blob[start:start + _NONCE]
-            ad = self._ad(collection, record_id, field, version)
+            ad = self._ad(collection, record_id, field, version, record_version)
             return self._aead.decrypt(nonce, blob[start + _NONCE:], ad)
         except (InvalidTag, ValueError, struct.error):
             raise DecryptionError() from None

@@ -76,6 +76,9 @@ records = sa.Table(
     sa.Column("sealed", sa.Text, nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+    #: The record's write: 1 on create, +1 on each update; every sealed field binds it in its
+    #: associated data. 0: written before versions existed (the older associated data).
+    sa.Column("version", sa.Integer, nullable=False, server_default="0"),
 )
 
 #: Equality search without decryption: a keyed digest per searchable field of each record.

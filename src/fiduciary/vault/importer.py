@@ -179,10 +179,11 @@ class Importer:
                 if new_attrs:
                     one.subject_attributes[subject_id] = _dumps(subject_attrs)
             record_id = new_id()
-            clear, sealed = self.vault.codec.seal(spec, record_id, cipher, values)
+            clear, sealed = self.vault.codec.seal(spec, record_id, cipher, values, 1)
             one.records.append({"id": record_id, "subject_id": subject_id,
                                 "collection": spec.name, "clear": _dumps(clear),
-                                "sealed": _dumps(sealed), "created_at": now, "updated_at": now})
+                                "sealed": _dumps(sealed), "created_at": now, "updated_at": now,
+                                "version": 1})
             one.index = self.vault.codec.index_rows(spec, record_id, subject_id, values)
             prepared.append((line, one))
         if not prepared:
@@ -241,8 +242,11 @@ class Importer:
             subject_ids=[r["subject_id"] for r in batch.records],
             fields={f for r in batch.records for f in (*json.loads(r["clear"]),
                                                        *json.loads(r["sealed"]))},
-            purpose=self._purpose, details={"rows": len(batch.records),
-                                            "subjects_created": len(batch.subjects)}))
+            purpose=self._purpose, details={
+                "rows": len(batch.records), "subjects_created": len(batch.subjects),
+                # Each row's keyed digest as stored (vault.rollback checks rows against it).
+                "row_digests": {r["id"]: self.vault.codec.row_entry(r)
+                                for r in batch.records}}))
 
     def _reject(self, report: ImportReport, reject: Callable[[int, list[FieldProblem]], None],
                 line: int, problems: list[FieldProblem]) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 import logging
 from dataclasses import dataclass, field
@@ -11,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from fiduciary.clock import iso
-from fiduciary.crypto.aead import DecryptionError, FieldCipher
+from fiduciary.crypto.aead import DecryptionError, FieldCipher, associated_data
 from fiduciary.crypto.blind_index import BlindIndexer
 from fiduciary.datamap import CollectionSpec
 from fiduciary.datamap.values import index_form
@@ -60,17 +62,31 @@ def _sealed_plaintext(value: Any) -> bytes:
     return ('{"v":' + _encode(value) + "}").encode()
 
 
-class RecordCodec:
-    """Seals the sensitive fields of a record and computes its blind-index digests."""
+#: Domain of the row digest (:meth:`RecordCodec.row_digest`).
+_ROW_LABEL = b"fiduciary-row/1"
+#: Bytes of HMAC-SHA256 kept in a row digest (as for blind indexes: 128 bits).
+ROW_DIGEST_BYTES = 16
 
-    def __init__(self, indexer: BlindIndexer) -> None:
+
+class RecordCodec:
+    """Seals the sensitive fields of a record, computes its blind-index digests and the keyed
+    digest of its stored row that write events carry (:meth:`row_digest`).
+
+    Every field sealed by a write carries the record's write ``version`` in its associated data
+    (1 on create, +1 on each update; the row stores it): a field copied back from an earlier
+    write of the record fails to open. Version 0 means a row written before versions existed.
+    """
+
+    def __init__(self, indexer: BlindIndexer, row_key: bytes | None = None) -> None:
         self._indexer = indexer
+        self._row_key = row_key
 
     def seal(
         self, spec: CollectionSpec, record_id: str, cipher: FieldCipher,
-        values: dict[str, Any],
+        values: dict[str, Any], version: int = 0,
     ) -> tuple[dict[str, Any], dict[str, str]]:
-        """Split canonical values into the clear part and the sealed part (base64 ciphertext)."""
+        """Split canonical values into the clear part and the sealed part (base64 ciphertext),
+        sealed for the record's write ``version``."""
         clear: dict[str, Any] = {}
         to_seal: list[tuple[str, bytes]] = []
         fields = spec.fields
@@ -79,7 +95,7 @@ class RecordCodec:
                 to_seal.append((name, _sealed_plaintext(value)))
             else:
                 clear[name] = value
-        blobs = cipher.encrypt_many(spec.name, record_id, to_seal)
+        blobs = cipher.encrypt_many(spec.name, record_id, to_seal, version)
         # b2a_base64 without a newline is what base64.b64encode returns.
         sealed = {name: binascii.b2a_base64(blob, newline=False).decode("ascii")
                   for (name, _), blob in zip(to_seal, blobs, strict=True)}
@@ -101,23 +117,77 @@ class RecordCodec:
 
     def open(
         self, spec: CollectionSpec, record_id: str, cipher: FieldCipher, sealed: dict[str, str],
-        wanted: set[str],
+        wanted: set[str], version: int = 0,
     ) -> dict[str, Any]:
-        """Decrypt only the ``wanted`` fields; any failure is an integrity failure of the record."""
+        """Decrypt only the ``wanted`` fields of a row at write ``version`` (its ``version``
+        column); any failure is an integrity failure of the record."""
         out: dict[str, Any] = {}
         bad: list[str] = []
         for name, b64 in sealed.items():
             if name not in wanted:
                 continue
             try:
-                plain = cipher.decrypt(spec.name, record_id, name, base64.b64decode(b64))
+                plain = cipher.decrypt(spec.name, record_id, name, base64.b64decode(b64),
+                                       version)
                 out[name] = json.loads(plain)["v"]
             except (DecryptionError, ValueError, KeyError, TypeError):
                 bad.append(name)
+        self._fail_if(spec, record_id, cipher, bad)
+        return out
+
+    def reseal(
+        self, spec: CollectionSpec, record_id: str, cipher: FieldCipher, sealed: dict[str, str],
+        version: int, new_version: int, skip: set[str] | frozenset[str] = frozenset(),
+    ) -> dict[str, str]:
+        """The sealed fields of a row at ``version`` (but ``skip``, which the write replaces or
+        removes) sealed again for write ``new_version``, plaintext byte for byte: every field
+        of a row then binds the row's version. A field that does not open is an integrity
+        failure: an update never launders a tampered ciphertext into a fresh one."""
+        names: list[str] = []
+        plain: list[tuple[str, bytes]] = []
+        bad: list[str] = []
+        for name, b64 in sealed.items():
+            if name in skip:
+                continue
+            try:
+                plain.append((name, cipher.decrypt(spec.name, record_id, name,
+                                                   base64.b64decode(b64), version)))
+                names.append(name)
+            except (DecryptionError, ValueError, TypeError):
+                bad.append(name)
+        self._fail_if(spec, record_id, cipher, bad)
+        blobs = cipher.encrypt_many(spec.name, record_id, plain, new_version)
+        return {name: binascii.b2a_base64(blob, newline=False).decode("ascii")
+                for name, blob in zip(names, blobs, strict=True)}
+
+    def row_digest(self, record_id: str, subject_id: str, collection: str, version: int,
+                   clear: str, sealed: str, created_at: datetime, updated_at: datetime) -> str:
+        """Keyed digest (HMAC-SHA256, hex of 128 bits) of a stored row: its id, owner,
+        collection, write version, the stored JSON of its clear and sealed parts (ciphertexts,
+        never a plaintext) and its timestamps, length-prefixed. Write events carry it, so a
+        row restored to an earlier write, edited or resurrected shows (``vault.rollback``).
+        Keyed, so a clear-only row's digest cannot be brute-forced from the audit trail, and
+        nobody without the keyring can vouch for a row they made up."""
+        if self._row_key is None:
+            raise RuntimeError("this codec has no row-digest key")
+        message = associated_data(_ROW_LABEL, record_id, subject_id, collection, version,
+                                  clear, sealed, iso(created_at), iso(updated_at))
+        return hmac.digest(self._row_key, message, hashlib.sha256)[:ROW_DIGEST_BYTES].hex()
+
+    def row_entry(self, row: dict[str, Any]) -> dict[str, Any]:
+        """``{"version", "hmac"}`` of a row as inserted or updated (the columns of ``records``):
+        what a write event's ``details.row_digests`` holds per record."""
+        return {"version": row["version"], "hmac": self.row_digest(
+            row["id"], row["subject_id"], row["collection"], row["version"], row["clear"],
+            row["sealed"], row["created_at"], row["updated_at"])}
+
+    @staticmethod
+    def _fail_if(spec: CollectionSpec, record_id: str, cipher: FieldCipher,
+                 bad: list[str]) -> None:
         if bad:
             integrity_log.error(
                 "integrity failure: collection=%s record=%s subject=%s fields=%s: ciphertext "
-                "does not authenticate (altered, or copied from another record or field)",
+                "does not authenticate (altered, or copied from another record, field or write)",
                 spec.name, record_id, cipher.subject_id, ",".join(sorted(bad)))
             raise IntegrityFailure(
                 f"record {record_id} failed its integrity check in field(s) "
@@ -125,4 +195,3 @@ class RecordCodec:
                 [FieldProblem(n, "stored ciphertext failed its integrity check")
                  for n in sorted(bad)],
             )
-        return out

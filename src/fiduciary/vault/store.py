@@ -57,7 +57,7 @@ class StoredRecord:
 
 _RECORD_COLUMNS = (
     records.c.id, records.c.subject_id, records.c.collection, records.c.clear, records.c.sealed,
-    records.c.created_at, records.c.updated_at,
+    records.c.created_at, records.c.updated_at, records.c.version,
     subjects.c.attributes.label("subject_attributes"), subjects.c.status.label("subject_status"),
 )
 _RECORD_FROM = records.join(subjects, subjects.c.id == records.c.subject_id)
@@ -137,11 +137,11 @@ def insert_record(conn: Connection, row: dict[str, Any],
 
 def update_record(conn: Connection, record_id: str, clear: str, sealed: str,
                   updated_at: datetime, reindexed: Sequence[str],
-                  index: Sequence[dict[str, Any]]) -> None:
-    """Store a record's new fields; the index entries of ``reindexed`` fields are replaced
-    by ``index``."""
+                  index: Sequence[dict[str, Any]], version: int) -> None:
+    """Store a record's new fields as its write ``version``; the index entries of
+    ``reindexed`` fields are replaced by ``index``."""
     conn.execute(records.update().where(records.c.id == record_id).values(
-        clear=clear, sealed=sealed, updated_at=updated_at))
+        clear=clear, sealed=sealed, updated_at=updated_at, version=version))
     if reindexed:
         conn.execute(blind_index.delete().where(blind_index.c.record_id == record_id,
                                                 blind_index.c.field.in_(list(reindexed))))
