@@ -109,7 +109,8 @@ class VaultService:
         self.clock = clock
         self.policy = policy
         self.keys = keys
-        self.codec = RecordCodec(BlindIndexer(keyring.index_key()))
+        self.codec = RecordCodec(BlindIndexer(keyring.index_key()),
+                                 keyring.derive_key("record-rows"))
         self.masker = Masker(keyring.derive_key("pseudonym-tokens"))
         self._break_glass_log = break_glass_log
 
@@ -190,7 +191,8 @@ class VaultService:
             data = dict(clear)
             if sealed and spec is not None:
                 cipher = self.keys.cipher_for(subject_id)
-                data.update(self.codec.open(spec, row.id, cipher, sealed, set(sealed)))
+                data.update(self.codec.open(spec, row.id, cipher, sealed, set(sealed),
+                                            row.version))
             out.append(Record(row.id, subject_id, row.collection, data, row.created_at,
                               row.updated_at))
         self.audit.append_committed(self.audit.event(
@@ -325,16 +327,19 @@ class VaultService:
             self._require_write(principal, spec, purpose, values, clear_values,
                                 json.loads(row.attributes), subject_id, related)
             cipher = self.keys.cipher_for(subject_id)
-            clear, sealed = self.codec.seal(spec, record_id, cipher, values)
-            store.insert_record(conn, {
+            clear, sealed = self.codec.seal(spec, record_id, cipher, values, 1)
+            stored = {
                 "id": record_id, "subject_id": subject_id, "collection": spec.name,
                 "clear": _dumps(clear), "sealed": _dumps(sealed),
-                "created_at": now, "updated_at": now,
-            }, self.codec.index_rows(spec, record_id, subject_id, values))
+                "created_at": now, "updated_at": now, "version": 1,
+            }
+            store.insert_record(conn, stored,
+                                self.codec.index_rows(spec, record_id, subject_id, values))
             self._update_subject_attributes(conn, spec, subject_id, values, set())
             self.audit.append(conn, self.audit.event(
                 principal, "record.create", collection=spec.name, record_ids=[record_id],
-                subject_ids=[subject_id], fields=list(values), purpose=purpose))
+                subject_ids=[subject_id], fields=list(values), purpose=purpose,
+                details={"row_digests": {record_id: self.codec.row_entry(stored)}}))
             return self._written(self._record_row(conn, spec, record_id), spec, purpose,
                                  principal, _SubjectRecords(conn))
 
@@ -399,7 +404,7 @@ class VaultService:
         stored = {k: v for k, v in clear.items() if k in wanted}
         if sealed.keys() & wanted.keys():
             stored.update(self.codec.open(spec, row.id, self.keys.cipher_for(row.subject_id),
-                                          sealed, set(wanted)))
+                                          sealed, set(wanted), row.version))
         same = all(hmac.compare_digest(_dumps({"v": stored.get(k)}).encode(),
                                        _dumps({"v": v}).encode()) for k, v in wanted.items())
         return same, str(row.subject_id)
@@ -455,8 +460,12 @@ class VaultService:
             self._require_write(principal, spec, purpose, changing, after, attributes,
                                 row.subject_id, related)
             cipher = self.keys.cipher_for(row.subject_id)
-            sealed: dict[str, str] = json.loads(row.sealed)
-            new_clear, new_sealed = self.codec.seal(spec, record_id, cipher, values)
+            # Every field of the row binds its write version: the unchanged ones are sealed
+            # again for this write (a tampered one fails here, 409, instead of being kept).
+            version = row.version + 1
+            sealed = self.codec.reseal(spec, record_id, cipher, json.loads(row.sealed),
+                                       row.version, version, skip=removed | set(values))
+            new_clear, new_sealed = self.codec.seal(spec, record_id, cipher, values, version)
             for name in removed | set(values):
                 clear.pop(name, None)
                 sealed.pop(name, None)
@@ -464,13 +473,17 @@ class VaultService:
             sealed.update(new_sealed)
             now = self.clock.now()
             touched = [n for n in removed | set(values) if spec.fields[n].searchable]
-            store.update_record(conn, record_id, _dumps(clear), _dumps(sealed), now, touched,
+            stored = {"id": record_id, "subject_id": row.subject_id, "collection": spec.name,
+                      "clear": _dumps(clear), "sealed": _dumps(sealed),
+                      "created_at": row.created_at, "updated_at": now, "version": version}
+            store.update_record(conn, record_id, stored["clear"], stored["sealed"], now, touched,
                                 self.codec.index_rows(spec, record_id, row.subject_id, values)
-                                if touched else [])
+                                if touched else [], version)
             self._update_subject_attributes(conn, spec, row.subject_id, values, removed)
             self.audit.append(conn, self.audit.event(
                 principal, "record.update", collection=spec.name, record_ids=[record_id],
-                subject_ids=[row.subject_id], fields=[*values, *removed], purpose=purpose))
+                subject_ids=[row.subject_id], fields=[*values, *removed], purpose=purpose,
+                details={"row_digests": {record_id: self.codec.row_entry(stored)}}))
             updated = self._record_row(conn, spec, record_id)
             return self._written(updated, spec, purpose, principal, _SubjectRecords(conn))
 
@@ -753,7 +766,7 @@ class VaultService:
         plain = {k: v for k, v in clear.items() if k in allowed}
         if sealed.keys() & allowed:
             cipher = self.keys.cipher_for(row.subject_id)
-            plain.update(self.codec.open(spec, row.id, cipher, sealed, allowed))
+            plain.update(self.codec.open(spec, row.id, cipher, sealed, allowed, row.version))
         data = {}
         for n in present:
             if n in allowed:
