@@ -18,6 +18,7 @@ from fiduciary.audit.trail import public_key_bytes
 from fiduciary.audit.verify import verify
 from fiduciary.cli.common import DataDir, JsonFlag, err, group, out, runtime
 from fiduciary.errors import VerificationFailed
+from fiduciary.vault.rollback import RecordsReport, check_records
 
 audit_app = group("The tamper-evident audit trail.")
 
@@ -28,9 +29,15 @@ def audit_verify(
     checkpoint: Annotated[Path | None, typer.Option(
         help="A checkpoint exported earlier (witness): proves the log was only appended to")
     ] = None,
+    records_check: Annotated[bool, typer.Option(
+        "--records", help="Also compare every record row with its latest write event: names "
+        "records restored to an earlier write, edited, resurrected or deleted outside "
+        "Fiduciary")] = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """Recompute the tree from the stored events and check every checkpoint."""
+    """Recompute the tree from the stored events and check every checkpoint (with --records,
+    every record row against the trail too)."""
+    report = None
     with runtime(data_dir) as rt:
         try:
             witness = json.loads(checkpoint.read_text()) if checkpoint else None
@@ -43,13 +50,40 @@ def audit_verify(
         except (OSError, ValueError) as exc:
             err.print(f"[red]error:[/red] cannot read the checkpoint file: {exc}")
             raise typer.Exit(code=2) from None
-    if json_out:
-        print(json.dumps(result.as_dict()))
-        return
+        if records_check:
+            report = check_records(rt.vault)
     d = result.as_dict()
-    out.print(f"verified: size {d['size']} root {d['root']} ({d['checkpoints']} checkpoints, "
-              f"{d['events_after_latest_checkpoint']} events after the latest, "
-              f"{d['unsequenced_events']} not yet sequenced)", highlight=False)
+    if report is not None:
+        d["records"] = report.as_dict()
+        d["verified"] = report.ok
+    if json_out:
+        print(json.dumps(d))
+    else:
+        out.print(f"verified: size {d['size']} root {d['root']} ({d['checkpoints']} "
+                  f"checkpoints, {d['events_after_latest_checkpoint']} events after the "
+                  f"latest, {d['unsequenced_events']} not yet sequenced)", highlight=False)
+    if report is None:
+        return
+    if not json_out:
+        _print_records(report)
+    if not report.ok:
+        raise typer.Exit(code=1)
+
+
+def _print_records(report: RecordsReport) -> None:
+    summary = (f"{report.checked} records checked, {report.unattested} not attested yet "
+               "(written before row digests, or their events pruned)")
+    if report.ok:
+        out.print(f"records verified: {summary}", highlight=False)
+        return
+    err.print(f"[red]records do NOT verify:[/red] {len(report.findings)} differ from the "
+              f"audit trail; {summary}", highlight=False)
+    for f in report.findings:  # one line each, ids whole: for grep and tickets
+        versions = ", ".join(f"{k} {v}" for k, v in (("version", f.version),
+                                                       ("expected", f.expected_version))
+                             if v is not None)
+        err.print(f"  {f.record_id} {f.collection or '-'} {f.problem}"
+                  + (f" ({versions})" if versions else ""), highlight=False, soft_wrap=True)
 
 
 @audit_app.command("sequence")
