@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     #: ``fiduciary serve`` runs the retention job this often (hours); 0 turns it off (then run
     #: ``fiduciary retention run`` from cron).
     retention_interval_hours: float = 24.0
+    #: ``fiduciary serve`` compares every record row with its latest write event this often
+    #: (hours; ``vault.rollback``); 0 turns it off (then run ``fiduciary audit verify
+    #: --records`` from cron).
+    records_check_interval_hours: float = Field(24.0, ge=0)
     #: Exposes bench-only endpoints (plaintext baseline). Never enable in production.
     bench_endpoints: bool = False
     #: Largest request body the API reads (bytes); a larger one is refused with 413.
