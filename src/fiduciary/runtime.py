@@ -39,7 +39,7 @@ from fiduciary.privacy.retention import RetentionService
 from fiduciary.privacy.ropa import RopaService, configuration_digests
 from fiduciary.storage import Database
 from fiduciary.storage.schema import subject_keys, system_state
-from fiduciary.vault import SubjectKeys, VaultService
+from fiduciary.vault import SubjectKeys, VaultService, rollback
 
 log = logging.getLogger("fiduciary.runtime")
 
@@ -88,6 +88,10 @@ class Runtime:
         hours = self.settings.retention_interval_hours
         if hours > 0:
             self._spawn("retention", self.retention.run_forever, SYSTEM, self._stop, hours * 3600)
+        hours = self.settings.records_check_interval_hours
+        if hours > 0:  # no silent rollback: rows against their latest write events
+            self._spawn("records-check", rollback.run_forever, self.vault, self._stop,
+                        hours * 3600)
 
     def _spawn(self, name: str, target: Callable[..., None], *args: object) -> None:
         thread = threading.Thread(target=target, args=args, name=name, daemon=True)
