@@ -36,6 +36,15 @@ def dpo(rt: Runtime) -> Iterator[TestClient]:
         yield c
 
 
+@pytest.fixture
+def second_dpo(rt: Runtime) -> Iterator[TestClient]:
+    """Another privacy officer: erasure is fulfilled by someone other than the verifier."""
+    _, token = rt.api_keys.create("dpo-desk-2", role="dpo")
+    with TestClient(create_app(rt), raise_server_exceptions=False) as c:
+        c.headers["Authorization"] = f"Bearer {token}"
+        yield c
+
+
 def person(rt: Runtime) -> str:
     s = rt.vault.create_subject(SYSTEM).id
     rt.vault.create_record(SYSTEM, "persons", s, {
@@ -230,7 +239,7 @@ def test_overdue_and_due_soon_lists_move_with_the_clock(dpo: TestClient, rt: Run
 
 
 def test_restriction_objection_opt_out_and_limit_take_effect(dpo: TestClient, rt: Runtime,
-                                                             client: TestClient) -> None:
+                                                              client: TestClient) -> None:
     s = person(rt)
     for purpose in ("marketing", "sale_or_sharing", "sensitive_data_use"):
         rt.consent.record(SYSTEM, s, purpose, True, None, "v1", "web_form")
@@ -305,11 +314,13 @@ def test_access_and_erasure_use_the_packager_and_eraser_when_configured(
     assert [x.step for x in service.get(rid).steps] == ["create", "verify", "start", "fulfil"]
 
 
-def test_erasure_request_erases_the_subject_and_its_log_stays(dpo: TestClient, rt: Runtime,
-                                                             client: TestClient) -> None:
+def test_erasure_request_erases_the_subject_and_its_log_stays(dpo: TestClient,
+                                                              second_dpo: TestClient,
+                                                              rt: Runtime,
+                                                              client: TestClient) -> None:
     s = person(rt)
     rid = verified(dpo, s, "erasure")
-    done = step(dpo, rid, "fulfil")
+    done = step(second_dpo, rid, "fulfil")
     assert done["status"] == "fulfilled" and done["result"]["erasure"]["status"] == "complete"
     assert client.get(f"/v1/subjects/{s}").status_code == 410
     again = dpo.post("/v1/dsr", json={"subject_id": s, "type": "access", "regime": "gdpr",

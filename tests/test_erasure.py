@@ -231,6 +231,11 @@ def test_access_package_through_a_dsr(rt: Runtime, client: TestClient,
     for f in files:
         assert stat.S_IMODE(os.stat(f).st_mode) == 0o600
         assert SSN.encode() not in f.read_bytes() and b"hail damage" not in f.read_bytes()
+    # Who verified the requester does not also release the content (two-person rule).
+    r = dpo.client.get(f"/v1/dsr/{dsr}/package?format=json")
+    assert r.status_code == 403 and r.json()["error"]["reason"] == "separation_of_duties"
+    assert SSN not in r.text
+    dpo = make_staff(rt, clock, "dpo1b", ["dpo"])
     r = dpo.client.get(f"/v1/dsr/{dsr}/package?format=json")
     assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
     doc = r.json()
@@ -282,7 +287,10 @@ def test_erasure_dsr_and_cli(rt: Runtime, client: TestClient, clock: FixedClock,
                                            "regime": "gdpr",
                                            "received_at": "2026-01-30T09:00:00Z"}).json()["id"]
     dpo.client.post(f"/v1/dsr/{dsr}/verify", json={"method": "id_document"})
-    r = dpo.client.post(f"/v1/dsr/{dsr}/fulfil", json={})
+    same = dpo.client.post(f"/v1/dsr/{dsr}/fulfil", json={})
+    assert same.status_code == 403 and same.json()["error"]["reason"] == "separation_of_duties"
+    second = make_staff(rt, clock, "dpo2b", ["dpo"])
+    r = second.client.post(f"/v1/dsr/{dsr}/fulfil", json={})
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "partially_fulfilled"
     assert [k["record_id"] for k in r.json()["result"]["erasure"]["kept"]] == [closed]

@@ -103,6 +103,9 @@ def expected(role: str, collection: str, field: str, purpose: str,
     f = DM.collections[collection].fields[field]
     if purpose not in f.purposes:
         return "deny", "purpose_not_allowed"
+    if (DM.collections[collection].lawful_basis.value == "consent"
+            and not DM.purposes[purpose].consent_required):
+        return "deny", "purpose_not_allowed"  # consent data serves its consented purpose only
     if DM.purposes[purpose].consent_required:
         return "deny", "consent_required"
     grants = [g for g in PACK["roles"][role].get("grants", [])

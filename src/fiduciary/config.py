@@ -14,6 +14,10 @@ from fiduciary.errors import ConfigurationError
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FIDUCIARY_", extra="ignore")
 
+    #: Releasing an access package and fulfilling an erasure need a second person of the
+    #: privacy office (not who verified the request), and releasing a legal hold someone
+    #: other than who placed it. Off only for a one-person office (the ROPA says so).
+    privacy_two_person: bool = True
     #: Where the embedded database, keyring and logs live.
     data_dir: Path = Path("./fiduciary-data")
     #: A SQLAlchemy URL; unset means SQLite in ``data_dir``. PostgreSQL: ``postgresql+psycopg://…``.

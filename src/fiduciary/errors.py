@@ -37,6 +37,7 @@ class Reason(StrEnum):
     FIELD_NOT_PERMITTED = "field_not_permitted"
     PURPOSE_NOT_ALLOWED = "purpose_not_allowed"
     PROCESSING_RESTRICTED = "processing_restricted"
+    TRAINING_EXPIRED = "training_expired"
     LEGAL_HOLD = "legal_hold"
     PASSWORD_CHANGE_REQUIRED = "password_change_required"  # noqa: S105 (a code)
     ACCOUNT_LOCKED = "account_locked"

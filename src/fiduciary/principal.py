@@ -84,10 +84,11 @@ class Principal:
 
 
 def require_permission(principal: Principal, *permissions: Permission,
-                       scope: Scope | None = None) -> None:
+                       scope: Scope | None) -> None:
     """One of ``permissions`` is needed; the system itself (the operator's CLI) is trusted.
-    With ``scope``, an API key limited by scopes must also hold that one (``write`` to record
-    consent, ``read`` to read it)."""
+    ``scope`` is what the operation does with customer data: an API key limited by scopes
+    must hold it (``read`` to read a request or download a package, ``write`` to change
+    anything). None: the operation touches no customer data (user administration)."""
     if principal.is_system:
         return
     if not any(principal.can(p) for p in permissions):
@@ -96,6 +97,12 @@ def require_permission(principal: Principal, *permissions: Permission,
     if scope is not None and principal.scopes is not None and scope not in principal.scopes:
         raise Forbidden(f"this API key lacks the {scope} scope",
                         reason=Reason.FIELD_NOT_PERMITTED)
+
+
+def require_training(principal: Principal) -> None:
+    """Whoever sees customer data in clear must be trained — the privacy office included."""
+    if principal.is_person and not principal.training_current:
+        raise Forbidden("required training is not current", reason=Reason.TRAINING_EXPIRED)
 
 
 SYSTEM = Principal(id="system", kind=ActorKind.SYSTEM, username="system", roles=("service",))

@@ -171,7 +171,7 @@ def open_runtime(settings: Settings, *, create: bool = False,
     reviews = AccessReviewService(db, clock, policy, users, api_keys)
     trail = AuditTrail(db, keyring, clock, audit, settings.audit_checkpoint_events,
                        settings.audit_checkpoint_seconds)
-    holds = HoldService(db, datamap, clock, audit)
+    holds = HoldService(db, datamap, clock, audit, two_person=settings.privacy_two_person)
     restriction = Restriction(db, audit)
     packager = AccessPackager(vault, policy, consent, trail, audit, clock,
                               data_dir / "exports")
@@ -180,7 +180,7 @@ def open_runtime(settings: Settings, *, create: bool = False,
     retention = RetentionService(db, datamap, clock, audit, consent, eraser.shred,
                                  eraser.finish, sweep=eraser.destroy_leftover_keys)
     dsr = DsrService(db, clock, audit, restriction, consent, packager=packager, eraser=eraser,
-                     holidays=settings.holidays())
+                     holidays=settings.holidays(), two_person=settings.privacy_two_person)
     ropa = RopaService(datamap, policy, keyring, settings, clock, audit)
     _record_configuration(db, audit, datamap, policy)
     return Runtime(settings, datamap, db, keyring, vault, api_keys, users, policy, reviews,

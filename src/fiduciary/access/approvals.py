@@ -241,7 +241,7 @@ class ApprovalService:
         if not by.is_person:
             raise Forbidden("approvals are decided by a person: a staff user, or the "
                             "operator's CLI", reason=Reason.SEPARATION_OF_DUTIES)
-        require_permission(by, Permission.APPROVALS_DECIDE)
+        require_permission(by, Permission.APPROVALS_DECIDE, scope=None)
         if approval.proposed_by["id"] == by.id:
             raise Forbidden("a proposal is approved by someone other than its proposer",
                             reason=Reason.SEPARATION_OF_DUTIES)

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple, Protocol
 import yaml
 
 from fiduciary.access.masking import REVEAL_ORDER, partial_strategies
-from fiduciary.datamap import Classification, CollectionSpec, DataMap
+from fiduciary.datamap import Classification, CollectionSpec, DataMap, LawfulBasis
 from fiduciary.errors import FieldProblem, PolicyInvalid
 from fiduciary.principal import Permission
 
@@ -55,6 +55,8 @@ class Actor(Protocol):
     def regions(self) -> tuple[str, ...]: ...
     @property
     def is_person(self) -> bool: ...
+    @property
+    def is_system(self) -> bool: ...
     @property
     def training_current(self) -> bool: ...
     @property
@@ -530,10 +532,14 @@ class PolicyEngine:
         protected = (bool(subject.get("vip")) and not self._any(actor, "sees_vip")) or (
             bool(subject.get("employee")) and not self._any(actor, "sees_employees"))
         out: dict[str, FieldDecision] = {}
+        # Data held on consent serves the purpose consented to, and no other (the operator's
+        # own tools aside): no reading marketing preferences "for a legal obligation".
+        off_consent = (spec.lawful_basis is LawfulBasis.CONSENT
+                       and not purpose_spec.consent_required and not actor.is_system)
         for name in fields:
             f = spec.fields[name]
             partial = f.masking
-            if purpose not in f.purposes:
+            if off_consent or purpose not in f.purposes:
                 out[name] = FieldDecision(None, "purpose_not_allowed", partial)
                 continue
             sensitive = f.classification.rank > Classification.INTERNAL.rank

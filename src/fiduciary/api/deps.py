@@ -62,7 +62,7 @@ class Ctx:
             raise Forbidden("change the initial password first: POST /v1/auth/password",
                             reason=Reason.PASSWORD_CHANGE_REQUIRED)
         if self.permissions:
-            require_permission(who, *self.permissions)
+            require_permission(who, *self.permissions, scope=None)
         return who
 
 

@@ -32,7 +32,7 @@ from fiduciary.clock import Clock, iso_or_none
 from fiduciary.crypto.aead import DecryptionError
 from fiduciary.errors import FieldProblem, IntegrityFailure, InvalidInput, NotFound
 from fiduciary.ids import is_id
-from fiduciary.principal import Permission, Principal, require_permission
+from fiduciary.principal import Permission, Principal, Scope, require_permission, require_training
 from fiduciary.privacy.ropa import retention_rule, third_party
 from fiduciary.storage.schema import dsr_requests
 from fiduciary.vault.service import VaultService
@@ -61,7 +61,8 @@ class AccessPackager:
 
     def build(self, principal: Principal, subject_id: str,
               request_id: str | None = None) -> dict[str, Any]:
-        require_permission(principal, Permission.PRIVACY_MANAGE)
+        require_permission(principal, Permission.PRIVACY_MANAGE, scope=Scope.READ)
+        require_training(principal)
         found = self.vault.disclose_subject(principal, subject_id, request_id)
         package_id = str(uuid.uuid4())
         now = self.clock.now()
@@ -99,7 +100,8 @@ class AccessPackager:
                  subject_id: str, fmt: str) -> tuple[bytes, str]:
         """The opened package of a request and its media type, for the DPO to hand over; each
         download audited. 410 once the subject is erased."""
-        require_permission(principal, Permission.PRIVACY_MANAGE)
+        require_permission(principal, Permission.PRIVACY_MANAGE, scope=Scope.READ)
+        require_training(principal)
         if fmt not in _MEDIA:
             raise InvalidInput("format is json or html", [FieldProblem("format", "json|html")])
         package = (result or {}).get("package")

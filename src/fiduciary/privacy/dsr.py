@@ -31,6 +31,7 @@ from fiduciary.clock import Clock, iso, iso_or_none
 from fiduciary.errors import (
     ConfigurationError,
     FieldProblem,
+    Forbidden,
     InvalidInput,
     NotFound,
     Reason,
@@ -95,6 +96,11 @@ class AccessPackager(Protocol):
     def build(self, principal: Principal, subject_id: str, request_id: str) -> dict[str, Any]:
         """Write the subject's access package; returns where it is and what it holds (ids,
         counts, file names), never a customer value."""
+        ...
+
+    def download(self, principal: Principal, result: Mapping[str, Any] | None,
+                 subject_id: str, fmt: str) -> tuple[bytes, str]:
+        """The package built for a request, opened, and its media type."""
         ...
 
 
@@ -214,7 +220,8 @@ class DsrService:
 
     def __init__(self, db: Database, clock: Clock, audit: AuditLog, restriction: Restriction,
                  consent: ConsentLedger, packager: AccessPackager | None = None,
-                 eraser: Eraser | None = None, holidays: Iterable[date] = ()) -> None:
+                 eraser: Eraser | None = None, holidays: Iterable[date] = (),
+                 two_person: bool = True) -> None:
         self.db = db
         self.clock = clock
         self.audit = audit
@@ -224,12 +231,14 @@ class DsrService:
         self.eraser = eraser
         #: Days that are not business days for the CCPA acknowledgement (besides weekends).
         self.holidays = frozenset(holidays)
+        #: Erasure and the release of a package need someone other than the verifier.
+        self.two_person = two_person
 
     # -- opening -------------------------------------------------------------------------------
     def create(self, principal: Principal, subject_id: str, type: str, regime: str,
                received_at: datetime | None = None, channel: str | None = None) -> DsrRequest:
         """Log a request received at ``received_at`` (default now) and set its deadlines."""
-        require_permission(principal, Permission.PRIVACY_MANAGE, scope=Scope.READ)
+        require_permission(principal, Permission.PRIVACY_MANAGE, scope=Scope.WRITE)
         now = self.clock.now()
         received = received_at or now
         if received.tzinfo is None:
@@ -270,7 +279,7 @@ class DsrService:
     # -- steps ---------------------------------------------------------------------------------
     def verify(self, principal: Principal, request_id: str, method: str) -> DsrRequest:
         """Record that the requester's identity was verified, and how."""
-        require_permission(principal, Permission.PRIVACY_MANAGE, scope=Scope.READ)
+        require_permission(principal, Permission.PRIVACY_MANAGE, scope=Scope.WRITE)
         with self.db.write() as conn:
             req = self._open_request(conn, request_id)
             if req.status != RECEIVED:
@@ -290,7 +299,7 @@ class DsrService:
     def acknowledge(self, principal: Principal, request_id: str) -> DsrRequest:
         """Record that receipt was confirmed to the requester (CCPA: within 10 business
         days)."""
-        require_permission(principal, Permission.PRIVACY_MANAGE, scope=Scope.READ)
+        require_permission(principal, Permission.PRIVACY_MANAGE, scope=Scope.WRITE)
         with self.db.write() as conn:
             req = self._open_request(conn, request_id)
             if req.acknowledged_at is not None:
@@ -302,7 +311,7 @@ class DsrService:
     def extend(self, principal: Principal, request_id: str, reason: str | None) -> DsrRequest:
         """Extend the deadline once, with a recorded reason, before the original due date
         passes (GDPR Art. 12(3): by two months; CCPA: by 45 days, 90 at most)."""
-        require_permission(principal, Permission.PRIVACY_MANAGE, scope=Scope.READ)
+        require_permission(principal, Permission.PRIVACY_MANAGE, scope=Scope.WRITE)
         text = _text("reason", reason, "why the request needs more time")
         with self.db.write() as conn:
             req = self._open_request(conn, request_id)
@@ -323,7 +332,7 @@ class DsrService:
 
     def start(self, principal: Principal, request_id: str) -> DsrRequest:
         """Begin work on a verified request."""
-        require_permission(principal, Permission.PRIVACY_MANAGE, scope=Scope.READ)
+        require_permission(principal, Permission.PRIVACY_MANAGE, scope=Scope.WRITE)
         with self.db.write() as conn:
             req = self._open_request(conn, request_id)
             self._require_verified(req)
@@ -335,7 +344,7 @@ class DsrService:
 
     def deny(self, principal: Principal, request_id: str, reason: str | None) -> DsrRequest:
         """Close an open request as denied, with the reason given to the requester."""
-        require_permission(principal, Permission.PRIVACY_MANAGE, scope=Scope.READ)
+        require_permission(principal, Permission.PRIVACY_MANAGE, scope=Scope.WRITE)
         text = _text("reason", reason, "why the request is denied")
         with self.db.write() as conn:
             req = self._open_request(conn, request_id)
@@ -347,10 +356,12 @@ class DsrService:
                purposes: Sequence[str] | None = None) -> DsrRequest:
         """Carry out a verified request and close it (see the module docstring for what each
         type does). A verified request not yet started is started first."""
-        require_permission(principal, Permission.PRIVACY_MANAGE, scope=Scope.READ)
+        require_permission(principal, Permission.PRIVACY_MANAGE, scope=Scope.WRITE)
         req = self.get(request_id)
         self._require_open(req)
         self._require_verified(req)
+        if req.type in ERASURE_TYPES:
+            self._require_second_person(principal, req, "erase the customer's data")
         note = self._fulfil_note(req, note)
         withdraw = self._purposes_to_withdraw(req, purposes)
         if req.type in PACKAGE_TYPES and self.packager is None:
@@ -423,6 +434,23 @@ class DsrService:
         return tuple(dict.fromkeys(purposes))
 
     # -- reading -------------------------------------------------------------------------------
+    def download(self, principal: Principal, request_id: str, fmt: str) -> tuple[bytes, str]:
+        """Release the access package's content (opened): by a second person of the privacy
+        office, not who verified the requester's identity."""
+        require_permission(principal, Permission.PRIVACY_MANAGE, scope=Scope.READ)
+        req = self.get(request_id)
+        if self.packager is None:
+            raise ConfigurationError("no access packager is configured")
+        self._require_second_person(principal, req, "release the access package")
+        return self.packager.download(principal, req.result, req.subject_id, fmt)
+
+    def _require_second_person(self, principal: Principal, req: DsrRequest, what: str) -> None:
+        if (self.two_person and not principal.is_system
+                and req.verified_by == actor_label(principal)):
+            raise Forbidden(f"a second person of the privacy office must {what}: whoever "
+                            "verified the requester's identity may not",
+                            reason=Reason.SEPARATION_OF_DUTIES)
+
     def read(self, principal: Principal, request_id: str) -> DsrRequest:
         """:meth:`get` for a person or key, audited (a request names a customer)."""
         require_permission(principal, Permission.PRIVACY_MANAGE, scope=Scope.READ)

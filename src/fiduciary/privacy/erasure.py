@@ -23,7 +23,7 @@ from fiduciary.audit.events import AuditLog, canonical
 from fiduciary.clock import Clock, iso
 from fiduciary.datamap import DataMap
 from fiduciary.errors import NotFound
-from fiduciary.principal import Permission, Principal, require_permission
+from fiduciary.principal import Permission, Principal, Scope, require_permission
 from fiduciary.privacy.holds import ActiveHolds
 from fiduciary.privacy.retention import RetentionRules
 from fiduciary.storage import Database
@@ -117,7 +117,7 @@ class Eraser:
 
     def _erase(self, principal: Principal, subject_id: str, request_id: str | None,
                cause: str) -> ErasureCertificate:
-        require_permission(principal, Permission.PRIVACY_MANAGE)
+        require_permission(principal, Permission.PRIVACY_MANAGE, scope=Scope.WRITE)
         now = self.clock.now()
         withdrawn = {p: e.recorded_at for p, e in self.consent.current(subject_id).items()
                      if not e.granted}

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 
 from fiduciary.audit.events import AuditLog
 from fiduciary.errors import Forbidden, Reason
-from fiduciary.principal import Permission, Principal, require_permission
+from fiduciary.principal import Permission, Principal, Scope, require_permission
 from fiduciary.privacy.holds import ActiveHolds
 from fiduciary.storage import Database
 from fiduciary.vault import store
@@ -59,7 +59,7 @@ class Restriction:
 
     def restrict_subject(self, principal: Principal, subject_id: str,
                          restricted: bool) -> Subject:
-        require_permission(principal, Permission.PRIVACY_MANAGE)
+        require_permission(principal, Permission.PRIVACY_MANAGE, scope=Scope.WRITE)
         with self.db.write() as conn:
             subject = store.subject(conn, subject_id)
             if subject.status == SubjectStatus.ERASURE_PENDING:

@@ -16,8 +16,8 @@ from sqlalchemy.engine import Connection
 from fiduciary.audit.events import AuditLog
 from fiduciary.clock import Clock, iso
 from fiduciary.datamap import DataMap
-from fiduciary.errors import FieldProblem, InvalidInput, NotFound
-from fiduciary.principal import Permission, Principal, require_permission
+from fiduciary.errors import FieldProblem, Forbidden, InvalidInput, NotFound, Reason
+from fiduciary.principal import Permission, Principal, Scope, require_permission
 from fiduciary.storage import Database
 from fiduciary.storage.schema import legal_holds
 from fiduciary.vault import store
@@ -103,15 +103,18 @@ def _text_digest(text: str) -> dict[str, Any]:
 
 
 class HoldService:
-    def __init__(self, db: Database, datamap: DataMap, clock: Clock, audit: AuditLog) -> None:
+    def __init__(self, db: Database, datamap: DataMap, clock: Clock, audit: AuditLog,
+                 two_person: bool = True) -> None:
         self.db = db
+        #: A hold is released by someone other than who placed it.
+        self.two_person = two_person
         self.datamap = datamap
         self.clock = clock
         self.audit = audit
 
     @staticmethod
     def _require(principal: Principal) -> None:
-        require_permission(principal, Permission.PRIVACY_MANAGE)
+        require_permission(principal, Permission.PRIVACY_MANAGE, scope=Scope.WRITE)
 
     def add(self, principal: Principal, scope: str, target: str, reason: str,
             owner: str) -> Hold:
@@ -165,6 +168,11 @@ class HoldService:
                 raise NotFound(f"legal hold {hold_id} not found", code="hold_not_found")
             if r.released_at is not None:
                 return _hold(r)
+            if (self.two_person and not principal.is_system
+                    and r.created_by == _actor(principal)):
+                raise Forbidden("a second person of the privacy office must release this legal "
+                                "hold: whoever placed it may not",
+                                reason=Reason.SEPARATION_OF_DUTIES)
             now = self.clock.now()
             conn.execute(legal_holds.update().where(legal_holds.c.id == hold_id)
                          .values(released_at=now, released_by=_actor(principal)))

@@ -89,7 +89,7 @@ class RopaService:
 
     def generate(self, principal: Principal, fmt: str,
                  output: str | None = None) -> dict[str, Any]:
-        require_permission(principal, Permission.CONFIG_READ)
+        require_permission(principal, Permission.CONFIG_READ, scope=None)
         doc = build_ropa(self.datamap, self.policy, self.keyring.versions(), self.settings,
                          self.clock.now())
         details = ropa_event_details(doc, fmt)
@@ -260,6 +260,10 @@ def _security_measures(datamap: DataMap, policy: PolicyEngine,
             "break_glass_min_justification": s.break_glass_min_justification,
             "roles": len(roles),
             "roles_without_customer_data": [r.name for r in roles if not r.grants],
+            "staff_searches_per_minute": s.search_per_minute,
+            "staff_searches_per_day": s.search_per_day,
+            # Off only in a one-person privacy office: the register says so.
+            "privacy_office_two_person_rule": settings.privacy_two_person,
         },
         "audit_trail": {
             "log": "append-only RFC 9162 Merkle tree; every data access audited in the same "

@@ -30,7 +30,7 @@ from fiduciary.errors import (
     Reason,
 )
 from fiduciary.ids import is_id, new_id
-from fiduciary.principal import Permission, Principal, require_permission
+from fiduciary.principal import Permission, Principal, Scope, require_permission, require_training
 from fiduciary.storage import Database
 from fiduciary.vault import store
 from fiduciary.vault.gates import RecordGate
@@ -179,7 +179,8 @@ class VaultService:
                          request_id: str | None = None) -> list[Record]:
         """Every record of the subject, every field in clear, for the subject themself (GDPR
         Art. 15 and 20, CCPA right to know). Only for whoever fulfils their requests."""
-        require_permission(principal, Permission.PRIVACY_MANAGE)
+        require_permission(principal, Permission.PRIVACY_MANAGE, scope=Scope.READ)
+        require_training(principal)
         with self.db.read() as conn:
             store.subject(conn, subject_id)
             rows = store.record_rows_of(conn, subject_id)

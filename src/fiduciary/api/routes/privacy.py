@@ -221,9 +221,7 @@ _PACKAGE = {"description": "The opened access package, as an attachment",
          responses={200: _PACKAGE, **documented(404, 409, 410)})
 def download_dsr_package(request_id: str, ctx: PrivacyOfficer, format: str = "json") -> Response:
     """format: json or html."""
-    who = ctx.caller()
-    req = ctx.rt.dsr.get(request_id)
-    body, media = ctx.rt.packager.download(who, req.result, req.subject_id, format)
+    body, media = ctx.rt.dsr.download(ctx.caller(), request_id, format)
     name = f"access-{request_id}.{format}"
     return Response(body, media_type=media, headers={
         "Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
