@@ -280,3 +280,37 @@ def test_reading_data_subject_requests_is_audited(rt: Runtime, clock: FixedClock
     assert dpo.get(f"/v1/dsr/{created.json()['id']}").status_code == 200
     actions = [e["event"]["action"] for e in rt.trail.events(subject_id=s, limit=100)[0]]
     assert "dsr.list" in actions and "dsr.read" in actions
+
+
+def test_consent_follows_the_customers_relationships(
+        rt: Runtime, clock: FixedClock, world: dict[str, dict[str, str]]) -> None:
+    agent = make_staff(rt, clock, "agent", ["call_center_agent"], regions=["west"]).client
+    consent = {"purpose": "marketing", "granted": True, "notice_version": "2026-01",
+               "method": "phone"}
+    theirs = world["theirs"]["subject"]
+    r = agent.post(f"/v1/subjects/{theirs}/consents", json=consent)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "subject_not_found"
+    assert agent.get(f"/v1/subjects/{theirs}/consents").status_code == 404
+    assert rt.consent.history(theirs) == []
+    mine = world["mine"]["subject"]
+    assert agent.post(f"/v1/subjects/{mine}/consents", json=consent).status_code == 201
+
+
+def test_consent_data_serves_only_its_consented_purpose(rt: Runtime,
+                                                       client: TestClient) -> None:
+    s = customer(rt, "west", adjuster="adj", claim="CLM-1")["subject"]
+    r = client.post("/v1/collections/marketing_preferences/records?purpose=legal_obligation",
+                    json={"subject_id": s, "data": {"channel": "email"}})
+    assert r.status_code == 403 and r.json()["error"]["reason"] == "purpose_not_allowed"
+
+
+def test_a_read_only_privacy_key_changes_nothing(rt: Runtime) -> None:
+    s = customer(rt, "west", adjuster="adj", claim="CLM-1")["subject"]
+    _, token = rt.api_keys.create("dpo-readonly", role="dpo", scopes=["read"])
+    from fiduciary.api.app import create_app
+    with TestClient(create_app(rt), raise_server_exceptions=False) as c:
+        c.headers["Authorization"] = f"Bearer {token}"
+        r = c.post("/v1/dsr", json={"subject_id": s, "type": "erasure", "regime": "gdpr",
+                                    "received_at": "2026-01-31T09:00:00Z"})
+        assert r.status_code == 403 and "write scope" in r.json()["error"]["message"]
+        assert c.get("/v1/dsr").status_code == 200

@@ -30,7 +30,7 @@ from fiduciary.datamap import DataMap, load
 from fiduciary.errors import ConfigurationError
 from fiduciary.principal import SYSTEM
 from fiduciary.privacy.access_package import AccessPackager
-from fiduciary.privacy.consent import ConsentLedger
+from fiduciary.privacy.consent import ConsentDesk, ConsentLedger
 from fiduciary.privacy.dsr import DsrService
 from fiduciary.privacy.erasure import Eraser
 from fiduciary.privacy.gates import PrivacyGate, Restriction
@@ -69,6 +69,8 @@ class Runtime:
     packager: AccessPackager
     ropa: RopaService
     approvals: ApprovalService
+    #: Consent as callers record and read it (relationships, scopes, GPC).
+    consent_desk: ConsentDesk
     clock: Clock = field(default_factory=SystemClock)
     _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _threads: list[threading.Thread] = field(default_factory=list, init=False, repr=False)
@@ -185,7 +187,7 @@ def open_runtime(settings: Settings, *, create: bool = False,
     _record_configuration(db, audit, datamap, policy)
     return Runtime(settings, datamap, db, keyring, vault, api_keys, users, policy, reviews,
                    audit, trail, consent, dsr, holds, restriction, eraser, retention, packager,
-                   ropa, approvals, clock)
+                   ropa, approvals, ConsentDesk(consent, vault), clock)
 
 
 def _record_configuration(db: Database, audit: AuditLog, datamap: DataMap,

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -243,3 +243,40 @@ def entries_as_dict(current: Mapping[str, ConsentEntry],
     """The body of ``GET /v1/subjects/{id}/consents`` and of ``consent history --json``."""
     return {"current": {p: e.as_dict() for p, e in sorted(current.items())},
             "history": [e.as_dict() for e in history]}
+
+
+class SubjectReach(Protocol):
+    def get_subject(self, principal: Principal, subject_id: str) -> object:
+        """The subject if the principal's relationships reach it; 404 otherwise (audited)."""
+        ...
+
+
+class ConsentDesk:
+    """Consent as staff and applications record and read it: the same relationships as
+    reading the customer (an agent records consent for customers of their region only), and
+    a relayed GPC signal honoured only once the caller is allowed the call."""
+
+    def __init__(self, ledger: ConsentLedger, reach: SubjectReach) -> None:
+        self.ledger = ledger
+        self.reach = reach
+
+    def _enter(self, principal: Principal, subject_id: str, sec_gpc: str | None,
+               write: bool) -> None:
+        require_permission(principal, Permission.CONSENT_WRITE if write
+                           else Permission.CONSENT_READ, Permission.PRIVACY_MANAGE,
+                           scope=Scope.WRITE if write else Scope.READ)
+        if not principal.is_system:
+            self.reach.get_subject(principal, subject_id)
+        self.ledger.honour_signal(principal, subject_id, sec_gpc)
+
+    def record(self, principal: Principal, subject_id: str, purpose: str, granted: bool,
+               notice_id: str | None, notice_version: str | None, method: str,
+               channel: str | None = None, sec_gpc: str | None = None) -> ConsentEntry:
+        self._enter(principal, subject_id, sec_gpc, write=True)
+        return self.ledger.record(principal, subject_id, purpose, granted, notice_id,
+                                  notice_version, method, channel)
+
+    def read(self, principal: Principal, subject_id: str, sec_gpc: str | None = None
+             ) -> tuple[dict[str, ConsentEntry], list[ConsentEntry]]:
+        self._enter(principal, subject_id, sec_gpc, write=False)
+        return self.ledger.read(principal, subject_id)

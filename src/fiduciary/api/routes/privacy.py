@@ -13,7 +13,7 @@ from fiduciary.api.deps import Ctx, OneHopRoute, requires
 from fiduciary.api.errors import documented
 from fiduciary.api.models import Timestamp
 from fiduciary.api.params import UtcDateTime
-from fiduciary.principal import Permission, Principal
+from fiduciary.principal import Permission
 from fiduciary.privacy.consent import entries_as_dict
 from fiduciary.privacy.dsr import MAX_DUE_WITHIN_DAYS, MAX_LIST
 from fiduciary.privacy.dsr import DsrRequest as StoredDsr
@@ -91,28 +91,21 @@ GpcHeader = Annotated[str | None, Header(alias="Sec-GPC", description="Global Pr
 _CONSENTS = "/v1/subjects/{subject_id}/consents"
 
 
-def _consent_caller(ctx: Ctx, subject_id: str, sec_gpc: str | None) -> Principal:
-    """The caller, once a GPC signal relayed with the call is honoured."""
-    who = ctx.caller()
-    ctx.rt.consent.honour_signal(who, subject_id, sec_gpc)
-    return who
-
-
 @router.post(_CONSENTS, status_code=201, tags=["consent"],
              responses=documented(404, 410, 422))
 def record_consent(subject_id: str, body: NewConsent, ctx: ConsentWriter,
                    sec_gpc: GpcHeader = None) -> ConsentEntry:
-    who = _consent_caller(ctx, subject_id, sec_gpc)
-    entry = ctx.rt.consent.record(who, subject_id, body.purpose, body.granted, body.notice_id,
-                                  body.notice_version, body.method, body.channel)
+    entry = ctx.rt.consent_desk.record(ctx.caller(), subject_id, body.purpose, body.granted,
+                                       body.notice_id, body.notice_version, body.method,
+                                       body.channel, sec_gpc=sec_gpc)
     return ConsentEntry.model_validate(entry.as_dict())
 
 
 @router.get(_CONSENTS, tags=["consent"], responses=documented(404, 410, 422))
 def list_consents(subject_id: str, ctx: ConsentReader, sec_gpc: GpcHeader = None
                   ) -> Consents:
-    who = _consent_caller(ctx, subject_id, sec_gpc)
-    return Consents.model_validate(entries_as_dict(*ctx.rt.consent.read(who, subject_id)))
+    return Consents.model_validate(entries_as_dict(
+        *ctx.rt.consent_desk.read(ctx.caller(), subject_id, sec_gpc=sec_gpc)))
 
 
 # -- data-subject requests (privacy:manage) ----------------------------------------------------
