@@ -530,8 +530,20 @@ def _send_huge_login(port: int, size: int, framing: str) -> tuple[bytes, int]:
     return reply, sent
 
 
-def test_log_records_carry_no_exception_messages(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.fixture
+def configured_logs() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     logs.configure("info")
+    yield
+    for h in root.handlers:
+        if h not in handlers:
+            root.removeHandler(h)
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("configured_logs")
+def test_log_records_carry_no_exception_messages(capsys: pytest.CaptureFixture[str]) -> None:
     try:
         raise KeyError(f"{SECRET} from the driver")
     except KeyError:
