@@ -250,6 +250,30 @@ def import_encrypted(vault: VaultService, rows: Iterable[ParsedRow], batch_size:
     return report
 
 
+def import_claims(vault: VaultService, subject_ids: Sequence[str], adjuster: str,
+                  batch_size: int = BATCH_SIZE,
+                  progress: Callable[[int], None] | None = None) -> ImportReport:
+    """One open, unrestricted claim per subject, assigned to ``adjuster``, through the real
+    importer (purpose ``claims_handling``): what an adjuster's relationship condition
+    (``subject.has(claims where assigned_adjuster == principal.username and restricted !=
+    true)``) finds when it reads the subject's persons record."""
+    rows = [make_row(i, {
+        "subject_id": subject_id, "claim_number": f"CLM-{i:08d}",
+        "policy_number": f"POL-{i:08d}", "status": "open", "loss_date": "2025-11-03",
+        "reported_at": "2025-11-05T09:30:00Z", "assigned_adjuster": adjuster,
+        "restricted": False, "description": "Rear-ended at a junction; bumper and tail light.",
+        "amount_claimed": "2400.00"}) for i, subject_id in enumerate(subject_ids, start=1)]
+    problems: list[tuple[int, list[FieldProblem]]] = []
+    report = Importer(vault, batch_size=batch_size).run(
+        PRINCIPAL, "claims", rows, "claims_handling",
+        lambda line, p: problems.append((line, p)), progress)
+    if problems:
+        line, first = problems[0]
+        raise SystemExit(f"{len(problems)} claims were rejected; first: line {line}: "
+                         f"{[p.as_dict() for p in first]}")
+    return report
+
+
 def insert_plaintext(vault: VaultService, rows: Iterable[ParsedRow], batch_size: int = BATCH_SIZE,
                      progress: Callable[[int], None] | None = None) -> list[str]:
     """The plaintext baseline through the same storage layer (``insert_batch``).

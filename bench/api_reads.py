@@ -40,6 +40,7 @@ from _common import (
     emit,
     fresh_database_url,
     generate_persons,
+    import_claims,
     import_encrypted,
     insert_plaintext,
     log,
@@ -201,8 +202,9 @@ def main() -> None:
     p.add_argument("--warmup-seconds", type=float, default=2.0,
                    help="untimed load on each endpoint before timing (default 2)")
     p.add_argument("--as-role", default=None,
-                   help="read as a logged-in staff user of this role (password + TOTP "
-                        "session), e.g. claims_adjuster; default: a service API key")
+                   help="read as a logged-in staff user of this role (enrolled with its "
+                        "one-time code, password + TOTP session), e.g. claims_adjuster, who "
+                        "then has one claim assigned per person; default: a service API key")
     p.add_argument("--server-log-level", default="warning",
                    help="server log level; 'info' adds an access-log line per request")
     args = p.parse_args()
@@ -214,11 +216,17 @@ def main() -> None:
         data_dir = root / "server"
         rt = open_runtime(Settings(data_dir=data_dir, database_url=url), create=True)
         try:
-            import_encrypted(rt.vault, rows, progress=progress_logger(n, "imported (vault)"))
+            report = import_encrypted(rt.vault, rows,
+                                      progress=progress_logger(n, "imported (vault)"))
             plain_ids = insert_plaintext(rt.vault, rows,
                                          progress=progress_logger(n, "inserted (plaintext)"))
             vault_ids = record_ids(rt.vault, COLLECTION)
             staff = create_staff(rt, args.as_role) if args.as_role else None
+            if staff is not None and args.as_role == "claims_adjuster":
+                # An adjuster reaches a customer only through a claim assigned to them: every
+                # person gets one (vault side only), so each read decides the relationship.
+                import_claims(rt.vault, report.created_subject_ids, staff.username,
+                              progress=progress_logger(n, "imported claims (vault)"))
         finally:
             rt.close()
         if args.as_role:
@@ -236,7 +244,10 @@ def main() -> None:
             env.pop("FIDUCIARY_DATABASE_URL", None)
         cmd = fiduciary_cmd()
         created = subprocess.run([*cmd, "apikeys", "create", "--data-dir", str(data_dir),
-                                  "--json"], env=env, capture_output=True, text=True, check=True)
+                                  "--json"], env=env, capture_output=True, text=True)
+        if created.returncode != 0:
+            raise SystemExit(f"fiduciary apikeys create failed ({created.returncode}):\n"
+                             f"{created.stdout}{created.stderr}")
         token = json.loads(created.stdout.strip().splitlines()[-1])["api_key"]
 
         port = free_port()
@@ -300,6 +311,8 @@ def main() -> None:
         "phase_order": "warm-up vault, plaintext; then vault, plaintext, plaintext, vault",
         "server_log_level": args.server_log_level,
         "principal": f"staff session ({args.as_role})" if args.as_role else "service API key",
+        "relationship": "one claim per person, assigned to the bench user (vault side)"
+        if args.as_role == "claims_adjuster" else None,
         "database": describe_url(args.database_url),
         **machine(),
     })
