@@ -80,7 +80,11 @@ def common_args(description: str, default_records: int) -> argparse.ArgumentPars
 
 
 def source_state() -> str:
-    """The git commit measured, with ``+dirty`` when src/ has uncommitted changes."""
+    """The git commit measured, with ``+dirty`` when src/ has uncommitted changes; or
+    ``FIDUCIARY_BENCH_SOURCE`` when set (a run from an exported tree, e.g. ``git archive``)."""
+    given = os.environ.get("FIDUCIARY_BENCH_SOURCE")
+    if given:
+        return given
     root = Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
