@@ -154,6 +154,20 @@ def test_one_recovery_code_opens_one_session_in_parallel(rt: Runtime, clock: Fix
     assert sorted(r.status_code for r in answers) == [200, 401, 401, 401]
 
 
+def test_one_enrolment_code_enrols_once_in_parallel(rt: Runtime, clock: FixedClock) -> None:
+    made = rt.users.create("newcomer", ["underwriter"])
+    with serving(rt) as base:
+        answers = in_parallel(base, 5, "/v1/auth/enrol", {
+            "username": "newcomer", "enrolment_code": made.enrolment_code,
+            "password": "Saffron-Glacier-Tuba-63"})
+    assert sorted(r.status_code for r in answers) == [200, 401, 401, 401, 401]
+    [winner] = [r.json() for r in answers if r.status_code == 200]
+    user_id = rt.users.get("newcomer").id
+    codes = [c for c in table_rows(rt, "recovery_codes") if c["user_id"] == user_id]
+    assert len(codes) == len(winner["recovery_codes"])
+    assert len(events(rt, "auth.enrol")) == 1
+
+
 def test_password_hashing_holds_no_connection_and_respects_the_cap(
     settings: Settings, clock: FixedClock
 ) -> None:
