@@ -314,3 +314,56 @@ def test_a_read_only_privacy_key_changes_nothing(rt: Runtime) -> None:
                                     "received_at": "2026-01-31T09:00:00Z"})
         assert r.status_code == 403 and "write scope" in r.json()["error"]["message"]
         assert c.get("/v1/dsr").status_code == 200
+
+
+def test_break_glass_is_governed(rt: Runtime, clock: FixedClock,
+                                 world: dict[str, dict[str, str]]) -> None:
+    justification = "Customer on the phone after a crash, file not routed yet"
+    theirs = world["theirs"]
+    # The actuary sees pseudonymised data only: no emergency makes anybody identifiable.
+    actuary = make_staff(rt, clock, "actuary", ["actuary"]).client
+    r = actuary.post("/v1/auth/break-glass", json={
+        "subject_ids": [theirs["subject"]], "justification": justification, "minutes": 30})
+    assert r.status_code == 403
+    agent = make_staff(rt, clock, "agent", ["call_center_agent"], regions=["west"])
+    # A handful of existing, active customers, not a hundred ids or ids yet to come.
+    many = [customer(rt, "northeast", adjuster="x", claim=f"C{i}")["subject"]
+            for i in range(4)]
+    r = agent.client.post("/v1/auth/break-glass", json={
+        "subject_ids": many, "justification": justification, "minutes": 30})
+    assert r.status_code == 422
+    r = agent.client.post("/v1/auth/break-glass", json={
+        "subject_ids": ["00000000-0000-4000-8000-000000000000"],
+        "justification": justification, "minutes": 30})
+    assert r.status_code == 422
+    granted = agent.client.post("/v1/auth/break-glass", json={
+        "subject_ids": [theirs["subject"]], "justification": justification, "minutes": 30})
+    assert granted.status_code == 201, granted.text
+    grant = granted.json()["id"]
+    assert agent.client.get(url("persons", theirs["person"], "customer_service")
+                            ).status_code == 200
+    # A second person closes the review; the requester cannot, and neither can a colleague
+    # without the audit permission.
+    assert agent.client.post(f"/v1/break-glass/reviews/{grant}",
+                             json={"outcome": "justified"}).status_code == 403
+    analyst = make_staff(rt, clock, "analyst", ["security_analyst"]).client
+    pending = analyst.get("/v1/break-glass/reviews").json()["items"]
+    assert [p["id"] for p in pending] == [grant] and "justification" not in pending[0]
+    done = analyst.post(f"/v1/break-glass/reviews/{grant}",
+                        json={"outcome": "unjustified", "note": "no call on record"})
+    assert done.status_code == 200 and done.json()["review"] == "unjustified"
+    assert analyst.get("/v1/break-glass/reviews").json()["items"] == []
+    again = analyst.post(f"/v1/break-glass/reviews/{grant}", json={"outcome": "justified"})
+    assert again.status_code == 409
+    event = rt.trail.events(action="break_glass.review", limit=10)[0][0]["event"]
+    assert event["details"]["outcome"] == "unjustified"
+    assert "no call on record" not in str(event)
+    # Grants per month are limited.
+    limit = rt.policy.pack.settings.break_glass_per_month
+    for s in many[: limit - 1]:
+        assert agent.client.post("/v1/auth/break-glass", json={
+            "subject_ids": [s], "justification": justification, "minutes": 5}
+        ).status_code == 201
+    over = agent.client.post("/v1/auth/break-glass", json={
+        "subject_ids": [many[-1]], "justification": justification, "minutes": 5})
+    assert over.status_code == 429 and over.json()["error"]["reason"] == "rate_limited"

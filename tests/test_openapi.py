@@ -27,7 +27,8 @@ OPERATIONS = {
     "create_dsr", "list_dsr", "get_dsr", "download_dsr_package", "verify_dsr", "acknowledge_dsr",
     "extend_dsr", "start_dsr", "fulfil_dsr", "deny_dsr",
     "list_users", "create_user", "disable_user", "list_api_keys", "create_api_key",
-    "revoke_api_key", "enrol", "set_user_roles", "re_enrol_user", "list_approvals", "approve",
+    "revoke_api_key", "list_break_glass_reviews", "review_break_glass", "enrol",
+    "set_user_roles", "re_enrol_user", "list_approvals", "approve",
     "reject",
 }
 PUBLIC = {"healthz", "login", "enrol"}

@@ -246,6 +246,9 @@ class PolicySettings:
     password_min_length: int = 12
     break_glass_max_minutes: int = 60
     break_glass_min_justification: int = 20
+    #: Subjects one break-glass grant may name, and grants a user may take in 30 days.
+    break_glass_max_subjects: int = 3
+    break_glass_per_month: int = 5
     #: Searches a staff user may run in a sliding minute and day (0: unlimited).
     search_per_minute: int = 60
     search_per_day: int = 1000
@@ -463,6 +466,16 @@ class PolicyEngine:
                     for a in g.actions:
                         key = (role.name, c, a)
                         self._grants[key] = (*self._grants.get(key, ()), g)
+
+    def pseudonymised_only(self, actor: Actor) -> bool:
+        """Whether every data grant of the actor serves pseudonymised-only purposes (the
+        actuary): such a role never sees anybody in clear, break-glass included."""
+        grants = [g for r in actor.roles if r in self.pack.roles
+                  for g in self.pack.roles[r].grants]
+        return bool(grants) and all(
+            g.purposes is not None
+            and all(self.datamap.purposes[p].pseudonymised_only for p in g.purposes)
+            for g in grants)
 
     def permissions(self, roles: Iterable[str]) -> frozenset[str]:
         out: set[str] = set()

@@ -44,11 +44,13 @@ from fiduciary.errors import (
     Forbidden,
     InvalidInput,
     NotFound,
+    RateLimited,
     Reason,
     Unauthenticated,
     WorkflowConflict,
 )
-from fiduciary.principal import Principal
+from fiduciary.ids import is_id as valid_id
+from fiduciary.principal import Permission, Principal, require_permission
 from fiduciary.storage import Database
 from fiduciary.storage.schema import (
     break_glass_grants,
@@ -57,6 +59,7 @@ from fiduciary.storage.schema import (
     login_failures,
     recovery_codes,
     sessions,
+    subjects,
     training_records,
     users,
 )
@@ -135,6 +138,8 @@ class BreakGlassGrant:
     created_at: datetime
     expires_at: datetime
     reviewed_at: datetime | None
+    reviewed_by: str | None = None
+    review_outcome: str | None = None
 
 
 def valid_username(username: str) -> bool:
@@ -733,8 +738,13 @@ class UserService:
             # break glass into it.
             raise Forbidden("this role has no access to customer data to extend",
                             reason=Reason.FIELD_NOT_PERMITTED)
-        if not isinstance(subject_ids, list) or not subject_ids or len(subject_ids) > 100:
-            problems.append(FieldProblem("subject_ids", "1 to 100 subject ids"))
+        if self.policy.pseudonymised_only(principal):
+            raise Forbidden("a pseudonymised-only role never sees customers in clear",
+                            reason=Reason.FIELD_NOT_PERMITTED)
+        if (not isinstance(subject_ids, list) or not subject_ids
+                or len(subject_ids) > s.break_glass_max_subjects):
+            problems.append(FieldProblem("subject_ids",
+                                         f"1 to {s.break_glass_max_subjects} subject ids"))
         if len((justification or "").strip()) < s.break_glass_min_justification:
             problems.append(FieldProblem(
                 "justification", f"at least {s.break_glass_min_justification} characters"))
@@ -743,6 +753,23 @@ class UserService:
         if problems:
             raise InvalidInput.from_problems(problems, "break-glass request")
         now = self.clock.now()
+        with self.db.read() as conn:
+            taken = conn.execute(sa.select(sa.func.count()).select_from(break_glass_grants)
+                                 .where(break_glass_grants.c.user_id == principal.id,
+                                        break_glass_grants.c.created_at > now - timedelta(
+                                            days=30))).scalar_one()
+            # Only existing, active customers: no grant "in advance" over ids to come.
+            active = set(conn.execute(sa.select(subjects.c.id).where(
+                subjects.c.id.in_([x for x in subject_ids if valid_id(x)]),
+                subjects.c.status == "active")).scalars())
+        unknown = [x for x in subject_ids if x not in active]
+        if unknown:
+            raise InvalidInput.from_problems([FieldProblem(
+                "subject_ids", f"{len(unknown)} id(s) name no active customer")],
+                "break-glass request")
+        if taken >= s.break_glass_per_month:
+            raise RateLimited(f"at most {s.break_glass_per_month} break-glass grants in 30 "
+                              "days", retry_after=timedelta(days=1).total_seconds())
         grant = BreakGlassGrant(str(uuid.uuid4()), principal.id, sorted(set(subject_ids)),
                                 justification.strip(), now, now + timedelta(minutes=minutes),
                                 None)
@@ -784,11 +811,47 @@ class UserService:
                 record_ids=[record_id] if record_id else [], subject_ids=[subject_id],
                 details={"grant_id": grant[0], "action": action}))
 
+    def review_break_glass(self, reviewer: Principal, grant_id: str, outcome: str,
+                           note: str | None) -> BreakGlassGrant:
+        """Close a grant as ``justified`` or ``unjustified``: a second person (audit
+        permission: security analyst, compliance officer), never the requester; audited with
+        the outcome and only a digest of the note."""
+        require_permission(reviewer, Permission.AUDIT_READ, scope=None)
+        if outcome not in ("justified", "unjustified"):
+            raise InvalidInput.from_problems(
+                [FieldProblem("outcome", "justified or unjustified")], "review")
+        now = self.clock.now()
+        with self.db.write() as conn:
+            r = conn.execute(sa.select(break_glass_grants).where(
+                break_glass_grants.c.id == grant_id)).first() if valid_id(grant_id) else None
+            if r is None:
+                raise NotFound(f"break-glass grant {grant_id} not found",
+                               code="grant_not_found")
+            if r.user_id == reviewer.id:
+                raise Forbidden("a break-glass grant is reviewed by someone else",
+                                reason=Reason.SEPARATION_OF_DUTIES)
+            if r.reviewed_at is not None:
+                raise WorkflowConflict(f"break-glass grant {grant_id} is already reviewed",
+                                       reason="already_reviewed")
+            conn.execute(break_glass_grants.update().where(
+                break_glass_grants.c.id == grant_id).values(
+                reviewed_at=now, reviewed_by=(reviewer.username or reviewer.id)[:64],
+                review_outcome=outcome))
+            details: dict[str, Any] = {"grant_id": grant_id, "outcome": outcome,
+                                       "requester": r.user_id}
+            if note:
+                details["note_sha256"] = hashlib.sha256(note.encode()).hexdigest()
+            self.audit.append(conn, self.audit.event(
+                reviewer, "break_glass.review", subject_ids=json.loads(r.subject_ids),
+                decision="allow" if outcome == "justified" else "deny", details=details))
+        return next(g for g in self.break_glass_grants() if g.id == grant_id)
+
     def break_glass_grants(self, pending_only: bool = False) -> list[BreakGlassGrant]:
         q = sa.select(break_glass_grants).order_by(break_glass_grants.c.created_at)
         if pending_only:
             q = q.where(break_glass_grants.c.reviewed_at.is_(None))
         with self.db.read() as conn:
             return [BreakGlassGrant(r.id, r.user_id, json.loads(r.subject_ids), r.justification,
-                                    r.created_at, r.expires_at, r.reviewed_at)
+                                    r.created_at, r.expires_at, r.reviewed_at, r.reviewed_by,
+                                    r.review_outcome)
                     for r in conn.execute(q)]

@@ -180,6 +180,8 @@ break_glass_grants = sa.Table(
     #: Every grant is marked for review until a reviewer closes it.
     sa.Column("reviewed_at", UTCDateTime(), nullable=True),
     sa.Column("reviewed_by", sa.String(64), nullable=True),
+    #: ``justified`` or ``unjustified``, by someone other than the requester.
+    sa.Column("review_outcome", sa.String(16), nullable=True),
 )
 
 break_glass_uses = sa.Table(
