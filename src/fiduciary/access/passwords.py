@@ -39,6 +39,17 @@ _EDGES = re.compile(r"^[\W\d_]+|[\W\d_]+$")
 _SLOT_WAIT_SECONDS = 20.0
 
 
+def _text(value: object) -> bool:
+    """A string that encodes to UTF-8 (JSON can carry lone surrogates, which do not)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _blocklist() -> frozenset[str]:
     text = resources.files("fiduciary.access").joinpath("common_passwords.txt").read_text()
     return frozenset(w.strip().lower() for w in text.splitlines()
@@ -59,6 +70,9 @@ class Passwords:
 
     def check_rules(self, password: str, username: str, field: str = "new") -> None:
         problems = []
+        if not _text(password):
+            raise InvalidInput("password rejected: not valid text",
+                               [FieldProblem(field, "not valid text")])
         if len(password) < self.min_length:
             problems.append(f"at least {self.min_length} characters")
         if len(password) > MAX_LENGTH:
@@ -101,7 +115,7 @@ class Passwords:
         """Whether ``password`` matches ``stored`` (None, or an unusable hash: never, after
         the same work as a real check). ``before`` runs once a hashing slot is held (and may
         raise): what changed while the caller waited is checked before the work is done."""
-        if not isinstance(password, str) or len(password) > MAX_LENGTH * 4:
+        if not _text(password) or len(password) > MAX_LENGTH * 4:
             return False  # never a valid password; not worth a hash
         usable = stored is not None and stored.startswith("$argon2")
         self._slot()
