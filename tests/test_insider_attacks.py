@@ -367,3 +367,16 @@ def test_break_glass_is_governed(rt: Runtime, clock: FixedClock,
     over = agent.client.post("/v1/auth/break-glass", json={
         "subject_ids": [many[-1]], "justification": justification, "minutes": 5})
     assert over.status_code == 429 and over.json()["error"]["reason"] == "rate_limited"
+
+
+def test_pseudonymised_exports_do_not_join_back_to_people(
+        rt: Runtime, world: dict[str, dict[str, str]]) -> None:
+    from fiduciary.principal import Principal
+    actuary = Principal(id="act", kind="user", username="actuary", roles=("actuary",))
+    first = list(rt.vault.export(actuary, "claims", "analytics"))
+    second = list(rt.vault.export(actuary, "claims", "analytics"))
+    real = {ids["subject"] for ids in world.values()}
+    assert first and not {r.subject_id for r in first} & real
+    assert all(r.subject_id.startswith("psn_") for r in first)
+    # Unlinkable across exports: a pseudonym means nothing in the next one.
+    assert not {r.subject_id for r in first} & {r.subject_id for r in second}

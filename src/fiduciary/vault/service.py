@@ -3,8 +3,10 @@ data minimisation on the way in and per-field encryption at rest."""
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import json
+import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
@@ -618,6 +620,10 @@ class VaultService:
                            purpose=purpose):
             self._require_some(self.policy.precheck(principal, "export", spec, purpose,
                                                     list(spec.fields)), "export")
+        # Pseudonymised data must not join back to people: each export names subjects by a
+        # pseudonym of its own (stable within the export, unlinkable across exports).
+        salt = secrets.token_bytes(32) if self.datamap.purposes[purpose].pseudonymised_only \
+            else None
         after = ""
         while True:
             with self.db.read() as conn:
@@ -628,6 +634,9 @@ class VaultService:
                                                 required=False, related=related)
                                      for row in rows) if r]
             self._audit_read(principal, "records.export", spec.name, purpose, batch)
+            if salt is not None:
+                batch = [dataclasses.replace(r, subject_id="psn_" + hmac.new(
+                    salt, r.subject_id.encode(), "sha256").hexdigest()[:24]) for r in batch]
             yield from batch
             if len(rows) < batch_size:
                 return
