@@ -467,10 +467,11 @@ class UserService:
                 login_failures.c.username == username)).first()
         return self._locked(fail, now)
 
-    def _refuse_if_locked(self, username: str, now: datetime, action: str) -> None:
+    def _refuse_if_locked(self, username: str, now: datetime, action: str,
+                          who: Principal | None = None) -> None:
         if self._is_locked(username, now):
             self.audit.append_committed(self.audit.event(
-                None, action, decision="deny", reason=Reason.ACCOUNT_LOCKED,
+                who, action, decision="deny", reason=Reason.ACCOUNT_LOCKED,
                 details={"username": username}))
             raise self._locked_error()
 
@@ -628,7 +629,7 @@ class UserService:
         """A wrong ``current`` counts toward the lockout (a stolen session cannot guess the
         password); a change ends the user's other sessions."""
         self._refuse_if_locked(principal.username, self.clock.now(),
-                               "auth.password_change_failed")
+                               "auth.password_change_failed", principal)
         with self.db.read() as conn:
             row = conn.execute(sa.select(users.c.id, users.c.username, users.c.password_hash)
                                .where(users.c.id == principal.id)).first()
@@ -637,7 +638,8 @@ class UserService:
         if not self.passwords.verify(
                 row.password_hash, current,
                 before=lambda: self._refuse_if_locked(
-                    principal.username, self.clock.now(), "auth.password_change_failed")):
+                    principal.username, self.clock.now(), "auth.password_change_failed",
+                    principal)):
             if self._settle_failure(row.username, "auth.password_change_failed", principal):
                 raise self._locked_error()
             raise InvalidInput("current password is wrong",
