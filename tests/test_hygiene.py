@@ -130,6 +130,10 @@ def test_services_bound_the_same_inputs_without_the_api(rt: Runtime) -> None:
     assert [f.field for f in exc.value.fields] == ["due_within_days"]
     year_one = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14)))
     with pytest.raises(InvalidInput) as exc:
+        rt.trail.events(since=year_one, until=datetime(9999, 12, 31, 23, tzinfo=timezone(
+            -timedelta(hours=14))))
+    assert [f.field for f in exc.value.fields] == ["since", "until"]
+    with pytest.raises(InvalidInput) as exc:
         rt.dsr.create(SYSTEM, new_subject(rt), "access", "gdpr", year_one)
     assert [f.field for f in exc.value.fields] == ["received_at"]
     # The earliest and latest instants that exist in UTC are fine.

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -41,6 +41,15 @@ _PG_LOCK = 0x46494455  # advisory lock id: one sequencer at a time across server
 MAX_SEQ = 2**63 - 1
 #: Most events one page of ``events`` returns.
 MAX_EVENTS_PAGE = 1000
+
+
+def _exists_in_utc(when: datetime) -> bool:
+    """False for an instant outside the years 1 to 9999 in UTC (0001-01-01T00:00+14:00)."""
+    try:
+        (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError:
+        return False
+    return True
 
 
 def b64(b: bytes) -> str:
@@ -258,6 +267,9 @@ class AuditTrail:
             problems.append(FieldProblem("limit", f"1 to {MAX_EVENTS_PAGE}"))
         if cursor is not None and not 0 <= cursor <= MAX_SEQ:
             problems.append(FieldProblem("cursor", "a next_cursor this API returned"))
+        for name, when in (("since", since), ("until", until)):
+            if when is not None and not _exists_in_utc(when):
+                problems.append(FieldProblem(name, "out of range (years 1 to 9999 in UTC)"))
         if problems:
             raise InvalidInput.from_problems(problems, what="query")
         q = sa.select(audit_events.c.seq, audit_events.c.event, audit_events.c.leaf_index)
