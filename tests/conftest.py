@@ -52,8 +52,11 @@ def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str) -> Settings:
     # Real Argon2id at a lower cost than production, so the suite stays quick.
+    # Every staff user of a test logs in from the one test client: the per-client login
+    # throttle is tested on its own (tests/test_identity_attacks.py).
     return Settings(data_dir=tmp_path / "data", database_url=database_url,
-                    master_key=None, datamap=None, argon2_time_cost=1, argon2_memory_kib=8192)
+                    master_key=None, datamap=None, argon2_time_cost=1, argon2_memory_kib=8192,
+                    login_rate_per_client=1000, login_rate_global=1000)
 
 
 @pytest.fixture
