@@ -14,11 +14,19 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from fastapi.testclient import TestClient
 
 from fiduciary.access import SYSTEM
 from fiduciary.clock import FixedClock
 from fiduciary.config import Settings
+from fiduciary.crypto.aead import (
+    _FIELD_LABEL,
+    DecryptionError,
+    FieldCipher,
+    associated_data,
+    new_key,
+)
 from fiduciary.runtime import Runtime, open_runtime
 from fiduciary.storage.schema import audit_events, blind_index, records
 from fiduciary.vault import store
@@ -27,6 +35,25 @@ from tests.test_api_records import PA, new_person
 from tests.test_import_export import cli, write_csv
 
 OLD_SSN, NEW_SSN = "111-22-3333", "219-09-9999"
+
+
+def test_a_field_opens_only_at_the_write_version_it_was_sealed_for() -> None:
+    dek = new_key()
+    cipher = FieldCipher("subject-1", dek, 2)
+    items = [("national_id", b'{"v":"111-22-3333"}'), ("email", b'{"v":"a@b.c"}')]
+    for version in (0, 1, 7):
+        blobs = cipher.encrypt_many("persons", "rec-1", items, version)
+        for (name, plain), blob in zip(items, blobs, strict=True):
+            assert cipher.decrypt("persons", "rec-1", name, blob, version) == plain
+            for other in {0, 1, 7, 8} - {version}:
+                with pytest.raises(DecryptionError):
+                    cipher.decrypt("persons", "rec-1", name, blob, other)
+        one = cipher.encrypt("persons", "rec-1", "email", b"x", version)
+        assert cipher.decrypt("persons", "rec-1", "email", one, version) == b"x"
+    # Version 0 is exactly the associated data of fields sealed before versions existed.
+    blob = cipher.encrypt("persons", "rec-1", "email", b"x")
+    legacy_ad = associated_data(_FIELD_LABEL, "persons", "rec-1", "email", "subject-1", 2)
+    assert AESGCM(dek).decrypt(blob[5:17], blob[17:], legacy_ad) == b"x"
 
 
 def _row(rt: Runtime, record_id: str) -> dict[str, Any]:
