@@ -145,6 +145,24 @@ def test_one_totp_code_opens_one_session_under_six_parallel_logins(
     assert len(events(rt, "auth.login")) == 2
 
 
+def test_parallel_successes_and_failures_never_500(rt: Runtime, clock: FixedClock) -> None:
+    """Successful logins reset (delete) the failure row while wrong ones lock it."""
+    staff = make_staff(rt, clock, "busy", ["underwriter"])
+    bodies = [{"username": "busy", "password": STRONG, "recovery_code": code}
+              for code in staff.recovery_codes[:8]]
+    bodies += [{"username": "busy", "password": "Wrong-Wrong-Wrong-7", "totp": "123456"}] * 8
+    barrier = threading.Barrier(len(bodies))
+    with serving(rt) as base:
+        def one(body: dict[str, Any]) -> int:
+            with httpx.Client(base_url=base, timeout=120) as c:
+                barrier.wait()
+                return c.post("/v1/auth/login", json=body).status_code
+
+        with ThreadPoolExecutor(len(bodies)) as pool:
+            statuses = Counter(pool.map(one, bodies))
+    assert set(statuses) <= {200, 401, 403}, statuses
+
+
 def test_one_recovery_code_opens_one_session_in_parallel(rt: Runtime, clock: FixedClock) -> None:
     staff = make_staff(rt, clock, "recovering", ["underwriter"])
     with serving(rt) as base:

@@ -456,10 +456,16 @@ class UserService:
         """The username's failure row, created if absent and locked for this transaction
         (PostgreSQL: ``FOR UPDATE``; SQLite: the write transaction holds the database)."""
         insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)
-        conn.execute(insert(login_failures).values(
-            username=username, failures=0, locked_until=None).on_conflict_do_nothing())
-        return conn.execute(sa.select(login_failures).where(
-            login_failures.c.username == username).with_for_update()).first()
+        for _ in range(100):
+            conn.execute(insert(login_failures).values(
+                username=username, failures=0, locked_until=None).on_conflict_do_nothing())
+            row = conn.execute(sa.select(login_failures).where(
+                login_failures.c.username == username).with_for_update()).first()
+            if row is not None:
+                return row
+            # PostgreSQL: a successful login deleted the row between our insert (which found
+            # it) and our lock (which found it gone); the next insert makes it ours.
+        raise RuntimeError("the failure row of a username could not be locked")
 
     def _is_locked(self, username: str, now: datetime) -> bool:
         with self.db.read() as conn:
