@@ -297,11 +297,12 @@ class UserService:
             if not user.enrolled:
                 raise WorkflowConflict(f"user {username} has not enrolled yet: issue an "
                                        "enrolment code instead", reason="not_enrolled")
+            # The failure row before the user row, as a login takes them.
+            conn.execute(login_failures.delete().where(login_failures.c.username == username))
             conn.execute(users.update().where(users.c.id == user.id).values(
                 password_hash=hashed, must_change_password=True,
                 password_changed_at=self.clock.now()))
             self._revoke_sessions(conn, user.id)
-            conn.execute(login_failures.delete().where(login_failures.c.username == username))
             self._admin_event(conn, "user.reset_password", user, by)
         return password
 
@@ -331,12 +332,13 @@ class UserService:
 
     def _reset_credentials(self, conn: Connection, user: User) -> None:
         """The user must enrol again: no password, no TOTP, no recovery codes, no sessions."""
+        # The failure row before the user row, as a login takes them.
+        conn.execute(login_failures.delete().where(login_failures.c.username == user.username))
         conn.execute(users.update().where(users.c.id == user.id).values(
             password_hash=UNUSABLE_PASSWORD, must_change_password=False, totp_sealed=b"",
             totp_last_step=None, mfa_enrolled_at=None, password_changed_at=self.clock.now()))
         conn.execute(recovery_codes.delete().where(recovery_codes.c.user_id == user.id))
         self._revoke_sessions(conn, user.id)
-        conn.execute(login_failures.delete().where(login_failures.c.username == user.username))
         if conn.execute(sa.select(enrolments.c.user_id).where(
                 enrolments.c.user_id == user.id)).first() is None:
             conn.execute(enrolments.insert(), [{"user_id": user.id,
@@ -656,6 +658,10 @@ class UserService:
                                [FieldProblem("new", "same as the current password")])
         hashed = self.passwords.hash(new)  # outside the write lock
         with self.db.write() as conn:
+            # The failure row before the user row, as a login takes them; locked meanwhile
+            # by a guessing session: no change.
+            if self._locked(self._failure_row(conn, row.username), self.clock.now()):
+                raise self._locked_error()
             changed = conn.execute(users.update().where(
                 users.c.id == row.id, users.c.password_hash == row.password_hash).values(
                 password_hash=hashed, must_change_password=False,
