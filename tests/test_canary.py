@@ -127,6 +127,10 @@ def test_canaries_never_stored_or_logged_in_plaintext(
         http = httpx.Client(base_url=server.url,
                             headers={"Authorization": f"Bearer {api_key}"})
         subject = http.post("/v1/subjects").json()["id"]
+        # Data held on consent is written only for its consented purpose: consent first.
+        assert http.post(f"/v1/subjects/{subject}/consents", json={
+            "purpose": "marketing", "granted": True, "notice_version": "2026-01",
+            "method": "web_form"}).status_code == 201
         for n, (cname, spec) in enumerate(dm.collections.items()):
             values = {f.name: canary(cname, f, n) for f in spec.fields.values() if f.encrypted}
             values |= {f.name: filler(f, n) for f in spec.required_fields if not f.encrypted}
@@ -137,8 +141,11 @@ def test_canaries_never_stored_or_logged_in_plaintext(
             remaining = dict(values)
             record_id = None
             while remaining:
-                # Consent-based purposes need the subject's consent first: use the others.
-                usable = [p for p in dm.purposes if not dm.purposes[p].consent_required]
+                # Consent-based collections serve their consented purpose only; the others
+                # are written for any other purpose.
+                on_consent = spec.lawful_basis.value == "consent"
+                usable = [p for p in dm.purposes
+                          if dm.purposes[p].consent_required == on_consent]
                 purpose = max(usable, key=lambda p: sum(
                     p in spec.fields[k].purposes for k in remaining))
                 if record_id is None:
