@@ -380,3 +380,11 @@ def test_pseudonymised_exports_do_not_join_back_to_people(
     assert all(r.subject_id.startswith("psn_") for r in first)
     # Unlinkable across exports: a pseudonym means nothing in the next one.
     assert not {r.subject_id for r in first} & {r.subject_id for r in second}
+
+
+def test_errors_do_not_echo_what_was_typed_where_an_id_belongs(client: TestClient) -> None:
+    for path in (f"/v1/subjects/{SSN}", f"/v1/collections/persons/records/{SSN}"
+                 "?purpose=customer_service", f"/v1/dsr/{SSN}"):
+        r = client.get(path)
+        assert r.status_code in (403, 404), path
+        assert SSN not in r.text, path

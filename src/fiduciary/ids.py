@@ -40,3 +40,9 @@ def is_id(value: object) -> bool:
     """Ids are UUIDs; anything else is unknown without asking the database (which may reject
     bytes such as NUL outright)."""
     return isinstance(value, str) and bool(_ID.match(value))
+
+
+def shown(value: object) -> str:
+    """An id as an error message may repeat it: only if it is one (anything else a caller
+    typed where an id belongs — an SSN, say — is not echoed)."""
+    return value if isinstance(value, str) and is_id(value) else "(not a valid id)"

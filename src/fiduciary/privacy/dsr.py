@@ -37,7 +37,7 @@ from fiduciary.errors import (
     Reason,
     WorkflowConflict,
 )
-from fiduciary.ids import is_id
+from fiduciary.ids import is_id, shown
 from fiduciary.principal import Permission, Principal, Scope, require_permission
 from fiduciary.privacy.consent import (
     SALE_OR_SHARING,
@@ -524,7 +524,7 @@ class DsrService:
             q = sa.select(dsr_requests).where(dsr_requests.c.id == request_id)
             row = conn.execute(q.with_for_update() if lock else q).first()
         if row is None:
-            raise NotFound(f"data-subject request {request_id} not found",
+            raise NotFound(f"data-subject request {shown(request_id)} not found",
                            code="dsr_not_found")
         return _request(row)
 

@@ -23,6 +23,7 @@ from fiduciary.audit.events import AuditLog, canonical
 from fiduciary.clock import Clock, iso
 from fiduciary.datamap import DataMap
 from fiduciary.errors import NotFound
+from fiduciary.ids import shown
 from fiduciary.principal import Permission, Principal, Scope, require_permission
 from fiduciary.privacy.holds import ActiveHolds
 from fiduciary.privacy.retention import RetentionRules
@@ -227,5 +228,5 @@ class Eraser:
             rows = conn.execute(sa.select(erasures.c.certificate).where(
                 erasures.c.subject_id == subject_id).order_by(erasures.c.started_at)).all()
         if not rows:
-            raise NotFound(f"no erasure of subject {subject_id}", code="erasure_not_found")
+            raise NotFound(f"no erasure of subject {shown(subject_id)}", code="erasure_not_found")
         return [json.loads(r.certificate) for r in rows]

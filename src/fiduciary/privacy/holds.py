@@ -17,6 +17,7 @@ from fiduciary.audit.events import AuditLog
 from fiduciary.clock import Clock, iso
 from fiduciary.datamap import DataMap
 from fiduciary.errors import FieldProblem, Forbidden, InvalidInput, NotFound, Reason
+from fiduciary.ids import shown
 from fiduciary.principal import Permission, Principal, Scope, require_permission
 from fiduciary.storage import Database
 from fiduciary.storage.schema import legal_holds
@@ -165,7 +166,7 @@ class HoldService:
         with self.db.write() as conn:
             r = conn.execute(sa.select(legal_holds).where(legal_holds.c.id == hold_id)).first()
             if r is None:
-                raise NotFound(f"legal hold {hold_id} not found", code="hold_not_found")
+                raise NotFound(f"legal hold {shown(hold_id)} not found", code="hold_not_found")
             if r.released_at is not None:
                 return _hold(r)
             if (self.two_person and not principal.is_system

@@ -31,7 +31,7 @@ from fiduciary.errors import (
     RateLimited,
     Reason,
 )
-from fiduciary.ids import is_id, new_id
+from fiduciary.ids import is_id, new_id, shown
 from fiduciary.principal import Permission, Principal, Scope, require_permission, require_training
 from fiduciary.storage import Database
 from fiduciary.vault import store
@@ -73,9 +73,9 @@ class _Unrelated(NotFound):
 
     def __init__(self, collection: str, record_id: str, what: str = "record") -> None:
         if what == "subject":
-            super().__init__(f"subject {record_id} not found", code="subject_not_found")
+            super().__init__(f"subject {shown(record_id)} not found", code="subject_not_found")
         else:
-            super().__init__(f"record {record_id} not found in collection {collection!r}",
+            super().__init__(f"record {shown(record_id)} not found in collection {collection!r}",
                              code="record_not_found")
         self.reason = Reason.RELATIONSHIP_REQUIRED
 
@@ -715,7 +715,7 @@ class VaultService:
                     lock: bool = False) -> Any:
         row = store.record_row(conn, spec.name, record_id, lock=lock)
         if row is None:
-            raise NotFound(f"record {record_id} not found in collection {spec.name!r}",
+            raise NotFound(f"record {shown(record_id)} not found in collection {spec.name!r}",
                            code="record_not_found")
         return row
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
 from fiduciary.errors import Gone, NotFound
-from fiduciary.ids import is_id
+from fiduciary.ids import is_id, shown
 from fiduciary.storage.schema import blind_index, records, subjects
 
 #: A result row of any width (SQLAlchemy types rows by their columns).
@@ -182,7 +182,7 @@ def subject(conn: Connection, subject_id: str, *, lock: bool = False) -> Subject
             subjects.c.id == subject_id)
         row = conn.execute(q.with_for_update() if lock else q).first()
     if row is None:
-        raise NotFound(f"subject {subject_id} not found", code="subject_not_found")
+        raise NotFound(f"subject {shown(subject_id)} not found", code="subject_not_found")
     if row.status == SubjectStatus.ERASED:
         raise Gone(f"subject {subject_id} has been erased")
     return Subject(id=row.id, status=row.status, created_at=row.created_at)
