@@ -469,6 +469,14 @@ def test_re_enrolment_is_approved_and_ends_the_old_credentials(
     assert r.status_code == 401
 
 
+def test_parallel_creation_of_one_username_never_500(rt: Runtime) -> None:
+    token = rt.api_keys.create("ops", role="admin")[1]
+    with serving(rt) as base:
+        answers = in_parallel(base, 6, "/v1/admin/users",
+                              {"username": "twin", "roles": ["admin"]}, token=token)
+    assert sorted(r.status_code for r in answers) == [201, 422, 422, 422, 422, 422]
+
+
 def test_admin_actions_through_the_api_name_the_admin(rt: Runtime, clock: FixedClock) -> None:
     key, token = rt.api_keys.create("ops", role="admin")
     admin = as_key(rt, token)

@@ -216,12 +216,16 @@ class UserService:
         self.check_new(conn, username, roles)
         now = self.clock.now()
         user_id = str(uuid.uuid4())
-        conn.execute(users.insert(), [{
-            "id": user_id, "username": username, "password_hash": UNUSABLE_PASSWORD,
-            "must_change_password": False, "totp_sealed": b"",
-            "roles": json.dumps(roles), "regions": json.dumps(regions or []),
-            "created_at": now, "password_changed_at": now,
-        }])
+        try:
+            conn.execute(users.insert(), [{
+                "id": user_id, "username": username, "password_hash": UNUSABLE_PASSWORD,
+                "must_change_password": False, "totp_sealed": b"",
+                "roles": json.dumps(roles), "regions": json.dumps(regions or []),
+                "created_at": now, "password_changed_at": now,
+            }])
+        except sa.exc.IntegrityError:  # created meanwhile (PostgreSQL): the transaction ends
+            raise InvalidInput(f"user {username} already exists",
+                               [FieldProblem("username", "already exists")]) from None
         conn.execute(enrolments.insert(), [{"user_id": user_id, "created_at": now}])
         user = self._user(conn, username)
         self._admin_event(conn, "user.create", user, by, roles=roles, regions=regions or [],
@@ -339,13 +343,11 @@ class UserService:
             totp_last_step=None, mfa_enrolled_at=None, password_changed_at=self.clock.now()))
         conn.execute(recovery_codes.delete().where(recovery_codes.c.user_id == user.id))
         self._revoke_sessions(conn, user.id)
-        if conn.execute(sa.select(enrolments.c.user_id).where(
-                enrolments.c.user_id == user.id)).first() is None:
-            conn.execute(enrolments.insert(), [{"user_id": user.id,
-                                                "created_at": self.clock.now()}])
-        else:
-            conn.execute(enrolments.update().where(enrolments.c.user_id == user.id).values(
-                code_hash=None, issued_at=None, expires_at=None))
+        insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)
+        conn.execute(insert(enrolments).values(user_id=user.id, created_at=self.clock.now())
+                     .on_conflict_do_nothing())
+        conn.execute(enrolments.update().where(enrolments.c.user_id == user.id).values(
+            code_hash=None, issued_at=None, expires_at=None))
 
     def re_enrol_in(self, conn: Connection, username: str, by: Principal | None = None,
                     authority: dict[str, Any] | None = None) -> User:
