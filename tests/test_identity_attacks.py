@@ -482,7 +482,7 @@ def test_admin_actions_through_the_api_name_the_admin(rt: Runtime, clock: FixedC
     admin = as_key(rt, token)
     make_staff(rt, clock, "leaver", ["underwriter"])
     assert admin.post("/v1/admin/users/leaver/disable").status_code == 200
-    r = admin.post("/v1/admin/apikeys", json={"name": "auditor", "role": "compliance_officer"})
+    r = admin.post("/v1/admin/apikeys", json={"name": "auditor", "role": "security_analyst"})
     assert r.status_code == 201
     assert admin.delete(f"/v1/admin/apikeys/{r.json()['id']}").status_code == 204
     assert admin.post("/v1/admin/users", json={"username": "new.admin", "roles": ["admin"]}

@@ -388,3 +388,31 @@ def test_errors_do_not_echo_what_was_typed_where_an_id_belongs(client: TestClien
         r = client.get(path)
         assert r.status_code in (403, 404), path
         assert SSN not in r.text, path
+
+
+def test_nobody_takes_a_relationship_by_writing_their_own_name(
+        rt: Runtime, clock: FixedClock, world: dict[str, dict[str, str]]) -> None:
+    theirs = world["theirs"]
+    adj = make_staff(rt, clock, "adj", ["claims_adjuster"]).client
+    r = adj.post(f"/v1/collections/claims/records?purpose={CH}", json={
+        "subject_id": theirs["subject"],
+        "data": {"claim_number": "CLM-X", "policy_number": "POL-CLM-2", "status": "open",
+                 "loss_date": "2026-01-03", "assigned_adjuster": "adj", "restricted": False}})
+    assert r.status_code == 403
+    assert_absent(adj.get(url("persons", theirs["person"], CH)), theirs["person"])
+    uw = make_staff(rt, clock, "uw", ["underwriter"]).client
+    r = uw.post("/v1/collections/quotes/records?purpose=underwriting", json={
+        "subject_id": theirs["subject"],
+        "data": {"quote_number": "Q-1", "product": "auto", "decision": "pending",
+                 "assigned_underwriter": "uw"}})
+    assert r.status_code == 403
+    assert_absent(uw.get(url("medical_records", theirs["medical"], "underwriting")),
+                  theirs["medical"])
+
+
+def test_an_administrator_cannot_make_itself_an_approver(rt: Runtime, clock: FixedClock) -> None:
+    admin = make_staff(rt, clock, "alice.admin", ["admin"]).client
+    r = admin.put("/v1/admin/users/alice.admin/roles",
+                  json={"roles": ["admin", "compliance_officer"]})
+    assert r.status_code == 202 and r.json()["status"] == "pending"
+    assert "compliance_officer" not in rt.users.get("alice.admin").roles

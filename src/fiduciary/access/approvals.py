@@ -47,8 +47,9 @@ PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
 STATUSES = (PENDING, APPROVED, REJECTED)
 USER_CREATE, USER_SET_ROLES, USER_RE_ENROL, APIKEY_CREATE = (
     "user.create", "user.set_roles", "user.re_enrol", "apikey.create")
-#: Permissions that reach customer data as much as a grant does.
-SENSITIVE_PERMISSIONS = frozenset({Permission.PRIVACY_MANAGE})
+#: Permissions that reach customer data as much as a grant does — or that approve such
+#: access (an administrator must not make itself an approver).
+SENSITIVE_PERMISSIONS = frozenset({Permission.PRIVACY_MANAGE, Permission.APPROVALS_DECIDE})
 
 
 @dataclass(frozen=True)
