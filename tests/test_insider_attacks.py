@@ -416,3 +416,29 @@ def test_an_administrator_cannot_make_itself_an_approver(rt: Runtime, clock: Fix
                   json={"roles": ["admin", "compliance_officer"]})
     assert r.status_code == 202 and r.json()["status"] == "pending"
     assert "compliance_officer" not in rt.users.get("alice.admin").roles
+
+
+def test_limits_hold_under_parallel_attempts(rt: Runtime, clock: FixedClock,
+                                            world: dict[str, dict[str, str]]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fiduciary.api.app import create_app
+    agent = make_staff(rt, clock, "agent", ["call_center_agent"], regions=["west"]).client
+    token = agent.headers["Authorization"]
+    clients = []
+    for _ in range(8):
+        c = TestClient(create_app(rt), raise_server_exceptions=False)
+        c.headers["Authorization"] = token
+        clients.append(c)
+    person = world["mine"]["person"]
+    path = f"/v1/collections/persons/records/{person}/verify?purpose=customer_service"
+    guesses = [f"1970-05-{d:02d}" for d in range(1, 25)]
+
+    def guess(i: int) -> int:
+        return clients[i % len(clients)].post(path, json={"date_of_birth": guesses[i]}
+                                              ).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        answered = list(pool.map(guess, range(len(guesses))))
+    assert answered.count(200) == rt.policy.pack.settings.verify_per_record_per_day
+    assert set(answered) == {200, 429}

@@ -207,6 +207,28 @@ class AuditLog:
         with self.db.read() as conn:
             return int(conn.execute(q).scalar_one())
 
+    def reserve(self, event: AuditEvent, limits: Iterable[tuple[int, datetime, str | None]]
+                ) -> tuple[int, datetime] | None:
+        """Append ``event`` (an attempt) unless its actor already has ``limit`` events of its
+        action since a window's start (on one record, where given): the count and the append
+        are one serialised transaction, so parallel attempts cannot all slip under a limit.
+        Returns the exceeded (limit, window start) instead of appending."""
+        actor = str(event["actor"]["id"] or event["actor"]["kind"])[:128]
+        with self.db.write() as conn:
+            if not self.db.is_sqlite:  # SQLite's write transactions are serial already
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
+                             {"k": f"reserve:{actor}:{event['action']}"})
+            for limit, since, record_id in limits:
+                q = sa.select(sa.func.count()).select_from(audit_events).where(
+                    audit_events.c.actor == actor, audit_events.c.action == event["action"],
+                    audit_events.c.at > since)
+                if record_id is not None:
+                    q = q.where(audit_events.c.record_ids == record_id)
+                if limit and int(conn.execute(q).scalar_one()) >= limit:
+                    return limit, since
+            self._insert(conn, [event])
+        return None
+
     def count(self) -> int:
         with self.db.read() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(audit_events))

@@ -9,7 +9,7 @@ import json
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -78,9 +78,6 @@ class _Unrelated(NotFound):
             super().__init__(f"record {shown(record_id)} not found in collection {collection!r}",
                              code="record_not_found")
         self.reason = Reason.RELATIONSHIP_REQUIRED
-
-
-_PERIOD = {timedelta(minutes=1): "minute", timedelta(days=1): "day"}
 
 
 @contextmanager
@@ -393,7 +390,10 @@ class VaultService:
                 problems.append(FieldProblem(name, str(exc)))
         if problems:
             raise InvalidInput.from_problems(problems, what="verification")
-        self._limit_verifications(principal, record_id)
+        settings = self.policy.pack.settings
+        self._reserve(principal, "record.verify.attempt", collection, record_id,
+                      ((settings.verify_per_day, timedelta(days=1)),), "verifications",
+                      per_record=settings.verify_per_record_per_day)
         with self.db.read() as conn:
             row = self._record_row(conn, spec, record_id)
             self.gate.check_process(principal, row.subject_id, row.subject_status, purpose)
@@ -411,17 +411,6 @@ class VaultService:
         same = all(hmac.compare_digest(_dumps({"v": stored.get(k)}).encode(),
                                        _dumps({"v": v}).encode()) for k, v in wanted.items())
         return same, str(row.subject_id)
-
-    def _limit_verifications(self, principal: Principal, record_id: str) -> None:
-        settings = self.policy.pack.settings
-        since = self.clock.now() - timedelta(days=1)
-        for limit, record in ((settings.verify_per_record_per_day, record_id),
-                              (settings.verify_per_day, None)):
-            if limit and self.audit.count_since(principal.id, "record.verify", since,
-                                                record_id=record) >= limit:
-                raise RateLimited(f"at most {limit} verifications per day"
-                                  + (" of one record" if record else ""),
-                                  retry_after=timedelta(days=1).total_seconds())
 
     def _audit_read(self, principal: Principal, action: str, collection: str | None,
                     purpose: str, found: list[Record], **details: Any) -> None:
@@ -589,7 +578,7 @@ class VaultService:
         # search by it, or a masked field could be recovered by guessing.
         self._require_clear(self.policy.precheck(principal, "read", spec, purpose,
                                                  queried_fields))
-        self._limit_searches(principal)
+        self._limit_searches(principal, spec.name)
         found: list[Record] = []
         with self.db.read() as conn:
             rows = store.search_rows(conn, spec.name, digests, limit)
@@ -651,19 +640,36 @@ class VaultService:
                                        subject, subject_id, related=related)
         self._require_all(decisions, "write")
 
-    def _limit_searches(self, principal: Principal) -> None:
-        """Staff search within the pack's sliding windows; every search is audited, so the
-        trail is the counter, shared by every API node."""
+    def _limit_searches(self, principal: Principal, collection: str) -> None:
+        """Staff search within the pack's sliding windows. Each attempt is reserved on the
+        trail (``record.search.attempt``) in the transaction that counts, so the limit holds
+        for parallel requests and across API nodes."""
         if not principal.is_person:
             return
         settings = self.policy.pack.settings
+        self._reserve(principal, "record.search.attempt", collection, None,
+                      ((settings.search_per_minute, timedelta(minutes=1)),
+                       (settings.search_per_day, timedelta(days=1))), "searches")
+
+    def _reserve(self, principal: Principal, action: str, collection: str,
+                 record_id: str | None, windows: Iterable[tuple[int, timedelta]],
+                 what: str, per_record: int = 0) -> None:
         now = self.clock.now()
-        for limit, window in ((settings.search_per_minute, timedelta(minutes=1)),
-                              (settings.search_per_day, timedelta(days=1))):
-            if limit and self.audit.count_since(principal.id, "record.search",
-                                                     now - window) >= limit:
-                raise RateLimited(f"at most {limit} searches per {_PERIOD[window]}: try again "
-                                  "later", retry_after=window.total_seconds())
+        limits: list[tuple[int, datetime, str | None]] = [
+            (limit, now - window, None) for limit, window in windows]
+        if record_id is not None:
+            limits.append((per_record, now - timedelta(days=1), record_id))
+        exceeded = self.audit.reserve(self.audit.event(
+            principal, action, collection=collection,
+            record_ids=[record_id] if record_id else []), limits)
+        if exceeded is not None:
+            limit, since = exceeded
+            window = now - since
+            raise RateLimited(f"at most {limit} {what} per "
+                              f"{'day' if window >= timedelta(days=1) else 'minute'}"
+                              + (" of one record" if since and record_id and limit == per_record
+                                 else "") + ": try again later",
+                              retry_after=window.total_seconds())
 
     @staticmethod
     def _require_clear(decisions: Mapping[str, FieldDecision]) -> None:
