@@ -89,9 +89,9 @@ def test_adjuster_reaches_only_the_files_of_claims_assigned_to_them(
                                 ("policies", "policy"), ("vehicles", "vehicle")):
             assert_absent(adj.get(url(collection, world[other][key], CH)),
                           world[other][key])
-        # Their subject's record list holds nothing of theirs either.
+        # Their subject's record list is as absent as an unknown customer's.
         r = adj.get(f"/v1/subjects/{world[other]['subject']}/records?purpose={CH}")
-        assert r.status_code == 200 and r.json()["items"] == []
+        assert r.status_code == 404 and r.json()["error"]["code"] == "subject_not_found"
     # An unknown record and an unrelated one cannot be told apart.
     ghost = adj.get(url("medical_records", "00000000-0000-4000-8000-000000000000", CH))
     theirs = adj.get(url("medical_records", world["theirs"]["medical"], CH))

@@ -770,10 +770,6 @@ class UserService:
             raise InvalidInput.from_problems(problems, "break-glass request")
         now = self.clock.now()
         with self.db.read() as conn:
-            taken = conn.execute(sa.select(sa.func.count()).select_from(break_glass_grants)
-                                 .where(break_glass_grants.c.user_id == principal.id,
-                                        break_glass_grants.c.created_at > now - timedelta(
-                                            days=30))).scalar_one()
             # Only existing, active customers: no grant "in advance" over ids to come.
             active = set(conn.execute(sa.select(subjects.c.id).where(
                 subjects.c.id.in_([x for x in subject_ids if valid_id(x)]),
@@ -783,13 +779,21 @@ class UserService:
             raise InvalidInput.from_problems([FieldProblem(
                 "subject_ids", f"{len(unknown)} id(s) name no active customer")],
                 "break-glass request")
-        if taken >= s.break_glass_per_month:
-            raise RateLimited(f"at most {s.break_glass_per_month} break-glass grants in 30 "
-                              "days", retry_after=timedelta(days=1).total_seconds())
         grant = BreakGlassGrant(str(uuid.uuid4()), principal.id, sorted(set(subject_ids)),
                                 justification.strip(), now, now + timedelta(minutes=minutes),
                                 None)
         with self.db.write() as conn:
+            # Counted in the transaction that inserts, the user's row locked: parallel
+            # requests cannot all slip under the monthly limit.
+            conn.execute(sa.select(users.c.id).where(users.c.id == principal.id)
+                         .with_for_update())
+            taken = conn.execute(sa.select(sa.func.count()).select_from(break_glass_grants)
+                                 .where(break_glass_grants.c.user_id == principal.id,
+                                        break_glass_grants.c.created_at > now - timedelta(
+                                            days=30))).scalar_one()
+            if taken >= s.break_glass_per_month:
+                raise RateLimited(f"at most {s.break_glass_per_month} break-glass grants in "
+                                  "30 days", retry_after=timedelta(days=1).total_seconds())
             conn.execute(break_glass_grants.insert(), [{
                 "id": grant.id, "user_id": grant.user_id,
                 "subject_ids": json.dumps(grant.subject_ids),

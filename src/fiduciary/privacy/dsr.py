@@ -445,10 +445,14 @@ class DsrService:
         return self.packager.download(principal, req.result, req.subject_id, fmt)
 
     def _require_second_person(self, principal: Principal, req: DsrRequest, what: str) -> None:
-        if (self.two_person and not principal.is_system
-                and req.verified_by == actor_label(principal)):
-            raise Forbidden(f"a second person of the privacy office must {what}: whoever "
-                            "verified the requester's identity may not",
+        """Two people, not a person and a key they might hold: both the verification and
+        this step are a staff user's, and not the same one's."""
+        if not self.two_person or principal.is_system:
+            return
+        if (not principal.is_person or not (req.verified_by or "").startswith("user:")
+                or req.verified_by == actor_label(principal)):
+            raise Forbidden(f"a second person of the privacy office must {what}: a staff "
+                            "user other than the one who verified the requester's identity",
                             reason=Reason.SEPARATION_OF_DUTIES)
 
     def read(self, principal: Principal, request_id: str) -> DsrRequest:

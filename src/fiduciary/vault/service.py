@@ -531,6 +531,11 @@ class VaultService:
                                     related=related)
                 if record is not None:
                     out.append(record)
+            if not out and not (principal.is_system or principal.can(Permission.PRIVACY_MANAGE)
+                                or self.policy.reaches_everyone(principal)
+                                or self._reaches(conn, principal, subject_id)):
+                # Outside the caller's relationships, the customer does not exist either.
+                raise _Unrelated("subjects", subject_id, what="subject")
             return out
 
     def search(self, principal: Principal, collection: str, where: Any, purpose: str | None,
