@@ -79,6 +79,8 @@ records = sa.Table(
     #: The record's write: 1 on create, +1 on each update; every sealed field binds it in its
     #: associated data. 0: written before versions existed (the older associated data).
     sa.Column("version", sa.Integer, nullable=False, server_default="0"),
+    #: Relationship conditions read one subject's records of one collection.
+    sa.Index("ix_records_subject_collection", "subject_id", "collection"),
 )
 
 #: Equality search without decryption: a keyed digest per searchable field of each record.

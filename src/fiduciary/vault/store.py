@@ -94,12 +94,15 @@ def record_row(conn: Connection, collection: str, record_id: str, *,
                         {"rid": record_id, "col": collection}).first()
 
 
+_CLEAR_OF = sa.select(records.c.clear).where(records.c.subject_id == sa.bindparam("s"),
+                                              records.c.collection == sa.bindparam("c"))
+
+
 def clear_records_of(conn: Connection, subject_id: str, collection: str) -> list[dict[str, Any]]:
     """The clear (public and internal) fields of a subject's records in a collection: what
     relationship conditions read. Never a sealed field."""
     return [json.loads(c) for c in conn.execute(
-        sa.select(records.c.clear).where(records.c.subject_id == subject_id,
-                                         records.c.collection == collection)).scalars()]
+        _CLEAR_OF, {"s": subject_id, "c": collection}).scalars()]
 
 
 def record_rows_of(conn: Connection, subject_id: str) -> Sequence[AnyRow]:
