@@ -130,7 +130,7 @@ def test_uvicorn_factory_runs_sequencer_and_retention_and_checkpoints_at_shutdow
         return httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}", **headers})
 
     r = as_(keys["admin_api_key"]).post("/v1/admin/apikeys", json={
-        "name": "auditor", "role": "compliance_officer"})
+        "name": "auditor", "role": "security_analyst"})
     assert r.status_code == 201, r.text
     auditor = as_(r.json()["api_key"])
     service = as_(keys["api_key"], **{"X-Request-ID": "lifespan-1"})
