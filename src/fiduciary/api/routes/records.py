@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Response
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, Field, RootModel
 
 from fiduciary.api.deps import Context, OneHopRoute
 from fiduciary.api.errors import documented
@@ -72,20 +72,22 @@ def delete_record(collection: str, record_id: str, ctx: Context,
     ctx.rt.vault.delete_record(ctx.caller(), collection, record_id, purpose)
 
 
+class Claimed(RootModel[dict[str, Any]]):
+    """field: value as the caller stated it; all must match."""
+
+
 class Verification(BaseModel):
     match: bool = Field(description="Every field given equals the record's value")
 
 
 @router.post(_RECORD + "/verify", tags=["records"],
              responses=documented(404, 409, 410, 422, 429))
-def verify_record(collection: str, record_id: str, ctx: Context,
-                  claimed: dict[str, Any] = Body(description="field: value as the caller "
-                                                 "stated it; all must match"),
+def verify_record(collection: str, record_id: str, claimed: Claimed, ctx: Context,
                   purpose: PurposeParam = None) -> Verification:
     """Confirm what a caller says (their date of birth, the last digits of an SSN as a whole
     value) against the record without revealing it; a few attempts per record and day."""
     return Verification(match=ctx.rt.vault.verify(ctx.caller(), collection, record_id,
-                                                  claimed, purpose))
+                                                  claimed.root, purpose))
 
 
 @router.post("/v1/collections/{collection}/search", tags=["records"],
