@@ -194,19 +194,6 @@ class AuditLog:
         if mine.error is not None:
             raise mine.error
 
-    def count_since(self, actor_id: str, action: str, since: datetime, *,
-                    record_id: str | None = None) -> int:
-        """How many ``action`` events ``actor_id`` has had since ``since`` (allowed or not),
-        on ``record_id`` alone if given: the trail as a rate limiter's counter, shared by
-        every API node."""
-        q = sa.select(sa.func.count()).select_from(audit_events).where(
-            audit_events.c.actor == actor_id[:128], audit_events.c.action == action,
-            audit_events.c.at > since)
-        if record_id is not None:
-            q = q.where(audit_events.c.record_ids == record_id)
-        with self.db.read() as conn:
-            return int(conn.execute(q).scalar_one())
-
     def reserve(self, event: AuditEvent, limits: Iterable[tuple[int, datetime, str | None]]
                 ) -> tuple[int, datetime] | None:
         """Append ``event`` (an attempt) unless its actor already has ``limit`` events of its

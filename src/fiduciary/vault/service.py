@@ -68,16 +68,21 @@ class _SubjectRecords:
 
 
 class _Unrelated(NotFound):
-    """A record outside the caller's relationships: answered exactly like one that does not
-    exist, and audited as a refusal."""
+    """A record or subject outside the caller's relationships: answered exactly like one that
+    does not exist, and audited as a refusal."""
 
-    def __init__(self, collection: str, record_id: str, what: str = "record") -> None:
-        if what == "subject":
-            super().__init__(f"subject {shown(record_id)} not found", code="subject_not_found")
-        else:
-            super().__init__(f"record {shown(record_id)} not found in collection {collection!r}",
-                             code="record_not_found")
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message, code=code)
         self.reason = Reason.RELATIONSHIP_REQUIRED
+
+    @classmethod
+    def record(cls, collection: str, record_id: str) -> _Unrelated:
+        return cls(f"record {shown(record_id)} not found in collection {collection!r}",
+                   "record_not_found")
+
+    @classmethod
+    def subject(cls, subject_id: str) -> _Unrelated:
+        return cls(f"subject {shown(subject_id)} not found", "subject_not_found")
 
 
 @contextmanager
@@ -89,7 +94,7 @@ def _hidden_unless_related(spec: CollectionSpec, record_id: str) -> Iterator[Non
     except Forbidden as exc:
         if exc.reason == "condition_failed" or any(
                 f.reason == "condition_failed" for f in exc.fields):
-            raise _Unrelated(spec.name, record_id) from None
+            raise _Unrelated.record(spec.name, record_id) from None
         raise
 
 
@@ -144,13 +149,18 @@ class VaultService:
             self._require_any(principal, ("read", "search", "write"))
             with self.db.read() as conn:
                 subject = store.subject(conn, subject_id)
-                if not (principal.is_system or principal.can(Permission.PRIVACY_MANAGE)
-                        or self.policy.reaches_everyone(principal)
-                        or self._reaches(conn, principal, subject_id)):
-                    raise _Unrelated("subjects", subject_id, what="subject")
+                self._require_reach(conn, principal, subject_id)
         self.audit.append_committed(self.audit.event(principal, "subject.read",
                                                      subject_ids=[subject_id]))
         return subject
+
+    def _require_reach(self, conn: Connection, principal: Principal, subject_id: str) -> None:
+        """404 unless the subject is within the principal's reach: the operator, the privacy
+        office, a role some read grant of which holds for everyone, or a readable record."""
+        if not (principal.is_system or principal.can(Permission.PRIVACY_MANAGE)
+                or self.policy.reaches_everyone(principal)
+                or self._reaches(conn, principal, subject_id)):
+            raise _Unrelated.subject(subject_id)
 
     def _reaches(self, conn: Connection, principal: Principal, subject_id: str) -> bool:
         """Whether any of the subject's records is readable by the principal for a purpose
@@ -169,10 +179,6 @@ class VaultService:
                 if any(d.masking is not None for d in decisions.values()):
                     return True
         return False
-
-    def subject(self, conn: Connection, subject_id: str) -> Subject:
-        """The subject, in the caller's transaction: 404 if unknown, 410 if erased."""
-        return store.subject(conn, subject_id)
 
     def disclose_subject(self, principal: Principal, subject_id: str,
                          request_id: str | None = None) -> list[Record]:
@@ -531,11 +537,9 @@ class VaultService:
                                     related=related)
                 if record is not None:
                     out.append(record)
-            if not out and not (principal.is_system or principal.can(Permission.PRIVACY_MANAGE)
-                                or self.policy.reaches_everyone(principal)
-                                or self._reaches(conn, principal, subject_id)):
+            if not out:
                 # Outside the caller's relationships, the customer does not exist either.
-                raise _Unrelated("subjects", subject_id, what="subject")
+                self._require_reach(conn, principal, subject_id)
             return out
 
     def search(self, principal: Principal, collection: str, where: Any, purpose: str | None,
@@ -781,7 +785,7 @@ class VaultService:
             if any(d.reason == "condition_failed" for d in decisions.values()):
                 # Outside the caller's relationships: as if it did not exist, whatever else
                 # the fields' reasons would have told.
-                raise _Unrelated(spec.name, row.id)
+                raise _Unrelated.record(spec.name, row.id)
             reason = denial_reason(decisions)
             raise Forbidden(f"nothing of record {row.id} is permitted ({reason})", reason=reason)
         plain = {k: v for k, v in clear.items() if k in allowed}
