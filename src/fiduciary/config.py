@@ -74,6 +74,29 @@ class Settings(BaseSettings):
     #: A one-time enrolment code (new or re-enrolled user) is valid this many hours.
     enrolment_code_hours: int = Field(72, ge=1)
 
+    #: A detection-pack YAML replacing the default pack (``fiduciary.monitoring``).
+    detections: Path | None = None
+    #: ``fiduciary serve`` reads new audit events for the detections this often (seconds);
+    #: 0 turns it off (then run ``fiduciary monitor run`` from cron or another process).
+    monitor_interval_seconds: float = Field(1.0, ge=0)
+    #: Alerts at or above this severity go out on the configured channels.
+    alert_min_severity: str = "medium"
+    #: Webhook: each alert as a JSON POST, signed ``X-Fiduciary-Signature: sha256=<hex>``
+    #: (HMAC-SHA256 of the body under the secret).
+    alert_webhook_url: str | None = None
+    alert_webhook_secret: SecretStr | None = None
+    #: Syslog receiver ``udp://host:port`` or ``tcp://host:port``, in ``syslog`` (RFC 5424)
+    #: or ``cef`` form.
+    alert_syslog_url: str | None = None
+    alert_syslog_format: str = "syslog"
+    #: Email through SMTP: host, port, sender and comma-separated recipients.
+    alert_smtp_host: str | None = None
+    alert_smtp_port: int = 25
+    alert_email_from: str = "fiduciary@localhost"
+    alert_email_to: str = ""
+    #: Bearer token for ``/metrics`` from other than the loopback address (unset: loopback only).
+    metrics_token: SecretStr | None = None
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url

@@ -168,6 +168,12 @@ class PolicyInvalid(DataMapInvalid):
     code = "policy_invalid"
 
 
+class DetectionsInvalid(DataMapInvalid):
+    """A detection pack did not validate; ``fields`` carries ``file: detections.D.x: reason``."""
+
+    code = "detections_invalid"
+
+
 class RateLimited(FiduciaryError):
     """Too many attempts in a sliding window; ``retry_after`` is whole seconds to wait."""
 

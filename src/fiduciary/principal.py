@@ -29,6 +29,9 @@ class Permission(StrEnum):
     CONFIG_READ = "config:read"
     AUDIT_READ = "audit:read"
     PRIVACY_MANAGE = "privacy:manage"
+    #: Monitoring alerts: read them; triage them (assign, dismiss, escalate), suppressions
+    #: and the watch list.
+    ALERTS_READ = "alerts:read"
     ALERTS_MANAGE = "alerts:manage"
     CONSENT_READ = "consent:read"
     CONSENT_WRITE = "consent:write"

@@ -28,6 +28,11 @@ from fiduciary.crypto.keyring import KEYRING_FILE, FileKeyring, open_file_keyrin
 from fiduciary.crypto.keystore import SubjectKeyStore
 from fiduciary.datamap import DataMap, load
 from fiduciary.errors import ConfigurationError
+from fiduciary.monitoring.alerts import AlertService, Notes
+from fiduciary.monitoring.delivery import AlertDelivery
+from fiduciary.monitoring.engine import Monitor
+from fiduciary.monitoring.pack import DetectionPack, load_detections
+from fiduciary.monitoring.profiles import StaffProfiles
 from fiduciary.principal import SYSTEM
 from fiduciary.privacy.access_package import AccessPackager
 from fiduciary.privacy.consent import ConsentDesk, ConsentLedger
@@ -71,6 +76,11 @@ class Runtime:
     approvals: ApprovalService
     #: Consent as callers record and read it (relationships, scopes, GPC).
     consent_desk: ConsentDesk
+    detections: DetectionPack
+    monitor: Monitor
+    alerts: AlertService
+    delivery: AlertDelivery
+    profiles: StaffProfiles
     clock: Clock = field(default_factory=SystemClock)
     _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _threads: list[threading.Thread] = field(default_factory=list, init=False, repr=False)
@@ -90,6 +100,10 @@ class Runtime:
         hours = self.settings.retention_interval_hours
         if hours > 0:
             self._spawn("retention", self.retention.run_forever, SYSTEM, self._stop, hours * 3600)
+        if self.settings.monitor_interval_seconds > 0:
+            self._spawn("monitor", self.monitor.run_forever, self._stop,
+                        self.settings.monitor_interval_seconds)
+            self._spawn("alert-delivery", self.delivery.run_forever, self._stop)
         hours = self.settings.records_check_interval_hours
         if hours > 0:  # no silent rollback: rows against their latest write events
             self._spawn("records-check", rollback.run_forever, self.vault, self._stop,
@@ -142,6 +156,7 @@ def open_runtime(settings: Settings, *, create: bool = False,
             f"'fiduciary init --data-dir {data_dir}' first")
     datamap = load(settings.datamap)
     pack = load_policy(settings.policy, datamap)  # an invalid pack fails before anything opens
+    detections = load_detections(settings.detections, datamap)
     master = settings.master_key.get_secret_value() if settings.master_key else None
     keyring = open_file_keyring(data_dir, master, create)
     db = Database(settings.resolved_database_url())
@@ -184,10 +199,15 @@ def open_runtime(settings: Settings, *, create: bool = False,
     dsr = DsrService(db, clock, audit, restriction, consent, packager=packager, eraser=eraser,
                      holidays=settings.holidays(), two_person=settings.privacy_two_person)
     ropa = RopaService(datamap, policy, keyring, settings, clock, audit)
+    delivery = AlertDelivery(db, clock, settings)
+    monitor = Monitor(db, clock, audit, trail, detections, datamap, delivery)
+    alerts = AlertService(db, clock, audit, trail, users, Notes(keyring))
+    profiles = StaffProfiles(db, audit, vault)
     _record_configuration(db, audit, datamap, policy)
     return Runtime(settings, datamap, db, keyring, vault, api_keys, users, policy, reviews,
                    audit, trail, consent, dsr, holds, restriction, eraser, retention, packager,
-                   ropa, approvals, ConsentDesk(consent, vault), clock)
+                   ropa, approvals, ConsentDesk(consent, vault), detections, monitor, alerts,
+                   delivery, profiles, clock)
 
 
 def _record_configuration(db: Database, audit: AuditLog, datamap: DataMap,

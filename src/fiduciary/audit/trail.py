@@ -222,6 +222,11 @@ class AuditTrail:
                 logging.getLogger("fiduciary.audit").exception("sequencer round failed")
 
     # -- reading -------------------------------------------------------------------------------
+    @staticmethod
+    def node_reader(conn: Connection) -> merkle.GetNode:
+        """Stored tree nodes through ``conn``, for proofs built inside a caller's read."""
+        return _Nodes(conn).get
+
     def latest_checkpoint(self) -> Checkpoint:
         with self.db.read() as conn:
             r = conn.execute(sa.select(audit_checkpoints)

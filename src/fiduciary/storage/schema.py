@@ -129,6 +129,10 @@ users = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("password_changed_at", UTCDateTime(), nullable=False),
     sa.Column("last_login_at", UTCDateTime(), nullable=True),
+    #: The customer who is this staff member (monitoring: self and co-worker access).
+    sa.Column("subject_id", ID, nullable=True, index=True),
+    #: The surname only as a blind-index digest of ``persons.last_name`` (same_surname).
+    sa.Column("surname_digest", sa.LargeBinary, nullable=True),
 )
 
 #: Failed logins by username, known or not, so lockout reveals nothing about which exist.
@@ -393,4 +397,99 @@ enrolments = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("issued_at", UTCDateTime(), nullable=True),
     sa.Column("expires_at", UTCDateTime(), nullable=True),
+)
+
+
+# -- monitoring ---------------------------------------------------------------------------------
+
+#: Alerts raised by the detections (``fiduciary.monitoring``): ids and counts, never a value.
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("detection", sa.String(48), nullable=False, index=True),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("principal_kind", sa.String(16), nullable=False),
+    sa.Column("principal_id", sa.String(128), nullable=True, index=True),
+    sa.Column("principal_name", sa.String(128), nullable=True, index=True),
+    #: Space-separated ids.
+    sa.Column("subject_ids", sa.Text, nullable=False),
+    sa.Column("event_ids", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    #: JSON of counts and thresholds behind the alert.
+    sa.Column("details", sa.Text, nullable=False, server_default="{}"),
+    #: One alert per finding, however often the trail is read again.
+    sa.Column("dedup_key", sa.String(255), nullable=False, unique=True),
+    sa.Column("assignee", sa.String(64), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False, index=True),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+#: Triage: assignment, comments, dismissal, escalation. Free text is sealed (it may name people).
+alert_actions = sa.Table(
+    "alert_actions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("alert_id", ID, sa.ForeignKey("alerts.id"), nullable=False, index=True),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("text_sealed", sa.LargeBinary, nullable=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+)
+
+#: Findings not to raise until ``expires_at``: a detection for a principal, a subject or both.
+monitor_suppressions = sa.Table(
+    "monitor_suppressions",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("detection", sa.String(48), nullable=False),
+    sa.Column("principal", sa.String(128), nullable=True),
+    sa.Column("subject_id", ID, nullable=True),
+    sa.Column("reason_sealed", sa.LargeBinary, nullable=False),
+    sa.Column("created_by", sa.String(128), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False, index=True),
+)
+
+#: Subjects watched beyond their attributes (a litigant, a journalist), with their handlers.
+monitor_watchlist = sa.Table(
+    "monitor_watchlist",
+    metadata,
+    sa.Column("subject_id", ID, primary_key=True),
+    sa.Column("category", sa.String(32), nullable=False),
+    #: JSON list of usernames whose work involves the subject.
+    sa.Column("handlers", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("reason_sealed", sa.LargeBinary, nullable=False),
+    sa.Column("added_by", sa.String(128), nullable=False),
+    sa.Column("added_at", UTCDateTime(), nullable=False),
+)
+
+#: Per principal and day: distinct subjects touched and accesses by hour (baselines).
+monitor_days = sa.Table(
+    "monitor_days",
+    metadata,
+    sa.Column("principal_id", sa.String(128), primary_key=True),
+    sa.Column("day", sa.String(10), primary_key=True),
+    sa.Column("role", sa.String(64), nullable=False),
+    sa.Column("subjects", sa.Integer, nullable=False),
+    #: JSON list of 24 access counts by local hour.
+    sa.Column("hours", sa.Text, nullable=False),
+    sa.Index("ix_monitor_days_role_day", "role", "day"),
+)
+
+#: Alerts waiting to go out on a channel (webhook, syslog, email), retried with backoff.
+alert_deliveries = sa.Table(
+    "alert_deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("alert_id", ID, sa.ForeignKey("alerts.id"), nullable=False, index=True),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_at", UTCDateTime(), nullable=False),
+    sa.Column("delivered_at", UTCDateTime(), nullable=True),
+    sa.Column("failed_at", UTCDateTime(), nullable=True),
+    sa.Column("last_error", sa.String(200), nullable=True),
+    sa.Index("ix_alert_deliveries_due", "delivered_at", "next_at"),
 )
