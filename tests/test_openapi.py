@@ -30,6 +30,9 @@ OPERATIONS = {
     "revoke_api_key", "list_break_glass_reviews", "review_break_glass", "enrol",
     "set_user_roles", "re_enrol_user", "list_approvals", "approve",
     "reject",
+    "list_alerts", "get_alert", "dismiss_alert", "escalate_alert", "assign_alert",
+    "comment_alert", "list_suppressions", "create_suppression", "list_watchlist",
+    "watch_subject", "unwatch_subject",
 }
 PUBLIC = {"healthz", "login", "enrol"}
 PA = "policy_administration"

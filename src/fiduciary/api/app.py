@@ -17,7 +17,17 @@ from fastapi.routing import APIRoute
 from fiduciary import __version__, logs
 from fiduciary.api import bench, errors
 from fiduciary.api.middleware import RequestContextMiddleware, RequestGuard
-from fiduciary.api.routes import admin, audit, auth, break_glass, ops, privacy, records, subjects
+from fiduciary.api.routes import (
+    admin,
+    alerts,
+    audit,
+    auth,
+    break_glass,
+    ops,
+    privacy,
+    records,
+    subjects,
+)
 from fiduciary.config import Settings
 from fiduciary.runtime import Runtime, open_runtime
 
@@ -36,7 +46,7 @@ def create_app(rt: Runtime | None = None) -> FastAPI:
     # Added last, runs first: the request context (and its 500s) wraps the input guard.
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
-    for feature in (ops, auth, subjects, records, audit, privacy, admin, break_glass):
+    for feature in (ops, auth, subjects, records, audit, privacy, admin, break_glass, alerts):
         app.include_router(feature.router)
     if settings.bench_endpoints:
         app.include_router(bench.router)
