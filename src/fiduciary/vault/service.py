@@ -116,6 +116,7 @@ class VaultService:
         self.codec = RecordCodec(BlindIndexer(keyring.index_key()),
                                  keyring.derive_key("record-rows"))
         self.masker = Masker(keyring.derive_key("pseudonym-tokens"))
+        self._query_key = keyring.derive_key("query-digests")
         self._break_glass_log = break_glass_log
 
     # -- subjects ------------------------------------------------------------------------------
@@ -373,7 +374,7 @@ class VaultService:
         self.audit.append_committed(self.audit.event(
             principal, "record.verify", collection=collection, purpose=purpose,
             record_ids=[record_id], subject_ids=[match[1]], fields=fields,
-            details={"match": match[0]}))
+            details={"match": match[0], "query_digests": self.query_digests(claimed)}))
         return match[0]
 
     def _verify(self, principal: Principal, collection: str, record_id: str, claimed: Any,
@@ -549,8 +550,18 @@ class VaultService:
                            fields=queried):
             found = self._search(principal, collection, where, purpose, limit)
         self._audit_read(principal, "record.search", collection, str(purpose), found,
-                         fields_queried=sorted(queried))
+                         fields_queried=sorted(queried), query_digests=self.query_digests(where))
         return found
+
+    def query_digests(self, where: Any) -> dict[str, str]:
+        """A short keyed digest of each value searched or verified, the same in any field:
+        monitoring sees one value tried across fields, or many values of one field, without
+        the values (and without a digest comparable with the blind index)."""
+        if not isinstance(where, Mapping):
+            return {}
+        return {str(k): hmac.new(self._query_key, json.dumps(v, sort_keys=True, default=str)
+                                 .encode(), "sha256").hexdigest()[:16]
+                for k, v in where.items()}
 
     def _search(self, principal: Principal, collection: str, where: Any, purpose: str | None,
                 limit: int) -> list[Record]:

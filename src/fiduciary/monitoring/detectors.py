@@ -1,0 +1,679 @@
+"""The detections, as one pass over audit events with the state they need: sliding windows,
+today's distinct subjects per principal, day baselines (own and peers'), API keys' origins.
+Each finding names its principal, subjects by id and the events behind it; its reason text
+names no customer value. See ``default_detections.yaml`` for the thresholds."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+from collections import defaultdict, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from fiduciary.monitoring.alerts import Finding
+from fiduciary.monitoring.pack import DetectionPack, Severity
+from fiduciary.storage import Database
+from fiduciary.storage.schema import (
+    audit_events,
+    blind_index,
+    monitor_days,
+    records,
+    subjects,
+    system_state,
+)
+
+#: Accesses to a customer: each names the subjects it touched.
+TOUCHES = frozenset({"record.read", "subject.read", "subject.records", "record.search",
+                     "records.export", "record.update", "record.verify"})
+_CHUNK = 500
+_KEY_STATE = "monitor.key:"
+
+
+@dataclass(frozen=True)
+class Suppression:
+    detection: str
+    principal: str | None
+    subject_id: str | None
+
+    def covers(self, f: Finding) -> bool:
+        return (self.detection == f.detection
+                and (self.principal is None or self.principal == f.principal_name)
+                and (self.subject_id is None or self.subject_id in f.subject_ids))
+
+
+@dataclass
+class Profiles:
+    """What the monitor knows of staff and watched subjects, read at the start of a run."""
+
+    #: user id -> (username, own subject id, surname digest, created_at)
+    staff: dict[str, tuple[str, str | None, bytes | None, datetime]]
+    #: subject id -> (category, handlers' usernames)
+    watchlist: dict[str, tuple[str, set[str]]]
+    suppressions: list[Suppression]
+    #: subject id -> id of the staff user who is that customer
+    linked: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.linked = {s[1]: uid for uid, s in self.staff.items() if s[1]}
+
+
+class _Window:
+    """Timestamps (and payloads) within the last ``span``."""
+
+    __slots__ = ("items", "span")
+
+    def __init__(self, span: timedelta) -> None:
+        self.span = span
+        self.items: deque[tuple[datetime, Any]] = deque()
+
+    def add(self, at: datetime, item: Any) -> None:
+        self.items.append((at, item))
+        edge = at - self.span
+        while self.items and self.items[0][0] < edge:
+            self.items.popleft()
+
+
+@dataclass
+class _Principal:
+    kind: str
+    id: str
+    name: str | None
+    role: str
+
+
+@dataclass
+class _KeyState:
+    origins: set[str]
+    events: int
+    max_hour: int
+    hour: str = ""
+    in_hour: int = 0
+    dirty: bool = False
+
+
+def _percentile(values: list[int], pct: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * pct / 100
+    lo = int(k)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+class Detectors:
+    def __init__(self, db: Database, pack: DetectionPack, profiles: Profiles) -> None:
+        self.db = db
+        self.pack = pack
+        self.d = pack.detections
+        self.zone = pack.zone
+        self.on = set(pack.enabled())
+        self.profiles = profiles
+        #: While rebuilding state from events already processed: find nothing.
+        self.warming = False
+        # per principal and local day, as it happens: distinct subjects, accesses by hour
+        self._live: dict[str, dict[str, set[str]]] = defaultdict(dict)
+        self._live_hours: dict[str, dict[str, list[int]]] = defaultdict(dict)
+        self._role_of: dict[str, str] = {}
+        self._dirty: set[tuple[str, str]] = set()
+        # past days from monitor_days: principal -> day -> (subjects, hours)
+        self._days: dict[str, dict[str, tuple[int, list[int]]]] = defaultdict(dict)
+        self._roles_loaded: set[str] = set()
+        self._role_members: dict[str, set[str]] = defaultdict(set)
+        self._thresholds: dict[tuple[str, str], tuple[float, float] | None] = {}
+        self._peer_week: dict[tuple[str, str], float | None] = {}
+        self._fired: set[str] = set()
+        self._windows: dict[tuple[str, str], _Window] = {}
+        self._keys: dict[str, _KeyState] = {}
+        # per run caches of subject facts
+        self._attrs: dict[str, dict[str, Any]] = {}
+        self._surnames: dict[str, set[bytes]] = {}
+        self._handlers: dict[str, set[str]] = {}
+
+    def refresh(self, profiles: Profiles) -> None:
+        """A new run: staff, watch list and suppressions as they are now; subject facts
+        re-read."""
+        self.profiles = profiles
+        self._attrs.clear()
+        self._surnames.clear()
+        self._handlers.clear()
+
+    # -- prefetch --------------------------------------------------------------------------
+    def prefetch(self, events: list[dict[str, Any]]) -> None:
+        """Subject attributes (watch list) and surname digests for the subjects staff touch
+        in this batch, in a few queries rather than one per event."""
+        wanted: set[str] = set()
+        surnamed: set[str] = set()
+        staff = self.profiles.staff
+        for ev in events:
+            if ev["action"] in TOUCHES and ev["actor"]["kind"] == "user":
+                sids = ev["subject_ids"]
+                wanted.update(sids)
+                s = staff.get(ev["actor"]["id"])
+                if s is not None and s[2] is not None:
+                    surnamed.update(sids)
+        need = [s for s in wanted if s not in self._attrs]
+        with self.db.read() as conn:
+            for i in range(0, len(need), _CHUNK):
+                part = need[i:i + _CHUNK]
+                for r in conn.execute(sa.select(subjects.c.id, subjects.c.attributes)
+                                      .where(subjects.c.id.in_(part))):
+                    self._attrs[r.id] = json.loads(r.attributes)
+                for sid in part:
+                    self._attrs.setdefault(sid, {})
+            need = [s for s in surnamed if s not in self._surnames]
+            for i in range(0, len(need), _CHUNK):
+                part = need[i:i + _CHUNK]
+                for sid in part:
+                    self._surnames[sid] = set()
+                for r in conn.execute(sa.select(blind_index.c.subject_id, blind_index.c.digest)
+                                      .where(blind_index.c.subject_id.in_(part),
+                                             blind_index.c.collection == "persons",
+                                             blind_index.c.field == "last_name")):
+                    self._surnames[r.subject_id].add(bytes(r.digest))
+
+    def _handlers_of(self, sid: str) -> set[str]:
+        """Usernames whose work involves the subject: the watch list's handlers and whoever
+        the pack's handler fields name on the subject's records (an assigned adjuster)."""
+        got = self._handlers.get(sid)
+        if got is not None:
+            return got
+        out = set(self.profiles.watchlist.get(sid, ("", set()))[1])
+        fields = self.pack.settings.handler_fields
+        if fields:
+            with self.db.read() as conn:
+                for r in conn.execute(sa.select(records.c.collection, records.c.clear).where(
+                        records.c.subject_id == sid, records.c.collection.in_(list(fields)))):
+                    clear = json.loads(r.clear)
+                    out.update(str(clear[f]) for f in fields[r.collection] if clear.get(f))
+        self._handlers[sid] = out
+        return out
+
+    # -- the pass --------------------------------------------------------------------------
+    def observe(self, ev: dict[str, Any]) -> list[Finding]:
+        actor = ev["actor"]
+        kind = actor["kind"]
+        action = ev["action"]
+        at = datetime.fromisoformat(ev["time"])
+        out: list[Finding] = []
+        if action == "auth.login_failed":
+            self._failed_login(ev, at, out)
+            return self._keep(out)
+        if kind not in ("user", "api_key") or not actor["id"]:
+            return []
+        p = _Principal(kind, actor["id"], actor["name"],
+                       actor["roles"][0] if actor["roles"] else kind)
+        self._role_of[p.id] = p.role
+        local = at.astimezone(self.zone)
+        day = local.date().isoformat()
+        decision = ev["decision"]
+        if kind == "api_key":
+            self._api_key(p, ev, at, out)
+        if decision == "deny" and not action.startswith("auth.") \
+                and action != "break_glass.review":
+            self._denied(p, ev, at, out)
+        if action in ("record.search", "record.verify", "record.search.attempt"):
+            self._search(p, ev, at, out)
+        if action == "auth.login" and kind == "user":
+            self._hour(p, ev, local, day, at, out)
+            self._dormant(p, ev, at, out)
+        elif action == "auth.break_glass":
+            self._break_glass(p, ev, at, out)
+        elif action == "break_glass.review":
+            self._break_glass_review(p, ev, out)
+        if action in TOUCHES and decision != "deny" and ev["subject_ids"]:
+            if kind == "user":
+                self._hour(p, ev, local, day, at, out)
+                self._subjects(p, ev, day, out)
+                self._volume(p, ev, day, at, out)
+            self._bulk(p, ev, at, out)
+        return self._keep(out)
+
+    def _keep(self, out: list[Finding]) -> list[Finding]:
+        if self.warming or not out:
+            return []
+        kept = []
+        for f in out:
+            if f.dedup_key not in self._fired:
+                self._fired.add(f.dedup_key)
+                kept.append(f)
+        return kept
+
+    def suppressed(self, f: Finding) -> bool:
+        return any(s.covers(f) for s in self.profiles.suppressions)
+
+    def _finding(self, name: str, p: _Principal, key: str, reason: str,
+                 event_ids: Iterable[str], subject_ids: Iterable[str] = (),
+                 severity: Severity | None = None, score: float | None = None,
+                 **details: Any) -> Finding:
+        spec = self.pack.detection(name)
+        return Finding(detection=name, severity=severity or spec.severity,
+                       score=spec.score if score is None else score,
+                       principal_kind=p.kind, principal_id=p.id, principal_name=p.name,
+                       reason=reason, dedup_key=f"{name}:{key}",
+                       event_ids=list(dict.fromkeys(event_ids)),
+                       subject_ids=sorted(set(subject_ids)), details=details)
+
+    def _window(self, name: str, who: str, minutes: int) -> _Window:
+        w = self._windows.get((name, who))
+        if w is None:
+            w = self._windows[(name, who)] = _Window(timedelta(minutes=minutes))
+        return w
+
+    @staticmethod
+    def _bucket(at: datetime, minutes: int) -> int:
+        return int(at.timestamp()) // (minutes * 60)
+
+    # -- who the subject is ----------------------------------------------------------------
+    def _subjects(self, p: _Principal, ev: dict[str, Any], day: str,
+                  out: list[Finding]) -> None:
+        me = self.profiles.staff.get(p.id)
+        own = me[1] if me else None
+        surname = me[2] if me else None
+        watch_attrs = self.pack.settings.watch_attributes
+        for sid in ev["subject_ids"]:
+            if "self_access" in self.on and sid == own:
+                out.append(self._finding(
+                    "self_access", p, f"{p.id}:{sid}:{day}",
+                    "a staff member accessed the customer record that is themselves",
+                    [ev["id"]], [sid], action=ev["action"]))
+                continue
+            other = self.profiles.linked.get(sid)
+            if "coworker_access" in self.on and other is not None and other != p.id:
+                out.append(self._finding(
+                    "coworker_access", p, f"{p.id}:{sid}:{day}",
+                    "a staff member accessed the customer record of a co-worker",
+                    [ev["id"]], [sid], action=ev["action"], coworker_user_id=other))
+            watched = self.profiles.watchlist.get(sid)
+            category = watched[0] if watched else next(
+                (a for a in watch_attrs if self._attrs.get(sid, {}).get(a)), None)
+            if "watchlist_subject" in self.on and category is not None \
+                    and p.name not in self._handlers_of(sid):
+                out.append(self._finding(
+                    "watchlist_subject", p, f"{p.id}:{sid}:{day}",
+                    f"a watched customer ({category}) was accessed by someone who is not "
+                    "one of its handlers", [ev["id"]], [sid], category=category,
+                    action=ev["action"]))
+            if "same_surname" in self.on and surname is not None \
+                    and surname in self._surnames.get(sid, ()) \
+                    and p.name not in self._handlers_of(sid):
+                out.append(self._finding(
+                    "same_surname", p, f"{p.id}:{sid}",
+                    "a staff member accessed a customer who shares their surname, without "
+                    "handling their file", [ev["id"]], [sid], action=ev["action"]))
+
+    # -- volume ----------------------------------------------------------------------------
+    def _hour(self, p: _Principal, ev: dict[str, Any], local: datetime, day: str,
+              at: datetime, out: list[Finding]) -> None:
+        hours = self._live_hours[p.id].get(day)
+        if hours is None:
+            hours = self._live_hours[p.id][day] = [0] * 24
+            self._live[p.id].setdefault(day, set())
+        hours[local.hour] += 1
+        if not self.warming:
+            self._dirty.add((p.id, day))
+        if "off_hours" in self.on and not self.warming:
+            self._off_hours(p, ev, local, day, out)
+
+    def _history(self, pid: str, role: str, day: str, span: int) -> dict[str, tuple[int,
+                                                                                   list[int]]]:
+        """The principal's past days within ``span`` days before ``day``."""
+        self._load_role(role)
+        first = (date.fromisoformat(day) - timedelta(days=span)).isoformat()
+        out = {d: v for d, v in self._days.get(pid, {}).items() if first <= d < day}
+        hours = self._live_hours.get(pid, {})
+        for d, seen in self._live.get(pid, {}).items():
+            if first <= d < day:
+                # A day rebuilt at start may cover only its tail: the larger count is right.
+                stored = out.get(d, (0, [0] * 24))
+                live_hours = hours.get(d, [0] * 24)
+                out[d] = (max(stored[0], len(seen)),
+                          [max(a, b) for a, b in zip(stored[1], live_hours, strict=True)])
+        return out
+
+    def _load_role(self, role: str) -> None:
+        if role in self._roles_loaded:
+            return
+        self._roles_loaded.add(role)
+        with self.db.read() as conn:
+            for r in conn.execute(sa.select(monitor_days).where(monitor_days.c.role == role)):
+                self._days[r.principal_id].setdefault(r.day, (r.subjects, json.loads(r.hours)))
+                self._role_members[role].add(r.principal_id)
+
+    def _off_hours(self, p: _Principal, ev: dict[str, Any], local: datetime, day: str,
+                   out: list[Finding]) -> None:
+        spec = self.d.off_hours
+        past = self._history(p.id, p.role, day, spec.history_days)
+        total = [0] * 24
+        for _, hours in past.values():
+            for h, n in enumerate(hours):
+                total[h] += n
+        n_all = sum(total)
+        h = local.hour
+        if len(past) >= spec.min_history_days and n_all:
+            usual = any(total[(h + d) % 24] / n_all >= spec.min_hour_share for d in (-1, 0, 1))
+            basis = "their usual hours"
+        else:
+            wh = self.pack.settings.working_hours
+            usual = wh.start <= h < wh.end and local.weekday() in wh.weekdays
+            basis = "working hours (too little history to learn theirs)"
+        if not usual:
+            out.append(self._finding(
+                "off_hours", p, f"{p.id}:{day}", f"access at {h:02d}:00 local time, outside "
+                f"{basis}", [ev["id"]], ev["subject_ids"], local_hour=h,
+                history_days=len(past)))
+
+    def _volume(self, p: _Principal, ev: dict[str, Any], day: str, at: datetime,
+                out: list[Finding]) -> None:
+        seen = self._live[p.id].setdefault(day, set())
+        before = len(seen)
+        seen.update(ev["subject_ids"])
+        if self.warming:
+            return
+        self._dirty.add((p.id, day))
+        if len(seen) == before:
+            return
+        self._role_members[p.role].add(p.id)
+        count = len(seen)
+        spec = self.d.volume_spike
+        if "volume_spike" in self.on and count >= spec.min_subjects:
+            limits = self._volume_limits(p, day)
+            if limits is not None and count > limits[0] and count > limits[1]:
+                out.append(self._finding(
+                    "volume_spike", p, f"{p.id}:{day}",
+                    f"{count} distinct customers in a day, above their own baseline "
+                    f"({limits[0]:.0f}) and their peers' ({limits[1]:.0f})",
+                    [ev["id"]], [], subjects=count, own_limit=round(limits[0], 1),
+                    peer_limit=round(limits[1], 1)))
+        drip = self.d.slow_drip
+        if "slow_drip" in self.on:
+            past = self._history(p.id, p.role, day, drip.window_days - 1)
+            week = count + sum(v[0] for v in past.values())
+            if week >= drip.min_subjects:
+                limit = self._peer_week_limit(p.role, day)
+                if limit is not None and week > limit:
+                    iso = date.fromisoformat(day).isocalendar()
+                    out.append(self._finding(
+                        "slow_drip", p, f"{p.id}:{iso.year}-W{iso.week:02d}",
+                        f"{week} customers touched over {drip.window_days} days, above "
+                        f"{drip.peer_factor} times their peers' 99th percentile",
+                        [ev["id"]], [], subjects=week, limit=round(limit, 1)))
+
+    def _volume_limits(self, p: _Principal, day: str) -> tuple[float, float] | None:
+        key = (p.id, day)
+        if key in self._thresholds:
+            return self._thresholds[key]
+        spec = self.d.volume_spike
+        past = [v[0] for v in self._history(p.id, p.role, day, spec.history_days).values()]
+        limits: tuple[float, float] | None = None
+        if len(past) >= spec.min_history_days:
+            med = statistics.median(past)
+            mad = statistics.median(abs(x - med) for x in past)
+            own = med + spec.mad_factor * max(mad, 1.0)
+            peers = [v[0] for pid in self._role_members[p.role]
+                     for v in self._history(pid, p.role, day, spec.history_days).values()]
+            limits = (own, _percentile(peers, spec.peer_percentile))
+        self._thresholds[key] = limits
+        return limits
+
+    def _peer_week_limit(self, role: str, day: str) -> float | None:
+        key = (role, day)
+        if key in self._peer_week:
+            return self._peer_week[key]
+        drip = self.d.slow_drip
+        sums = []
+        for pid in self._role_members[role]:
+            past = self._history(pid, role, day, drip.history_days)
+            if len(past) < drip.window_days:
+                continue
+            # Each peer's window-day sums ending on each past day they worked.
+            for d in past:
+                start = (date.fromisoformat(d) - timedelta(days=drip.window_days - 1)
+                         ).isoformat()
+                sums.append(sum(v[0] for dd, v in past.items() if start <= dd <= d))
+        limit = None
+        if len(self._role_members[role]) >= drip.min_peers and sums:
+            limit = drip.peer_factor * _percentile(sums, 99)
+        self._peer_week[key] = limit
+        return limit
+
+    def _bulk(self, p: _Principal, ev: dict[str, Any], at: datetime,
+              out: list[Finding]) -> None:
+        if "bulk_export" not in self.on:
+            return
+        spec = self.d.bulk_export
+        n = int(ev["details"].get("result_count", len(ev["record_ids"])) or 0)
+        if ev["action"] == "records.export":
+            w = self._window("export", p.id, 60)
+            w.add(at, (ev["id"], n))
+            total = sum(x[1][1] for x in w.items)
+            if total >= spec.export_records:
+                out.append(self._finding(
+                    "bulk_export", p, f"{p.id}:export:{self._bucket(at, 60)}",
+                    f"{total} records exported within an hour",
+                    [x[1][0] for x in w.items], [], records=total))
+            return
+        w = self._window("reads", p.id, spec.window_minutes)
+        w.add(at, (ev["id"], n))
+        total = sum(x[1][1] for x in w.items)
+        if total >= spec.read_records:
+            out.append(self._finding(
+                "bulk_export", p, f"{p.id}:reads:{self._bucket(at, spec.window_minutes)}",
+                f"{total} records read within {spec.window_minutes} minutes",
+                [x[1][0] for x in w.items], [], records=total))
+
+    # -- searching -------------------------------------------------------------------------
+    def _search(self, p: _Principal, ev: dict[str, Any], at: datetime,
+                out: list[Finding]) -> None:
+        if "search_sweep" not in self.on:
+            return
+        spec = self.d.search_sweep
+        action = ev["action"]
+        if action == "record.search.attempt":
+            return  # the search itself follows (or its refusal)
+        details = ev["details"]
+        if action == "record.verify":
+            hit = bool(details.get("match")) if ev["decision"] != "deny" else False
+        else:
+            hit = ev["decision"] != "deny" and int(details.get("result_count", 0)) > 0
+        query = details.get("query_digests") or {}
+        w = self._window("search", p.id, spec.window_minutes)
+        w.add(at, (ev["id"], hit, query, ev.get("collection")))
+        items = [x[1] for x in w.items]
+        n = len(items)
+        hits = sum(1 for x in items if x[1])
+        why = None
+        if n >= spec.min_searches and hits / n <= spec.max_hit_ratio:
+            why = (f"{n} searches within {spec.window_minutes} minutes, "
+                   f"{hits} of them finding anything")
+        else:
+            fields_by_value: dict[str, set[str]] = defaultdict(set)
+            values_by_field: dict[str, set[str]] = defaultdict(set)
+            for _, found, q, coll in items:
+                for f, digest in q.items():
+                    fields_by_value[digest].add(f"{coll}.{f}")
+                    if not found:
+                        values_by_field[f"{coll}.{f}"].add(digest)
+            if any(len(v) >= spec.fields_per_value for v in fields_by_value.values()):
+                why = "one value tried in many fields (an enumeration)"
+            elif any(len(v) >= spec.values_per_field for v in values_by_field.values()):
+                why = "many values of one field tried without a match (guessing)"
+        if why:
+            out.append(self._finding(
+                "search_sweep", p, f"{p.id}:{self._bucket(at, spec.window_minutes)}", why,
+                [x[1][0] for x in w.items], [], searches=n, hits=hits))
+
+    # -- refusals and sign-in --------------------------------------------------------------
+    def _denied(self, p: _Principal, ev: dict[str, Any], at: datetime,
+                out: list[Finding]) -> None:
+        if "denied_burst" not in self.on:
+            return
+        spec = self.d.denied_burst
+        w = self._window("denied", p.id, spec.window_minutes)
+        w.add(at, ev["id"])
+        if len(w.items) >= spec.denials:
+            reasons = sorted({ev.get("reason") or "denied"})
+            out.append(self._finding(
+                "denied_burst", p, f"{p.id}:{self._bucket(at, spec.window_minutes)}",
+                f"{len(w.items)} refusals within {spec.window_minutes} minutes",
+                [x[1] for x in w.items], [], denials=len(w.items), last_reason=reasons[0]))
+
+    def _failed_login(self, ev: dict[str, Any], at: datetime, out: list[Finding]) -> None:
+        if "failed_login_burst" not in self.on:
+            return
+        spec = self.d.failed_login_burst
+        client = ev.get("client") or "unknown"
+        username = str(ev["details"].get("username") or "")
+        w = self._window("login_addr", client, spec.window_minutes)
+        w.add(at, (ev["id"], username))
+        names = {x[1][1] for x in w.items}
+        anon = _Principal("anonymous", "", None, "")
+        if len(names) >= spec.usernames_per_address:
+            f = self._finding(
+                "failed_login_burst", anon,
+                f"addr:{client}:{self._bucket(at, spec.window_minutes)}",
+                f"failed sign-ins for {len(names)} usernames from one address within "
+                f"{spec.window_minutes} minutes (password spraying)",
+                [x[1][0] for x in w.items], [], client=client, usernames=len(names),
+                failures=len(w.items))
+            out.append(dataclasses.replace(f, principal_id=None))
+        wu = self._window("login_user", username, spec.window_minutes)
+        wu.add(at, ev["id"])
+        if username and len(wu.items) >= spec.failures_per_user:
+            uid = next((k for k, s in self.profiles.staff.items() if s[0] == username), None)
+            who = _Principal("user", uid or "", username if uid else None, "")
+            f = self._finding(
+                "failed_login_burst", who,
+                f"user:{username}:{self._bucket(at, spec.window_minutes)}",
+                f"{len(wu.items)} failed sign-ins for one account within "
+                f"{spec.window_minutes} minutes", [x[1] for x in wu.items], [],
+                failures=len(wu.items), client=client, known_user=uid is not None)
+            out.append(dataclasses.replace(f, principal_id=uid))
+
+    def _dormant(self, p: _Principal, ev: dict[str, Any], at: datetime,
+                 out: list[Finding]) -> None:
+        if "dormant_account" not in self.on or self.warming:
+            return
+        spec = self.d.dormant_account
+        with self.db.read() as conn:
+            before = conn.execute(sa.select(sa.func.max(audit_events.c.at)).where(
+                audit_events.c.actor == p.id, audit_events.c.action == "auth.login",
+                audit_events.c.event_id != ev["id"], audit_events.c.at <= at)).scalar()
+        if before is None:
+            staff = self.profiles.staff.get(p.id)
+            before = staff[3] if staff else None
+        if before is not None and at - before >= timedelta(days=spec.days):
+            idle = (at - before).days
+            out.append(self._finding(
+                "dormant_account", p, f"{p.id}:{ev['id']}",
+                f"sign-in after {idle} days without one", [ev["id"]], [], idle_days=idle))
+
+    def _break_glass(self, p: _Principal, ev: dict[str, Any], at: datetime,
+                     out: list[Finding]) -> None:
+        if "break_glass" not in self.on or self.warming:
+            return
+        spec = self.d.break_glass
+        with self.db.read() as conn:
+            n = int(conn.execute(sa.select(sa.func.count()).select_from(audit_events).where(
+                audit_events.c.actor == p.id, audit_events.c.action == "auth.break_glass",
+                audit_events.c.at > at - timedelta(days=30),
+                audit_events.c.at <= at)).scalar_one())
+        high = n >= spec.per_month_high
+        out.append(self._finding(
+            "break_glass", p, f"grant:{ev['details'].get('grant_id', ev['id'])}",
+            f"emergency access (break glass), grant {n} in 30 days",
+            [ev["id"]], ev["subject_ids"], severity=Severity.HIGH if high else None,
+            grants_30_days=n))
+
+    def _break_glass_review(self, p: _Principal, ev: dict[str, Any],
+                            out: list[Finding]) -> None:
+        details = ev["details"]
+        if "break_glass" not in self.on or details.get("outcome") != "unjustified":
+            return
+        uid = str(details.get("requester") or "")
+        staff = self.profiles.staff.get(uid)
+        who = _Principal("user", uid, staff[0] if staff else None, "")
+        out.append(self._finding(
+            "break_glass", who, f"review:{details.get('grant_id')}",
+            "an emergency access was reviewed as unjustified", [ev["id"]], ev["subject_ids"],
+            severity=Severity.CRITICAL, score=95, reviewer=p.name))
+
+    def _api_key(self, p: _Principal, ev: dict[str, Any], at: datetime,
+                 out: list[Finding]) -> None:
+        if "new_api_key_origin" not in self.on:
+            return
+        spec = self.d.new_api_key_origin
+        st = self._keys.get(p.id)
+        if st is None:
+            with self.db.read() as conn:
+                raw = conn.execute(sa.select(system_state.c.value).where(
+                    system_state.c.key == _KEY_STATE + p.id)).scalar()
+            v = json.loads(raw) if raw else {}
+            st = self._keys[p.id] = _KeyState(set(v.get("origins", [])), v.get("events", 0),
+                                              v.get("max_hour", 0))
+        origin = ev.get("client") or "unknown"
+        hour = at.strftime("%Y-%m-%dT%H")
+        if hour != st.hour:
+            st.max_hour = max(st.max_hour, st.in_hour)
+            st.hour, st.in_hour = hour, 0
+        st.in_hour += 1
+        seasoned = st.events >= spec.min_history_events
+        if origin not in st.origins:
+            if seasoned and len(st.origins) < 1000:
+                out.append(self._finding(
+                    "new_api_key_origin", p, f"{p.id}:origin:{origin}",
+                    "an API key was used from an address it has never used",
+                    [ev["id"]], [], client=origin, known_origins=len(st.origins)))
+            st.origins.add(origin)
+        if seasoned and st.max_hour and st.in_hour >= spec.min_hour_volume \
+                and st.in_hour > spec.volume_factor * st.max_hour:
+            out.append(self._finding(
+                "new_api_key_origin", p, f"{p.id}:volume:{hour}",
+                f"an API key made {st.in_hour} requests in an hour, above "
+                f"{spec.volume_factor} times its busiest hour so far",
+                [ev["id"]], [], requests=st.in_hour, busiest_hour=st.max_hour))
+        st.events += 1
+        st.dirty = True
+
+    # -- what to store ---------------------------------------------------------------------
+    def dirty_days(self) -> list[dict[str, Any]]:
+        out = []
+        for pid, day in sorted(self._dirty):
+            out.append({"principal_id": pid, "day": day,
+                        "role": self._role_of.get(pid, ""),
+                        "subjects": len(self._live[pid].get(day, ())),
+                        "hours": json.dumps(self._live_hours[pid].get(day, [0] * 24))})
+        return out
+
+    def dirty_keys(self) -> list[tuple[str, str]]:
+        out = []
+        for kid, st in self._keys.items():
+            if st.dirty:
+                out.append((_KEY_STATE + kid, json.dumps({
+                    "origins": sorted(st.origins)[:1000], "events": st.events,
+                    "max_hour": max(st.max_hour, st.in_hour)})))
+        return out
+
+    def clean(self) -> None:
+        """After a commit: forget what is stored, and move each principal's finished days
+        (all but its latest) from the live sets into the history."""
+        self._dirty.clear()
+        for st in self._keys.values():
+            st.dirty = False
+        for pid, days in self._live.items():
+            if len(days) < 2:
+                continue
+            latest = max(days)
+            hours = self._live_hours[pid]
+            for d in [d for d in days if d < latest]:
+                seen = days.pop(d)
+                h = hours.pop(d, [0] * 24)
+                stored = self._days[pid].get(d, (0, [0] * 24))
+                self._days[pid][d] = (max(stored[0], len(seen)),
+                                      [max(a, b) for a, b in zip(stored[1], h, strict=True)])
