@@ -72,7 +72,10 @@ def test_every_operation_leaves_exactly_one_event_without_values(
                                  and '"deny"' in str(r["event"]))))
     assert denial["reason"] == "relationship_required"
     search = json.loads(str(next(r["event"] for r in rows if r["action"] == "record.search")))
+    digests = search["details"].pop("query_digests")
     assert search["details"] == {"result_count": 1, "fields_queried": ["national_id"]}
+    # The value searched only as a short keyed digest (monitoring's search_sweep).
+    assert list(digests) == ["national_id"] and len(digests["national_id"]) == 16
     text = "\n".join(str(r["event"]) for r in rows)
     for value in (SSN, "078051120", "Ines", "Moreau", "ines@example.org", "new@example.org"):
         assert value not in text
