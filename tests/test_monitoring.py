@@ -329,3 +329,40 @@ detections:
     assert "settings.timezone" in where
     assert "detections.watchlist_subject.severity" in where
     assert "detections.self_access" in where  # missing
+
+
+def test_an_analyst_cannot_suppress_findings_about_themselves(
+        rt: Runtime, clock: FixedClock) -> None:
+    """A detection-wide suppression made by an analyst still lets their own snooping
+    through; and nobody relinks their own profile to escape self-access."""
+    me = customer(rt, "west", adjuster="x", claim="CLM-1")
+    analyst = make_staff(rt, clock, "analyst", ["security_analyst", "call_center_agent"],
+                         ["west"])
+    admin = make_staff(rt, clock, "admin", ["admin"])
+    rt.profiles.link_subject(SYSTEM, "analyst", me["subject"])
+    r = analyst.client.post("/v1/monitoring/suppressions", json={
+        "detection": "self_access", "reason": "noisy during the HR migration",
+        "expires_at": (clock.now() + timedelta(days=7)).isoformat()})
+    assert r.status_code == 201, r.text
+    r = admin.client.get("/v1/auth/me")
+    admin_principal = rt.users.authenticate(
+        admin.client.headers["Authorization"].removeprefix("Bearer "))
+    with pytest.raises(Exception, match="own monitoring profile"):
+        rt.profiles.link_subject(admin_principal, "admin", None)
+    assert read(analyst, me["person"], CS) == 200
+    hits = found(rt, "self_access")
+    assert [a["principal"]["username"] for a in hits] == ["analyst"]
+
+
+def test_a_password_typed_as_a_username_is_not_kept(rt: Runtime, clock: FixedClock) -> None:
+    from fastapi.testclient import TestClient
+
+    from fiduciary.api.app import create_app
+    attacker = TestClient(create_app(rt), raise_server_exceptions=False)
+    for _ in range(10):
+        attacker.post("/v1/auth/login", json={"username": "Tr0ub4dor-3", "password": "x" * 12,
+                                              "totp": "123456"})
+    hits = found(rt, "failed_login_burst")
+    assert len(hits) == 1 and hits[0]["principal"]["username"] is None
+    with rt.db.read() as conn:
+        assert "Tr0ub4dor" not in str(conn.execute(sa.select(alerts)).all())

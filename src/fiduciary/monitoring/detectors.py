@@ -6,6 +6,7 @@ names no customer value. See ``default_detections.yaml`` for the thresholds."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import statistics
 from collections import defaultdict, deque
@@ -40,9 +41,13 @@ class Suppression:
     detection: str
     principal: str | None
     subject_id: str | None
+    #: Who made it: never covers findings about its author (an analyst who suppressed a
+    #: whole detection would otherwise have hidden their own snooping too).
+    created_by: str = ""
 
     def covers(self, f: Finding) -> bool:
         return (self.detection == f.detection
+                and f.principal_name != self.created_by
                 and (self.principal is None or self.principal == f.principal_name)
                 and (self.subject_id is None or self.subject_id in f.subject_ids))
 
@@ -129,6 +134,7 @@ class Detectors:
         self._thresholds: dict[tuple[str, str], tuple[float, float] | None] = {}
         self._peer_week: dict[tuple[str, str], float | None] = {}
         self._fired: set[str] = set()
+        self._latest: datetime | None = None
         self._windows: dict[tuple[str, str], _Window] = {}
         self._keys: dict[str, _KeyState] = {}
         # per run caches of subject facts
@@ -201,6 +207,8 @@ class Detectors:
         kind = actor["kind"]
         action = ev["action"]
         at = datetime.fromisoformat(ev["time"])
+        if self._latest is None or at > self._latest:
+            self._latest = at
         out: list[Finding] = []
         if action == "auth.login_failed":
             self._failed_login(ev, at, out)
@@ -531,7 +539,7 @@ class Detectors:
         client = ev.get("client") or "unknown"
         username = str(ev["details"].get("username") or "")
         w = self._window("login_addr", client, spec.window_minutes)
-        w.add(at, (ev["id"], username))
+        w.add(at, (ev["id"], hashlib.sha256(username.encode()).digest()))
         names = {x[1][1] for x in w.items}
         anon = _Principal("anonymous", "", None, "")
         if len(names) >= spec.usernames_per_address:
@@ -543,14 +551,16 @@ class Detectors:
                 [x[1][0] for x in w.items], [], client=client, usernames=len(names),
                 failures=len(w.items))
             out.append(dataclasses.replace(f, principal_id=None))
-        wu = self._window("login_user", username, spec.window_minutes)
+        # What was typed as a username may be a password: keys hold a digest of it.
+        typed = hashlib.sha256(username.encode()).hexdigest()[:16]
+        wu = self._window("login_user", typed, spec.window_minutes)
         wu.add(at, ev["id"])
         if username and len(wu.items) >= spec.failures_per_user:
             uid = next((k for k, s in self.profiles.staff.items() if s[0] == username), None)
             who = _Principal("user", uid or "", username if uid else None, "")
             f = self._finding(
                 "failed_login_burst", who,
-                f"user:{username}:{self._bucket(at, spec.window_minutes)}",
+                f"user:{typed}:{self._bucket(at, spec.window_minutes)}",
                 f"{len(wu.items)} failed sign-ins for one account within "
                 f"{spec.window_minutes} minutes", [x[1] for x in wu.items], [],
                 failures=len(wu.items), client=client, known_user=uid is not None)
@@ -642,6 +652,25 @@ class Detectors:
         st.dirty = True
 
     # -- what to store ---------------------------------------------------------------------
+    def _trim(self) -> None:
+        """Bound a long-running monitor's memory: windows with nothing left in their span
+        (an attacker spraying random usernames makes one each), days past every baseline."""
+        if self._latest is None:
+            return
+        latest = self._latest
+        if len(self._windows) > 2000:
+            for k in [k for k, w in self._windows.items()
+                      if not w.items or w.items[-1][0] < latest - w.span]:
+                del self._windows[k]
+        horizon = max(self.d.volume_spike.history_days, self.d.off_hours.history_days,
+                      self.d.slow_drip.history_days) + 2
+        oldest = (latest.astimezone(self.zone).date() - timedelta(days=horizon)).isoformat()
+        for days in self._days.values():
+            for d in [d for d in days if d < oldest]:
+                del days[d]
+        if len(self._fired) > 200_000:
+            self._fired.clear()  # the table's unique key still refuses a repeat
+
     def dirty_days(self) -> list[dict[str, Any]]:
         out = []
         for pid, day in sorted(self._dirty):
@@ -666,6 +695,7 @@ class Detectors:
         self._dirty.clear()
         for st in self._keys.values():
             st.dirty = False
+        self._trim()
         for pid, days in self._live.items():
             if len(days) < 2:
                 continue

@@ -137,7 +137,8 @@ class Monitor:
             staff={r.id: (r.username, r.subject_id, r.surname_digest, r.created_at)
                    for r in staff},
             watchlist={r.subject_id: (r.category, set(json.loads(r.handlers))) for r in watch},
-            suppressions=[Suppression(r.detection, r.principal, r.subject_id) for r in sup])
+            suppressions=[Suppression(r.detection, r.principal, r.subject_id, r.created_by)
+                          for r in sup])
 
     def _state(self, cursor: int, profiles: Profiles) -> Detectors:
         det = self._detectors

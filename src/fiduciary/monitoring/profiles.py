@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from fiduciary.audit.events import AuditLog
 from fiduciary.datamap.values import ValueRejected, validate
-from fiduciary.errors import FieldProblem, InvalidInput, NotFound
+from fiduciary.errors import FieldProblem, Forbidden, InvalidInput, NotFound, Reason
 from fiduciary.ids import is_id
 from fiduciary.principal import Permission, Principal, require_permission
 from fiduciary.storage import Database
@@ -43,6 +43,7 @@ class StaffProfiles:
     def link_subject(self, principal: Principal, username: str, subject_id: Any) -> None:
         """Link a staff user to the customer record that is themselves (None unlinks)."""
         require_permission(principal, Permission.USERS_MANAGE, scope=None)
+        self._not_own(principal, username)
         if subject_id is not None and not is_id(subject_id):
             raise InvalidInput("not a subject id", [FieldProblem("subject_id", "a subject id")])
         with self.db.write() as conn:
@@ -59,6 +60,7 @@ class StaffProfiles:
 
     def set_surname(self, principal: Principal, username: str, last_name: Any) -> None:
         require_permission(principal, Permission.USERS_MANAGE, scope=None)
+        self._not_own(principal, username)
         digest = self.surname_digest(last_name)
         with self.db.write() as conn:
             user_id = self._user_id(conn, username)
@@ -67,6 +69,13 @@ class StaffProfiles:
             self.audit.append(conn, self.audit.event(
                 principal, "user.set_surname", details={"user_id": user_id,
                                                         "username": username}))
+
+    @staticmethod
+    def _not_own(principal: Principal, username: str) -> None:
+        # Unlinking oneself would silence self-access and co-worker detections about oneself.
+        if principal.is_person and principal.username == username:
+            raise Forbidden("nobody changes their own monitoring profile",
+                            reason=Reason.SEPARATION_OF_DUTIES)
 
     @staticmethod
     def _user_id(conn: Any, username: str) -> str:
