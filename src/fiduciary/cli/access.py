@@ -17,7 +17,9 @@ import typer
 from rich.table import Table
 
 from fiduciary.access.approvals import Approval
-from fiduciary.cli.common import DataDir, JsonFlag, group, out, runtime
+from fiduciary.cli.common import DataDir, JsonFlag, err, fail, group, out, runtime
+from fiduciary.errors import FiduciaryError, FieldProblem, InvalidInput
+from fiduciary.ids import is_id
 from fiduciary.principal import SYSTEM
 
 apikeys_app = group("Service API keys.")
@@ -84,15 +86,40 @@ RegionOpt = Annotated[list[str] | None, typer.Option("--region", help="Region th
                                                      "serves; repeatable")]
 
 
+SubjectIdOpt = Annotated[str | None, typer.Option(
+    "--subject-id", help="The customer record that is this user (self-access and co-worker "
+    "alerts)")]
+LastNameOpt = Annotated[str | None, typer.Option(
+    "--last-name", help="The user's surname, kept only as a digest (same-surname alerts)")]
+
+
 @users_app.command("create")
 def users_create(username: str, role: RoleOpt, region: RegionOpt = None,
+                 subject_id: SubjectIdOpt = None, last_name: LastNameOpt = None,
                  data_dir: DataDir = None, json_out: JsonFlag = False) -> None:
     """Create a staff user (in force at once); prints their one-time enrolment code, for the
     user alone: they choose a password and get their TOTP secret with POST /v1/auth/enrol."""
+    unlinked: FiduciaryError | None = None
     with runtime(data_dir) as rt:
+        # What can be checked without the user is checked before the user exists.
+        if last_name is not None:
+            rt.profiles.surname_digest(last_name)
+        if subject_id is not None and not is_id(subject_id):
+            raise InvalidInput("not a subject id", [FieldProblem("subject_id", "a subject id")])
         c = rt.users.create(username, role, region or [])
+        try:
+            if subject_id is not None:
+                rt.profiles.link_subject(SYSTEM, username, subject_id)
+            if last_name is not None:
+                rt.profiles.set_surname(SYSTEM, username, last_name)
+        except FiduciaryError as exc:  # the user exists: their enrolment code still shows
+            unlinked = exc
     _print_enrolment(c.user.username, list(c.user.roles), list(c.user.regions),
                      c.enrolment_code, c.enrolment_expires_at, json_out)
+    if unlinked is not None:
+        err.print(f"[red]the user was created, but not linked:[/red] fiduciary users "
+                  f"link-subject {username} SUBJECT_ID", highlight=False)
+        raise fail(unlinked)
 
 
 def _print_enrolment(username: str, roles: list[str], regions: list[str], code: str | None,
@@ -145,6 +172,25 @@ def users_list(data_dir: DataDir = None, json_out: JsonFlag = False) -> None:
                       str(r["state"]), "yes" if r["mfa_enrolled"] else "no",
                       str(r["last_login_at"] or ""))
     out.print(table)
+
+
+@users_app.command("link-subject")
+def users_link_subject(
+    username: str,
+    subject_id: Annotated[str | None, typer.Argument(
+        help="The customer record that is this user")] = None,
+    unlink: Annotated[bool, typer.Option("--unlink", help="Remove the link")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Link a staff user to the customer record that is themselves (self-access and
+    co-worker alerts)."""
+    if unlink == (subject_id is not None):
+        err.print("[red]error:[/red] give SUBJECT_ID, or --unlink without it")
+        raise typer.Exit(code=2)
+    with runtime(data_dir) as rt:
+        rt.profiles.link_subject(SYSTEM, username, subject_id)
+    out.print(f"{username}: linked to {subject_id}" if subject_id else f"{username}: unlinked",
+              highlight=False, markup=False)
 
 
 @users_app.command("disable")
