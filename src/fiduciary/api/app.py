@@ -23,6 +23,7 @@ from fiduciary.api.routes import (
     audit,
     auth,
     break_glass,
+    metrics,
     ops,
     privacy,
     records,
@@ -48,6 +49,7 @@ def create_app(rt: Runtime | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware)
     for feature in (ops, auth, subjects, records, audit, privacy, admin, break_glass, alerts):
         app.include_router(feature.router)
+    app.include_router(metrics.router)  # Prometheus scrape; not in /openapi.json
     if settings.bench_endpoints:
         app.include_router(bench.router)
     if settings.api_docs:

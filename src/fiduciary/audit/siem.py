@@ -1,4 +1,5 @@
-"""Audit events for a SIEM: JSON lines, RFC 5424 syslog, ArcSight CEF."""
+"""Audit events and monitoring alerts for a SIEM: JSON lines, RFC 5424 syslog, ArcSight CEF.
+Every free-text value is escaped here, in one place, whichever feature sends it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 from fiduciary import __version__
 
 _FACILITY_LOG_AUDIT = 13  # RFC 5424 facility 13: log audit
+_FACILITY_LOG_ALERT = 14  # RFC 5424 facility 14: log alert
 _SD_ID = "fiduciary@32473"  # 32473: the example enterprise number reserved by RFC 5612
 
 
@@ -65,11 +67,20 @@ def syslog(event: dict[str, Any], hostname: str | None = None) -> str:
               "subjects": ",".join(event["subject_ids"]), "records": ",".join(event["record_ids"]),
               "fields": ",".join(event["fields"]), "requestId": event["request_id"] or "",
               "client": event["client"] or ""}
-    sd = "[" + _SD_ID + "".join(f' {k}="{_sd_value(v)}"' for k, v in params.items()) + "]"
-    host = _printable_ascii(hostname or socket.gethostname(), 255)
     # The message is JSON with ASCII escapes: no control character can appear in it.
-    return (f"<{_FACILITY_LOG_AUDIT * 8 + sev}>1 {_printable_ascii(event['time'], 64)} {host} "
-            f"fiduciary - {_printable_ascii(event['action'], 32)} {sd} {jsonl(event)}")
+    return _rfc5424(_FACILITY_LOG_AUDIT * 8 + sev, event["time"], hostname, event["action"],
+                    _structured_data(params), jsonl(event))
+
+
+def _structured_data(params: dict[str, Any]) -> str:
+    return "[" + _SD_ID + "".join(f' {k}="{_sd_value(v)}"' for k, v in params.items()) + "]"
+
+
+def _rfc5424(pri: int, time: str, hostname: str | None, msgid: str, sd: str, msg: str) -> str:
+    """One RFC 5424 message: header fields printable ASCII, ``msg`` already escaped."""
+    host = _printable_ascii(hostname or socket.gethostname(), 255)
+    return (f"<{pri}>1 {_printable_ascii(time, 64)} {host} fiduciary - "
+            f"{_printable_ascii(msgid, 32)} {sd} {msg}")
 
 
 def _cef_header(s: str) -> str:
@@ -105,3 +116,55 @@ def cef(event: dict[str, Any]) -> str:
 
 FORMATS: dict[str, Callable[[dict[str, Any]], str]] = {"jsonl": jsonl, "syslog": syslog,
                                                        "cef": cef}
+
+
+# -- monitoring alerts ----------------------------------------------------------------------
+#: Alert severity as (syslog severity, CEF severity).
+_ALERT_SEVERITY = {"low": (5, 3), "medium": (4, 5), "high": (3, 8), "critical": (2, 10)}
+
+
+def alert_syslog(alert: dict[str, Any], hostname: str | None = None) -> str:
+    """An alert (the shape ``monitoring.delivery`` sends) as one RFC 5424 message: the main
+    fields as structured data, the whole alert as JSON in the message."""
+    sev, _ = _ALERT_SEVERITY[alert["severity"]]
+    principal = alert["principal"]
+    params = {"id": alert["id"], "detection": alert["detection"],
+              "severity": alert["severity"], "score": alert["score"], "status": alert["status"],
+              "principalKind": principal["kind"], "principal": principal["id"] or "",
+              "principalName": principal["username"] or "",
+              "subjects": ",".join(alert["subject_ids"]), "reason": alert["reason"]}
+    return _rfc5424(_FACILITY_LOG_ALERT * 8 + sev, alert["created_at"], hostname,
+                    alert["detection"], _structured_data(params), jsonl(alert))
+
+
+def alert_cef(alert: dict[str, Any]) -> str:
+    """An alert as one CEF line (signature id: the detection)."""
+    _, sev = _ALERT_SEVERITY[alert["severity"]]
+    principal = alert["principal"]
+    ms = int(datetime.fromisoformat(alert["created_at"]).timestamp() * 1000)
+    ext = {"rt": ms, "externalId": alert["id"], "cat": alert["detection"],
+           "reason": alert["reason"], "suid": principal["id"] or principal["kind"],
+           "suser": principal["username"] or "",
+           "cs1Label": "subjectIds", "cs1": ",".join(alert["subject_ids"]),
+           "cs2Label": "eventIds", "cs2": ",".join(alert["event_ids"]),
+           "cs3Label": "status", "cs3": alert["status"],
+           "cs4Label": "principalKind", "cs4": principal["kind"],
+           "cfp1Label": "score", "cfp1": alert["score"]}
+    head = "|".join(_cef_header(x) for x in (
+        "CEF:0", "Fiduciary", "Fiduciary", __version__, alert["detection"],
+        f"{alert['severity']} alert: {alert['detection']}", str(sev)))
+    return head + "|" + " ".join(f"{k}={_cef_ext(v)}" for k, v in ext.items() if v != "")
+
+
+def alert_cef_syslog(alert: dict[str, Any], hostname: str | None = None) -> str:
+    """The CEF line behind an RFC 5424 header (no structured data), as syslog receivers and
+    CEF collectors expect it on the wire."""
+    sev, _ = _ALERT_SEVERITY[alert["severity"]]
+    return _rfc5424(_FACILITY_LOG_ALERT * 8 + sev, alert["created_at"], hostname,
+                    alert["detection"], "-", alert_cef(alert))
+
+
+def escape_controls(text: str) -> str:
+    """Free text fit for a line-oriented message (an alert e-mail's body): every control
+    character as a visible escape."""
+    return _escape_controls(text)
