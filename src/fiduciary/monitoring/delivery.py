@@ -14,8 +14,13 @@ detector.
 The claim is ``UPDATE … WHERE attempts = <as read>``: of two processes that read the same row,
 one updates it and the other updates nothing and moves on, so a delivery is sent once (at least
 once: a process that dies mid-send leaves the row to be claimed again when its lease ends).
-Each channel is served by its own thread for at most about ``timeout`` per round, so a
-blackholed receiver delays neither the other channels nor the next round by more than that.
+Each channel is served by its own thread, which starts no send once ``timeout`` has passed in
+the round: a blackholed receiver costs its channel one timeout per round and the other
+channels nothing.
+
+Wire formats: the webhook body is :func:`alert_message` as compact JSON with sorted keys;
+syslog is one RFC 5424 message (``siem.alert_syslog``, or ``siem.alert_cef_syslog`` for CEF)
+per UDP datagram, or per TCP connection with RFC 6587 octet counting; e-mail is plain text.
 """
 
 from __future__ import annotations
