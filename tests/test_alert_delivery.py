@@ -155,7 +155,9 @@ def smtp_server() -> Iterator[tuple[Mailbox, int]]:
 @contextmanager
 def runtime(settings: Settings, clock: FixedClock, **update: Any) -> Iterator[Runtime]:
     """A runtime over the test's database with the given alert settings (a second one over
-    the same settings is a second server process)."""
+    the same settings is a second server process). A webhook is always signed."""
+    if update.get("alert_webhook_url"):
+        update.setdefault("alert_webhook_secret", SecretStr(SECRET))
     rt = open_runtime(settings.model_copy(update=update), create=True, clock=clock)
     try:
         yield rt
@@ -463,3 +465,16 @@ def test_metrics_from_loopback_need_no_token(rt: Runtime) -> None:
         == [True] * 4
     assert [is_loopback(h) for h in ("testclient", "10.0.0.1", "::ffff:10.0.0.1", "", None)] \
         == [False] * 5
+
+
+def test_misconfigured_channels_stop_the_start(settings: Settings, clock: FixedClock) -> None:
+    """An unsigned webhook (anyone reaching the receiver could forge alerts) or a malformed
+    channel is refused at start, naming the setting, not found later as failed deliveries."""
+    from fiduciary.errors import ConfigurationError
+
+    for update, named in (
+            ({"alert_webhook_url": "https://siem.example/hook"}, "WEBHOOK_SECRET"),
+            ({"alert_syslog_url": "syslog.example:514"}, "SYSLOG_URL"),
+            ({"alert_min_severity": "urgent"}, "MIN_SEVERITY")):
+        with pytest.raises(ConfigurationError, match=named):
+            open_runtime(settings.model_copy(update=update), create=True, clock=clock)

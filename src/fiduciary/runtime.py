@@ -29,7 +29,7 @@ from fiduciary.crypto.keystore import SubjectKeyStore
 from fiduciary.datamap import DataMap, load
 from fiduciary.errors import ConfigurationError
 from fiduciary.monitoring.alerts import AlertService, Notes
-from fiduciary.monitoring.delivery import AlertDelivery
+from fiduciary.monitoring.delivery import AlertDelivery, check_settings
 from fiduciary.monitoring.engine import Monitor
 from fiduciary.monitoring.pack import DetectionPack, load_detections
 from fiduciary.monitoring.profiles import StaffProfiles
@@ -157,6 +157,7 @@ def open_runtime(settings: Settings, *, create: bool = False,
     datamap = load(settings.datamap)
     pack = load_policy(settings.policy, datamap)  # an invalid pack fails before anything opens
     detections = load_detections(settings.detections, datamap)
+    check_settings(settings)  # alert channels, before anything opens
     master = settings.master_key.get_secret_value() if settings.master_key else None
     keyring = open_file_keyring(data_dir, master, create)
     db = Database(settings.resolved_database_url())

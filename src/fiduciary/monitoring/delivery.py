@@ -51,6 +51,7 @@ from fiduciary import __version__
 from fiduciary.audit import siem
 from fiduciary.clock import Clock, iso
 from fiduciary.config import Settings
+from fiduciary.errors import ConfigurationError
 from fiduciary.monitoring.pack import Severity
 from fiduciary.storage import Database
 from fiduciary.storage.schema import alert_deliveries, alerts
@@ -105,6 +106,30 @@ def alert_message(row: Any) -> dict[str, Any]:
             "reason": row.reason, "created_at": iso(row.created_at)}
 
 
+def check_settings(settings: Settings) -> Severity:
+    """Channel settings are checked at start, not discovered as failed deliveries."""
+    problems = []
+    try:
+        severity = Severity(settings.alert_min_severity)
+    except ValueError:
+        problems.append(f"FIDUCIARY_ALERT_MIN_SEVERITY: one of {', '.join(Severity)}")
+        severity = Severity.MEDIUM
+    url = settings.alert_webhook_url
+    if url and not url.startswith(("http://", "https://")):
+        problems.append("FIDUCIARY_ALERT_WEBHOOK_URL: an http(s) URL")
+    if url and not settings.alert_webhook_secret:
+        # An unsigned alert could be forged by anyone who can reach the receiver.
+        problems.append("FIDUCIARY_ALERT_WEBHOOK_SECRET: required with a webhook URL")
+    syslog = settings.alert_syslog_url
+    if syslog and not syslog.startswith(("udp://", "tcp://")):
+        problems.append("FIDUCIARY_ALERT_SYSLOG_URL: udp://host:port or tcp://host:port")
+    if settings.alert_syslog_format not in ("syslog", "cef"):
+        problems.append("FIDUCIARY_ALERT_SYSLOG_FORMAT: syslog or cef")
+    if problems:
+        raise ConfigurationError("alert delivery misconfigured: " + "; ".join(problems))
+    return severity
+
+
 class AlertDelivery:
     """The outbox of alerts to the configured channels (``deliver_due`` sends what is due)."""
 
@@ -112,7 +137,7 @@ class AlertDelivery:
         self.db = db
         self.clock = clock
         self.settings = settings
-        self.min_severity = Severity(settings.alert_min_severity)
+        self.min_severity = check_settings(settings)
         #: Per network call; a test may shorten it.
         self.timeout = SEND_TIMEOUT
         self._senders: dict[str, Callable[[int, dict[str, Any]], None]] = {
