@@ -186,8 +186,6 @@ def test_the_alert_json_carries_who_what_and_evidence(
         assert r.status_code == 404 and r.json()["error"]["code"] == "alert_not_found"
 
 
-@pytest.mark.xfail(strict=True, reason="AlertService._row and .unwatch put the path value in "
-                   "their NotFound message (the other services show it only if it is an id)")
 def test_errors_do_not_echo_what_was_typed_where_an_id_belongs(
         rt: Runtime, team: dict[str, Staff]) -> None:
     sue = team["sue"].client

@@ -352,6 +352,9 @@ def test_an_analyst_cannot_suppress_findings_about_themselves(
     assert read(analyst, me["person"], CS) == 200
     hits = found(rt, "self_access")
     assert [a["principal"]["username"] for a in hits] == ["analyst"]
+    # And the analyst is not tipped off: an alert about them is not theirs to read.
+    assert analyst.client.get("/v1/alerts").json()["items"] == []
+    assert analyst.client.get(f"/v1/alerts/{hits[0]['id']}").status_code == 404
 
 
 def test_a_password_typed_as_a_username_is_not_kept(rt: Runtime, clock: FixedClock) -> None:

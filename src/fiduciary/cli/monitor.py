@@ -25,9 +25,11 @@ SubjectId = Annotated[str, typer.Argument(help="The subject id")]
 
 @monitor_app.command("run")
 def monitor_run(data_dir: DataDir = None, json_out: JsonFlag = False) -> None:
-    """Run the detections once over the audit events not yet read."""
+    """Run the detections once over the audit events not yet read, and send queued alerts."""
     with runtime(data_dir) as rt:
         run = rt.monitor.run_once().as_dict()
+        # Run from cron, this is also what sends the alerts it queued.
+        rt.delivery.deliver_due()
     if json_out:
         print(json.dumps(run))
     else:

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 
 from fiduciary.access.users import UserService
 from fiduciary.audit import merkle
-from fiduciary.audit.events import AuditLog
+from fiduciary.audit.events import AuditLog, actor_label
 from fiduciary.audit.trail import AuditTrail, Checkpoint
 from fiduciary.clock import Clock, iso
 from fiduciary.crypto.aead import associated_data, open_sealed, seal
@@ -33,7 +33,7 @@ from fiduciary.errors import (
     Reason,
     WorkflowConflict,
 )
-from fiduciary.ids import is_id, new_id
+from fiduciary.ids import is_id, new_id, shown
 from fiduciary.monitoring.pack import DETECTION_IDS, Severity
 from fiduciary.principal import Permission, Principal, require_permission
 from fiduciary.storage import Database
@@ -165,6 +165,8 @@ class AlertService:
             problems.append(FieldProblem("detection", "not a detection of the pack"))
         if not 1 <= limit <= MAX_ALERTS_PAGE:
             problems.append(FieldProblem("limit", f"1 to {MAX_ALERTS_PAGE}"))
+        if subject_id is not None and not is_id(subject_id):
+            problems.append(FieldProblem("subject_id", "a subject id"))
         if problems:
             raise InvalidInput.from_problems(problems, what="query")
         q = sa.select(alerts)
@@ -176,6 +178,11 @@ class AlertService:
             q = q.where(alerts.c.principal_name == username)
         if subject_id:
             q = q.where(alerts.c.subject_ids.contains(subject_id, autoescape=True))
+        if principal.is_person:
+            # An alert about you is not yours to read: nobody is tipped off by colleagues'
+            # notes on their own case.
+            q = q.where(sa.or_(alerts.c.principal_id.is_(None),
+                               alerts.c.principal_id != principal.id))
         with self.db.read() as conn:
             rows = conn.execute(q.order_by(alerts.c.created_at.desc(), alerts.c.id.desc())
                                 .limit(limit)).all()
@@ -192,6 +199,8 @@ class AlertService:
                            scope=None)
         with self.db.read() as conn:
             row = self._row(conn, alert_id)
+            if principal.is_person and row.principal_id == principal.id:
+                raise NotFound(f"alert {shown(alert_id)} not found", code="alert_not_found")
             out = self._alert(conn, row, evidence=True)
             out["timeline"] = self._timeline(conn, alert_id)
         self.audit.append_committed(self.audit.event(principal, "alerts.read",
@@ -203,7 +212,7 @@ class AlertService:
         row = conn.execute(sa.select(alerts).where(alerts.c.id == alert_id)).first() \
             if is_id(alert_id) else None
         if row is None:
-            raise NotFound(f"alert {alert_id} not found", code="alert_not_found")
+            raise NotFound(f"alert {shown(alert_id)} not found", code="alert_not_found")
         return row
 
     def _alert(self, conn: Connection, r: Any, evidence: bool) -> dict[str, Any]:
@@ -259,6 +268,7 @@ class AlertService:
 
     # -- triage --------------------------------------------------------------------------------
     def assign(self, principal: Principal, alert_id: str, username: Any) -> dict[str, Any]:
+        require_permission(principal, Permission.ALERTS_MANAGE, scope=None)
         name = _text("username", username)
         assert name is not None
         user = self.users.get(name)
@@ -276,7 +286,8 @@ class AlertService:
                          status=AlertStatus.DISMISSED)
 
     def escalate(self, principal: Principal, alert_id: str, note: Any) -> dict[str, Any]:
-        return self._act(principal, alert_id, "escalate", _text("note", note, required=False),
+        return self._act(principal, alert_id, "escalate",
+                         _text("note", note or None, required=False),
                          status=AlertStatus.ESCALATED)
 
     def _act(self, principal: Principal, alert_id: str, action: str, text: str | None, *,
@@ -334,8 +345,11 @@ class AlertService:
         if active_only:
             q = q.where(monitor_suppressions.c.expires_at > self.clock.now())
         with self.db.read() as conn:
-            return [self._suppression(r) for r in conn.execute(
+            items = [self._suppression(r) for r in conn.execute(
                 q.order_by(monitor_suppressions.c.created_at))]
+        self.audit.append_committed(self.audit.event(principal, "monitoring.suppressions.read",
+                                                     details={"result_count": len(items)}))
+        return items
 
     def _suppression(self, r: Any) -> dict[str, Any]:
         return {"id": r.id, "detection": r.detection, "principal": r.principal,
@@ -390,8 +404,13 @@ class AlertService:
         require_permission(principal, Permission.ALERTS_READ, Permission.ALERTS_MANAGE,
                            scope=None)
         with self.db.read() as conn:
-            return [self._watch(r) for r in conn.execute(
+            items = [self._watch(r) for r in conn.execute(
                 sa.select(monitor_watchlist).order_by(monitor_watchlist.c.added_at))]
+        # The watch list names VIPs and litigants: reading it is an access to them.
+        self.audit.append_committed(self.audit.event(
+            principal, "watchlist.read", subject_ids=[i["subject_id"] for i in items],
+            details={"result_count": len(items)}))
+        return items
 
     def _watch(self, r: Any) -> dict[str, Any]:
         return {"subject_id": r.subject_id, "category": r.category,
@@ -426,7 +445,8 @@ class AlertService:
         with self.db.write() as conn:
             if conn.execute(sa.select(subjects.c.id).where(subjects.c.id == subject_id)
                             ).first() is None:
-                raise NotFound(f"subject {subject_id} not found", code="subject_not_found")
+                raise NotFound(f"subject {shown(subject_id)} not found",
+                               code="subject_not_found")
             conn.execute(monitor_watchlist.delete().where(
                 monitor_watchlist.c.subject_id == subject_id))
             conn.execute(monitor_watchlist.insert(), [{
@@ -448,11 +468,12 @@ class AlertService:
             gone = conn.execute(monitor_watchlist.delete().where(
                 monitor_watchlist.c.subject_id == subject_id)).rowcount
             if not gone:
-                raise NotFound(f"subject {subject_id} is not on the watch list",
+                raise NotFound(f"subject {shown(subject_id)} is not on the watch list",
                                code="not_watched")
             self.audit.append(conn, self.audit.event(principal, "watchlist.remove",
                                                      subject_ids=[subject_id]))
 
 
 def _actor(principal: Principal) -> str:
-    return principal.username if principal.is_person else f"{principal.kind}:{principal.id}"
+    """Who acted, for the timeline: the person, the key, or the operator behind the CLI."""
+    return principal.username if principal.is_person else actor_label(principal)
