@@ -30,6 +30,9 @@ PURPOSE = {"persons": "policy_administration", "policies": "policy_administratio
            "beneficiaries": "policy_administration", "underwriting_answers": "underwriting"}
 
 
+_EU_DEMO = ("DE", "FR", "IE", "NL", "ES", "IT")
+
+
 class DemoGenerator:
     def __init__(self, seed: int | None = None) -> None:
         self.fake = Faker("en_US")
@@ -51,8 +54,12 @@ class DemoGenerator:
         # People's addresses are their own: a serial keeps them unique, as real ones are
         # (Faker's would repeat by the thousand in a large store).
         self._serial += 1
+        # One customer in twenty lives in the EU (GDPR); drawn without the shared generator,
+        # so the rest of the demo stays as it was.
+        country = _EU_DEMO[self._serial // 20 % len(_EU_DEMO)] if self._serial % 20 == 0 \
+            else "US"
         local = re.sub(r"[^a-z.]", "", f"{first}.{last}".lower())
-        return {
+        person = {
             "first_name": first,
             "last_name": last,
             "date_of_birth": self._date_between(85, 18).isoformat(),
@@ -63,6 +70,7 @@ class DemoGenerator:
             "city": f.city(),
             "postal_code": f.postcode(),
             "state": state,
+            "country": country,
             "region": r.choice(REGIONS),
             "national_id": f.ssn(),
             "drivers_licence_number": f"{r.choice('ABCDEFGHJKLMNPRSTWY')}"
@@ -73,6 +81,9 @@ class DemoGenerator:
             "vip": r.random() < 0.02,
             "employee": r.random() < 0.03,
         }
+        if country != "US":
+            del person["state"], person["drivers_licence_state"]
+        return person
 
     def records_for(self, subject_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
         """Everything else an insurer holds about one person."""

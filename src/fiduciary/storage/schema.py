@@ -493,3 +493,103 @@ alert_deliveries = sa.Table(
     sa.Column("last_error", sa.String(200), nullable=True),
     sa.Index("ix_alert_deliveries_due", "delivered_at", "next_at"),
 )
+
+# -- incidents ----------------------------------------------------------------------------------
+
+#: The incident register. Title and description are free text that may name people: sealed.
+incidents = sa.Table(
+    "incidents",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("title_sealed", sa.LargeBinary, nullable=False),
+    sa.Column("description_sealed", sa.LargeBinary, nullable=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("owner", sa.String(64), nullable=True),
+    sa.Column("discovered_at", UTCDateTime(), nullable=False),
+    sa.Column("determined_at", UTCDateTime(), nullable=True),
+    sa.Column("extortion_paid_at", UTCDateTime(), nullable=True),
+    #: JSON: the compromised principals, window, collections, keys_compromised.
+    sa.Column("scope", sa.Text, nullable=True),
+    #: JSON: what the scope computed (counts, classifications, jurisdictions, checkpoint).
+    sa.Column("scope_result", sa.Text, nullable=True),
+    sa.Column("created_by", sa.String(128), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("closed_at", UTCDateTime(), nullable=True),
+)
+
+incident_alerts = sa.Table(
+    "incident_alerts",
+    metadata,
+    sa.Column("incident_id", ID, sa.ForeignKey("incidents.id"), primary_key=True),
+    sa.Column("alert_id", ID, sa.ForeignKey("alerts.id"), primary_key=True, unique=True),
+)
+
+#: Every step of an incident, in order; notes sealed.
+incident_timeline = sa.Table(
+    "incident_timeline",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("incident_id", ID, sa.ForeignKey("incidents.id"), nullable=False, index=True),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("details", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("text_sealed", sa.LargeBinary, nullable=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+)
+
+#: What the law asks of an incident: one row per rule that applies, with its clock.
+incident_obligations = sa.Table(
+    "incident_obligations",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("incident_id", ID, sa.ForeignKey("incidents.id"), nullable=False, index=True),
+    sa.Column("rule_id", sa.String(64), nullable=False),
+    sa.Column("regime", sa.String(32), nullable=False),
+    sa.Column("recipient", sa.String(128), nullable=False),
+    sa.Column("basis", sa.Text, nullable=False),
+    sa.Column("due_at", UTCDateTime(), nullable=True, index=True),
+    sa.Column("due_note", sa.Text, nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    #: The rule's own reason (a safe harbour), or a person's recorded decision (sealed).
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("reason_sealed", sa.LargeBinary, nullable=True),
+    sa.Column("filed_at", UTCDateTime(), nullable=True),
+    sa.Column("reference", sa.String(200), nullable=True),
+    sa.Column("decided_by", sa.String(128), nullable=True),
+    sa.UniqueConstraint("incident_id", "rule_id", name="uq_incident_obligations_rule"),
+)
+
+#: Who an incident affected, as computed from the audit trail against one checkpoint.
+incident_affected = sa.Table(
+    "incident_affected",
+    metadata,
+    sa.Column("incident_id", ID, sa.ForeignKey("incidents.id"), primary_key=True),
+    sa.Column("subject_id", ID, primary_key=True),
+    #: decrypted | masked | ciphertext_only
+    sa.Column("exposure", sa.String(16), nullable=False),
+    sa.Column("jurisdiction", sa.String(8), nullable=False),
+    #: Space-separated data classes exposed (not ciphertext-only).
+    sa.Column("classifications", sa.Text, nullable=False),
+    sa.Column("records", sa.Integer, nullable=False),
+    #: The first audit event that exposed the subject (its evidence), if any.
+    sa.Column("event_id", ID, nullable=True),
+)
+
+#: Notification letters, rendered in batches.
+letter_batches = sa.Table(
+    "letter_batches",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("incident_id", ID, sa.ForeignKey("incidents.id"), nullable=False, index=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("total", sa.Integer, nullable=False),
+    sa.Column("done", sa.Integer, nullable=False),
+    sa.Column("created_by", sa.String(128), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("finished_at", UTCDateTime(), nullable=True),
+    #: Where the batch's files and manifest are, under the data directory.
+    sa.Column("path", sa.Text, nullable=False),
+)

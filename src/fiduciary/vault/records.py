@@ -33,6 +33,8 @@ class Record:
     created_at: datetime
     updated_at: datetime
     withheld: list[FieldProblem] = field(default_factory=list)
+    #: Fields returned masked (partial, token, redact) rather than in clear.
+    masked: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -421,11 +421,17 @@ class VaultService:
 
     def _audit_read(self, principal: Principal, action: str, collection: str | None,
                     purpose: str, found: list[Record], **details: Any) -> None:
-        """Committed before the caller gets any data: no event, no data."""
+        """Committed before the caller gets any data: no event, no data. Fields no record
+        showed in clear are named (``masked_fields``): a breach's scope tells what was
+        decrypted from what was only seen masked."""
+        fields = {f for r in found for f in r.data}
+        masked = fields - {f for r in found for f in r.data if f not in r.masked}
+        if masked:
+            details = {**details, "masked_fields": sorted(masked)}
         self.audit.append_committed(self.audit.event(
             principal, action, collection=collection, purpose=purpose,
             record_ids=[r.id for r in found], subject_ids=[r.subject_id for r in found],
-            fields={f for r in found for f in r.data},
+            fields=fields,
             decision="allow" if all(not r.withheld for r in found) else "partial",
             details={"result_count": len(found), **details}))
 
@@ -814,4 +820,5 @@ class VaultService:
         if self._break_glass_log and principal.break_glass_covers(row.subject_id):
             self._break_glass_log(principal, row.subject_id, spec.name, row.id, action)
         return Record(row.id, row.subject_id, spec.name, data, row.created_at,
-                      row.updated_at, withheld)
+                      row.updated_at, withheld,
+                      [n for n in data if decisions[n].masking != "clear"])
