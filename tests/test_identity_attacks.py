@@ -445,10 +445,25 @@ def test_nobody_approves_a_change_to_their_own_access(governed: Runtime, clock: 
     assert r.status_code == 403 and r.json()["error"]["reason"] == "separation_of_duties"
     assert rt.users.get("co.officer").roles == ("compliance_officer",)
     # Roles that reach no customer data change at once, audited with the admin.
-    r = admin.put("/v1/admin/users/co.officer/roles", json={"roles": ["security_analyst"]})
-    assert r.status_code == 200 and r.json()["roles"] == ["security_analyst"]
+    r = admin.put("/v1/admin/users/co.officer/roles", json={"roles": ["admin"]})
+    assert r.status_code == 200 and r.json()["roles"] == ["admin"]
     [changed] = events(rt, "user.set_roles")
     assert changed["actor"]["kind"] == "api_key"
+
+
+def test_an_administrator_does_not_make_anyone_the_analyst(governed: Runtime,
+                                                           clock: FixedClock) -> None:
+    """Deciding what becomes of alerts and incidents is governed like data access: an
+    administrator makes nobody (itself included) the one who dismisses findings."""
+    rt = governed
+    admin = as_key(rt, rt.api_keys.create("ops", role="admin")[1])
+    make_staff(rt, clock, "ops.person", ["admin"])
+    for roles in (["security_analyst"], ["admin", "security_analyst"]):
+        r = admin.put("/v1/admin/users/ops.person/roles", json={"roles": roles})
+        assert r.status_code in (202, 422), r.text  # proposed (then: already pending)
+    assert rt.users.get("ops.person").roles == ("admin",)
+    r = admin.post("/v1/admin/apikeys", json={"name": "soc", "role": "security_analyst"})
+    assert r.status_code == 202, r.text
 
 
 def test_re_enrolment_is_approved_and_ends_the_old_credentials(
@@ -482,7 +497,7 @@ def test_admin_actions_through_the_api_name_the_admin(rt: Runtime, clock: FixedC
     admin = as_key(rt, token)
     make_staff(rt, clock, "leaver", ["underwriter"])
     assert admin.post("/v1/admin/users/leaver/disable").status_code == 200
-    r = admin.post("/v1/admin/apikeys", json={"name": "auditor", "role": "security_analyst"})
+    r = admin.post("/v1/admin/apikeys", json={"name": "provisioner", "role": "admin"})
     assert r.status_code == 201
     assert admin.delete(f"/v1/admin/apikeys/{r.json()['id']}").status_code == 204
     assert admin.post("/v1/admin/users", json={"username": "new.admin", "roles": ["admin"]}
@@ -491,7 +506,7 @@ def test_admin_actions_through_the_api_name_the_admin(rt: Runtime, clock: FixedC
         actors = {(e["actor"]["kind"], e["actor"]["id"]) for e in events(rt, action)
                   if e["details"].get("username") != "leaver" or action != "user.create"}
         assert actors == {("api_key", key.id)}, (action, actors)
-    made = [e for e in events(rt, "apikey.create") if e["details"]["name"] == "auditor"]
+    made = [e for e in events(rt, "apikey.create") if e["details"]["name"] == "provisioner"]
     assert made[0]["actor"]["id"] == key.id
 
 

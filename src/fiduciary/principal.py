@@ -32,6 +32,9 @@ class Permission(StrEnum):
     #: Monitoring alerts: read them; triage them (assign, dismiss, escalate), suppressions
     #: and the watch list.
     ALERTS_READ = "alerts:read"
+    #: The incident register: read it; run incidents (scope, obligations, letters).
+    INCIDENTS_READ = "incidents:read"
+    INCIDENTS_MANAGE = "incidents:manage"
     ALERTS_MANAGE = "alerts:manage"
     CONSENT_READ = "consent:read"
     CONSENT_WRITE = "consent:write"

@@ -48,8 +48,11 @@ STATUSES = (PENDING, APPROVED, REJECTED)
 USER_CREATE, USER_SET_ROLES, USER_RE_ENROL, APIKEY_CREATE = (
     "user.create", "user.set_roles", "user.re_enrol", "apikey.create")
 #: Permissions that reach customer data as much as a grant does — or that approve such
-#: access (an administrator must not make itself an approver).
-SENSITIVE_PERMISSIONS = frozenset({Permission.PRIVACY_MANAGE, Permission.APPROVALS_DECIDE})
+#: access (an administrator must not make itself an approver), or that decide what becomes
+#: of misuse findings and breaches (an administrator must not make itself the one who
+#: dismisses alerts or runs incidents).
+SENSITIVE_PERMISSIONS = frozenset({Permission.PRIVACY_MANAGE, Permission.APPROVALS_DECIDE,
+                                   Permission.ALERTS_MANAGE, Permission.INCIDENTS_MANAGE})
 
 
 @dataclass(frozen=True)
