@@ -40,12 +40,19 @@ from enum import StrEnum
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays as holiday_calendars
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from fiduciary.datamap import Classification
 from fiduciary.errors import DataMapInvalid, FieldProblem
@@ -55,6 +62,9 @@ DEFAULT_RULES = "default_rules.yaml"
 
 _CODE = re.compile(r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$")
 _GROUP_REF = re.compile(r"^@[a-z][a-z0-9_]*$")
+#: The ``by_jurisdiction`` key of affected people whose residence is not known: they count in
+#: totals but match no row's jurisdictions (a person must place them).
+UNKNOWN_JURISDICTION = "unknown"
 
 
 class RulesInvalid(DataMapInvalid):
@@ -109,9 +119,10 @@ def _aware(name: str, moment: datetime | None) -> None:
 
 @dataclass(frozen=True)
 class IncidentFacts:
-    """What is known of the incident itself. Datetimes are aware (UTC); ``determined_at`` is
-    when the insurer determined that a cybersecurity incident occurred (NYDFS's and NAIC's
-    clock); ``extortion_paid_at`` when an extortion payment was made, if one was."""
+    """What is known of the incident itself. Datetimes are aware (UTC, or any offset: the
+    clocks run in UTC); ``determined_at`` is when the insurer determined that a cybersecurity
+    incident occurred (NYDFS's and NAIC's clock); ``extortion_paid_at`` when an extortion
+    payment was made, if one was."""
 
     kind: str
     discovered_at: datetime
@@ -131,7 +142,8 @@ class ScopeFacts:
     """Who and what the incident affects.
 
     ``by_jurisdiction`` counts affected people by residence: ISO 3166-1 alpha-2 countries
-    (``DE``), US states as ``US-XX``. ``classifications`` are the data classes of the affected
+    (``DE``), US states as ``US-XX``, ``US`` without a state, ``unknown`` (see
+    :data:`UNKNOWN_JURISDICTION`). ``classifications`` are the data classes of the affected
     records (``personal``, ``financial``, ``government_id``, ``special_category``), listed even
     when they were exposed only as ciphertext; ``ciphertext_only`` says that every affected
     record was only ever exposed as ciphertext with its keys not compromised (the encryption
@@ -144,7 +156,7 @@ class ScopeFacts:
 
     def __post_init__(self) -> None:
         for code, n in self.by_jurisdiction.items():
-            if not _CODE.match(code):
+            if not (_CODE.match(code) or code == UNKNOWN_JURISDICTION):
                 raise ValueError(f"jurisdiction {code!r} is not an ISO 3166 code (DE, US-CA)")
             if n < 0:
                 raise ValueError(f"negative count for jurisdiction {code}")
@@ -180,6 +192,23 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _jurisdiction(v: str) -> str:
+    if not _CODE.match(v):
+        raise ValueError(f"{v!r} is not an ISO 3166 code (DE, or US-CA for a state)")
+    return v
+
+
+def _jurisdiction_or_group(v: str) -> str:
+    if not (_CODE.match(v) or _GROUP_REF.match(v)):
+        raise ValueError(f"{v!r} is neither an ISO 3166 code (DE, US-CA) nor an @group")
+    return v
+
+
+Jurisdiction = Annotated[str, AfterValidator(_jurisdiction)]
+JurisdictionOrGroup = Annotated[str, AfterValidator(_jurisdiction_or_group)]
+GroupName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+
+
 class Rule(_Strict):
     """One row. Conditions that need the scope: ``jurisdictions``, ``classifications``, the
     thresholds and ``safe_harbour``; rows with none of the first three apply to every
@@ -191,7 +220,7 @@ class Rule(_Strict):
     basis: str
     last_verified: date
     note: str | None = None
-    jurisdictions: tuple[str, ...] = ()
+    jurisdictions: tuple[JurisdictionOrGroup, ...] = ()
     classifications: tuple[Classification, ...] = ()
     min_affected: int | None = Field(None, ge=1)
     min_affected_per_state: int | None = Field(None, ge=1)
@@ -213,14 +242,6 @@ class Rule(_Strict):
     def _nonblank(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("must not be blank")
-        return v
-
-    @field_validator("jurisdictions")
-    @classmethod
-    def _codes(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for code in v:
-            if not (_CODE.match(code) or _GROUP_REF.match(code)):
-                raise ValueError(f"{code!r} is neither an ISO 3166 code (DE, US-CA) nor @group")
         return v
 
     @field_validator("timezone")
@@ -254,20 +275,9 @@ class RulesTable(_Strict):
     version: int = Field(ge=1, le=1)
     extends: str | None = None
     remove: tuple[str, ...] = ()
-    groups: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    groups: dict[GroupName, tuple[Jurisdiction, ...]] = Field(default_factory=dict)
     rows: tuple[Rule, ...]
     source: str = ""
-
-    @field_validator("groups")
-    @classmethod
-    def _groups(cls, v: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-        for name, codes in v.items():
-            if not _GROUP_REF.match("@" + name):
-                raise ValueError(f"group name {name!r}: lower case letters, digits, _")
-            bad = [c for c in codes if not _CODE.match(c)]
-            if bad:
-                raise ValueError(f"group {name}: {bad} are not ISO 3166 codes")
-        return v
 
     def rule(self, rule_id: str) -> Rule:
         for row in self.rows:
@@ -308,36 +318,52 @@ def _default_text() -> str:
 
 def parse_rules(text: str, source: str, base: str | None = None) -> RulesTable:
     """Validate ``text`` (named ``source`` in errors); ``base`` is the text ``extends: default``
-    refers to."""
-    table = _validate(text, source)
-    own: dict[str, int] = {}
-    for i, row in enumerate(table.rows):
-        own.setdefault(row.id, i)
-    problems = [FieldProblem(f"{source}: rows[{i}].id", "duplicate row id")
-                for i, row in enumerate(table.rows) if own[row.id] != i]
-    if table.extends is None:
-        if table.remove:
-            problems.append(FieldProblem(f"{source}: remove", "only with extends: default"))
-        _raise(problems + _check(table, source, own))
+    refers to. Every problem is named in one pass: the rows that validate on their own are
+    checked further even when others do not."""
+    doc = _document(text, source)
+    parent = (parse_rules(base, f"<package>/{DEFAULT_RULES}")
+              if doc.get("extends") == "default" and base is not None else None)
+    problems: list[FieldProblem] = []
+    table: RulesTable | None = None
+    try:
+        table = RulesTable.model_validate({**doc, "source": source})
+    except ValidationError as exc:
+        problems += [FieldProblem(f"{source}: {_where(err['loc'])}", err["msg"])
+                     for err in exc.errors()]
+    groups = set(parent.groups if parent else ()) | set(
+        doc["groups"] if isinstance(doc.get("groups"), dict) else ())
+    ids: set[str] = set()
+    raw_rows = doc.get("rows")
+    for i, raw in enumerate(raw_rows if isinstance(raw_rows, list) else []):
+        try:
+            row = table.rows[i] if table else Rule.model_validate(raw)
+        except ValidationError:
+            continue  # named above
+        if row.id in ids:
+            problems.append(FieldProblem(f"{source}: rows[{i}].id", "duplicate row id"))
+        ids.add(row.id)
+        problems += _row_problems(row, groups, f"{source}: rows[{i}]")
+    if table is not None and table.extends is None and table.remove:
+        problems.append(FieldProblem(f"{source}: remove", "only with extends: default"))
+    if table is not None and table.extends is not None and parent is None:
+        problems.append(FieldProblem(f"{source}: extends", "the only table to extend is "
+                                                           "'default'"))
+    if parent is not None and table is not None:
+        known = {row.id for row in parent.rows}
+        problems += [FieldProblem(f"{source}: remove[{i}]", "not a row id of the default table")
+                     for i, rid in enumerate(table.remove) if rid not in known]
+    if problems or table is None:
+        _fail(problems)
+    if parent is None:
         return table
-    if table.extends != "default" or base is None:
-        problem = FieldProblem(f"{source}: extends", "the only table to extend is 'default'")
-        raise RulesInvalid(f"rules table invalid: {problem.field}: {problem.reason}", [problem])
-    parent = parse_rules(base, f"<package>/{DEFAULT_RULES}")
-    known = {row.id for row in parent.rows}
-    problems += [FieldProblem(f"{source}: remove[{i}]", "not a row id of the default table")
-                 for i, rid in enumerate(table.remove) if rid not in known]
     replacing = {row.id: row for row in table.rows}
     rows = [replacing.pop(row.id, row) for row in parent.rows if row.id not in table.remove]
     rows += [row for row in table.rows if row.id in replacing]
-    merged = RulesTable(version=table.version, groups={**parent.groups, **table.groups},
-                        rows=tuple(rows), source=source)
-    # The override's rows, named by their place in its file, against the merged groups.
-    _raise(problems + _check(merged, source, own))
-    return merged
+    return RulesTable(version=table.version, groups={**parent.groups, **table.groups},
+                      rows=tuple(rows), source=source)
 
 
-def _validate(text: str, source: str) -> RulesTable:
+def _document(text: str, source: str) -> dict[str, Any]:
     try:
         doc: Any = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -345,14 +371,7 @@ def _validate(text: str, source: str) -> RulesTable:
         where = f"line {mark.line + 1}" if mark else "document"
         raise RulesInvalid(f"{source}: {where}: not valid YAML",
                            [FieldProblem(f"{source}: {where}", "not valid YAML")]) from None
-    if not isinstance(doc, dict):
-        doc = {}
-    try:
-        return RulesTable.model_validate({**doc, "source": source})
-    except ValidationError as exc:
-        _raise([FieldProblem(f"{source}: {_where(err['loc'])}", err["msg"])
-                for err in exc.errors()])
-        raise  # unreachable: _raise raised
+    return doc if isinstance(doc, dict) else {}
 
 
 def _where(loc: tuple[int | str, ...]) -> str:
@@ -363,42 +382,38 @@ def _where(loc: tuple[int | str, ...]) -> str:
     return out or "document"
 
 
-def _check(table: RulesTable, source: str, index: dict[str, int]) -> list[FieldProblem]:
-    """What one field cannot say alone: known groups, one deadline, thresholds with their
-    comparison. Checks the rows named in ``index`` (row id -> its place in the file)."""
+def _row_problems(row: Rule, groups: set[str], where: str) -> list[FieldProblem]:
+    """What one field cannot say alone: known groups, one deadline, a note where there is
+    none, thresholds with their comparison, business days with their zone."""
     problems: list[FieldProblem] = []
-    for row in table.rows:
-        if row.id not in index:
-            continue
 
-        def problem(field: str, reason: str, i: int = index[row.id]) -> None:
-            problems.append(FieldProblem(f"{source}: rows[{i}].{field}", reason))
+    def problem(field: str, reason: str) -> None:
+        problems.append(FieldProblem(f"{where}.{field}", reason))
 
-        for j, entry in enumerate(row.jurisdictions):
-            if entry.startswith("@") and entry[1:] not in table.groups:
-                problem(f"jurisdictions[{j}]", "not a group of this table")
-        periods = [name for name in ("hours", "days", "business_days", "days_after_year_end")
-                   if getattr(row, name) is not None]
-        if len(periods) > 1:
-            problem(periods[1], f"one deadline per row (also {periods[0]})")
-        if not periods and not row.due_note:
-            problem("due_note", "required when the row sets no deadline (say what the law says)")
-        if row.holiday_calendar is not None and row.business_days is None:
-            problem("holiday_calendar", "only with business_days")
-        if row.business_days is not None and "timezone" not in row.model_fields_set:
-            problem("timezone", "required with business_days (whose local days count)")
-        has_minimum = row.min_affected is not None or row.min_affected_per_state is not None
-        if has_minimum and row.comparison is None:
-            problem("comparison", "required with a minimum: at_least or more_than")
-        if row.comparison is not None and not has_minimum:
-            problem("comparison", "only with min_affected or min_affected_per_state")
+    for j, entry in enumerate(row.jurisdictions):
+        if entry.startswith("@") and entry[1:] not in groups:
+            problem(f"jurisdictions[{j}]", "not a group of this table")
+    periods = [name for name in ("hours", "days", "business_days", "days_after_year_end")
+               if getattr(row, name) is not None]
+    if len(periods) > 1:
+        problem(periods[1], f"one deadline per row (also {periods[0]})")
+    if not periods and not row.due_note:
+        problem("due_note", "required when the row sets no deadline (say what the law says)")
+    if row.holiday_calendar is not None and row.business_days is None:
+        problem("holiday_calendar", "only with business_days")
+    if row.business_days is not None and "timezone" not in row.model_fields_set:
+        problem("timezone", "required with business_days (whose local days count)")
+    has_minimum = row.min_affected is not None or row.min_affected_per_state is not None
+    if has_minimum and row.comparison is None:
+        problem("comparison", "required with a minimum: at_least or more_than")
+    if row.comparison is not None and not has_minimum:
+        problem("comparison", "only with min_affected or min_affected_per_state")
     return problems
 
 
-def _raise(problems: list[FieldProblem]) -> None:
-    if problems:
-        raise RulesInvalid("rules table invalid: " + "; ".join(
-            f"{p.field}: {p.reason}" for p in problems), problems)
+def _fail(problems: list[FieldProblem]) -> NoReturn:
+    raise RulesInvalid("rules table invalid: " + "; ".join(
+        f"{p.field}: {p.reason}" for p in problems), problems)
 
 
 # -- derivation -------------------------------------------------------------------------------
