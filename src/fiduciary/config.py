@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     alert_smtp_port: int = 25
     alert_email_from: str = "fiduciary@localhost"
     alert_email_to: str = ""
+    #: A breach-notification rules YAML replacing the packaged table (``fiduciary.incidents``).
+    breach_rules: Path | None = None
     #: Bearer token for ``/metrics`` from other than the loopback address (unset: loopback only).
     metrics_token: SecretStr | None = None
 

@@ -174,6 +174,13 @@ class DetectionsInvalid(DataMapInvalid):
     code = "detections_invalid"
 
 
+class RulesInvalid(DataMapInvalid):
+    """A breach-notification rules table did not validate; ``fields`` carries
+    ``file: rows[i].field: reason``."""
+
+    code = "rules_invalid"
+
+
 class RateLimited(FiduciaryError):
     """Too many attempts in a sliding window; ``retry_after`` is whole seconds to wait."""
 

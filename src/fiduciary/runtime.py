@@ -28,6 +28,9 @@ from fiduciary.crypto.keyring import KEYRING_FILE, FileKeyring, open_file_keyrin
 from fiduciary.crypto.keystore import SubjectKeyStore
 from fiduciary.datamap import DataMap, load
 from fiduciary.errors import ConfigurationError
+from fiduciary.incidents.register import IncidentService
+from fiduciary.incidents.rules import load_rules
+from fiduciary.incidents.scope import ScopeCalculator
 from fiduciary.monitoring.alerts import AlertService, Notes
 from fiduciary.monitoring.delivery import AlertDelivery, check_settings
 from fiduciary.monitoring.engine import Monitor
@@ -81,6 +84,7 @@ class Runtime:
     alerts: AlertService
     delivery: AlertDelivery
     profiles: StaffProfiles
+    incidents: IncidentService
     clock: Clock = field(default_factory=SystemClock)
     _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _threads: list[threading.Thread] = field(default_factory=list, init=False, repr=False)
@@ -157,6 +161,7 @@ def open_runtime(settings: Settings, *, create: bool = False,
     datamap = load(settings.datamap)
     pack = load_policy(settings.policy, datamap)  # an invalid pack fails before anything opens
     detections = load_detections(settings.detections, datamap)
+    breach_rules = load_rules(settings.breach_rules)
     check_settings(settings)  # alert channels, before anything opens
     master = settings.master_key.get_secret_value() if settings.master_key else None
     keyring = open_file_keyring(data_dir, master, create)
@@ -202,13 +207,17 @@ def open_runtime(settings: Settings, *, create: bool = False,
     ropa = RopaService(datamap, policy, keyring, settings, clock, audit)
     delivery = AlertDelivery(db, clock, settings)
     monitor = Monitor(db, clock, audit, trail, detections, datamap, delivery)
-    alerts = AlertService(db, clock, audit, trail, users, Notes(keyring))
+    notes = Notes(keyring)
+    alerts = AlertService(db, clock, audit, trail, users, notes)
     profiles = StaffProfiles(db, audit, vault)
+    incidents = IncidentService(db, clock, audit, trail, notes, breach_rules,
+                                ScopeCalculator(db, datamap, trail), alerts,
+                                holidays=settings.holidays())
     _record_configuration(db, audit, datamap, policy)
     return Runtime(settings, datamap, db, keyring, vault, api_keys, users, policy, reviews,
                    audit, trail, consent, dsr, holds, restriction, eraser, retention, packager,
                    ropa, approvals, ConsentDesk(consent, vault), detections, monitor, alerts,
-                   delivery, profiles, clock)
+                   delivery, profiles, incidents, clock)
 
 
 def _record_configuration(db: Database, audit: AuditLog, datamap: DataMap,

@@ -55,7 +55,7 @@ from pydantic import (
 )
 
 from fiduciary.datamap import Classification
-from fiduciary.errors import DataMapInvalid, FieldProblem
+from fiduciary.errors import FieldProblem, RulesInvalid
 from fiduciary.privacy.deadlines import add_business_days
 
 DEFAULT_RULES = "default_rules.yaml"
@@ -65,12 +65,6 @@ _GROUP_REF = re.compile(r"^@[a-z][a-z0-9_]*$")
 #: The ``by_jurisdiction`` key of affected people whose residence is not known: they count in
 #: totals but match no row's jurisdictions (a person must place them).
 UNKNOWN_JURISDICTION = "unknown"
-
-
-class RulesInvalid(DataMapInvalid):
-    """A rules table did not validate; ``fields`` carries ``file: rows[i].field: reason``."""
-
-    code = "rules_invalid"
 
 
 class IncidentKind(StrEnum):
