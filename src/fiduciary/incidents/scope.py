@@ -225,11 +225,11 @@ class ScopeCalculator:
                 e = out[r.subject_id]
                 e.raise_to(exposure)
                 e.records.add(r.id)
-                if req.keys_compromised:
-                    for name in json.loads(r.sealed):
-                        c = self._classify(r.collection, name)
-                        if c is not None and c.rank > Classification.INTERNAL.rank:
-                            e.classifications.add(str(c))
+                # The classes held, even as ciphertext: the safe harbours are decided on them.
+                for name in json.loads(r.sealed):
+                    c = self._classify(r.collection, name)
+                    if c is not None and c.rank > Classification.INTERNAL.rank:
+                        e.classifications.add(str(c))
         return dict(out)
 
     def _jurisdictions(self, subject_ids: list[str]) -> dict[str, str]:
