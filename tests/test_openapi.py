@@ -33,6 +33,9 @@ OPERATIONS = {
     "list_alerts", "get_alert", "dismiss_alert", "escalate_alert", "assign_alert",
     "comment_alert", "list_suppressions", "create_suppression", "list_watchlist",
     "watch_subject", "unwatch_subject",
+    "create_incident", "list_incidents", "get_incident", "set_incident_status",
+    "update_incident_facts", "scope_incident", "list_affected", "file_obligation",
+    "set_obligation_not_required", "list_notices", "render_letters", "get_letter_batch",
 }
 PUBLIC = {"healthz", "login", "enrol"}
 PA = "policy_administration"

@@ -23,6 +23,7 @@ from fiduciary.api.routes import (
     audit,
     auth,
     break_glass,
+    incidents,
     metrics,
     ops,
     privacy,
@@ -47,7 +48,8 @@ def create_app(rt: Runtime | None = None) -> FastAPI:
     # Added last, runs first: the request context (and its 500s) wraps the input guard.
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
-    for feature in (ops, auth, subjects, records, audit, privacy, admin, break_glass, alerts):
+    for feature in (ops, auth, subjects, records, audit, privacy, admin, break_glass, alerts,
+                    incidents):
         app.include_router(feature.router)
     app.include_router(metrics.router)  # Prometheus scrape; not in /openapi.json
     if settings.bench_endpoints:

@@ -104,6 +104,12 @@ class Dismissal(BaseModel):
 class Escalation(BaseModel):
     note: str | None = Field(None, description="Sealed at rest; the audit trail keeps only "
                              "its digest")
+    incident_id: str | None = Field(None, description="An open incident to join (default: "
+                                    "a new incident, discovered when the alert was raised)")
+
+
+class EscalatedAlert(AlertState):
+    incident_id: str = Field(description="The incident it was escalated into")
 
 
 class Assignment(BaseModel):
@@ -144,11 +150,23 @@ def dismiss_alert(alert_id: str, body: Dismissal, ctx: Analyst) -> AlertState:
 
 
 @alerts.post("/{alert_id}/escalate", responses=documented(404, 409, 422))
-def escalate_alert(alert_id: str, ctx: Analyst, body: Escalation | None = None) -> AlertState:
-    """Close it as a concern handed on (to an investigation); never by the person it is
-    about."""
-    return AlertState.model_validate(ctx.rt.alerts.escalate(
-        ctx.caller(), alert_id, body.note if body else None))
+def escalate_alert(alert_id: str, ctx: Analyst, body: Escalation | None = None
+                   ) -> EscalatedAlert:
+    """Close it as a concern handed on to an incident (``incidents:manage`` too): a new one,
+    or the open incident named; never by the person it is about."""
+    body = body or Escalation()
+    incident = ctx.rt.incidents.escalate_alert(ctx.caller(), alert_id, body.note,
+                                               body.incident_id)
+    return EscalatedAlert.model_validate({**_state(ctx, alert_id), "incident_id":
+                                          incident["id"]})
+
+
+def _state(ctx: Ctx, alert_id: str) -> dict[str, Any]:
+    """The alert as the step left it, as the other triage steps return it (not a read: the
+    escalation is the event). The incident service returns the incident only."""
+    alerts_service = ctx.rt.alerts
+    with ctx.rt.db.read() as conn:
+        return alerts_service._alert(conn, alerts_service._row(conn, alert_id), evidence=False)
 
 
 @alerts.post("/{alert_id}/assign", responses=documented(404, 422))
