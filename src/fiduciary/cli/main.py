@@ -8,7 +8,7 @@ import os
 import typer
 
 from fiduciary.audit.events import RequestContext, request_context
-from fiduciary.cli import access, audit, dsr, monitor, privacy, ropa, server, vault
+from fiduciary.cli import access, audit, dsr, incidents, monitor, privacy, ropa, server, vault
 
 app = typer.Typer(help="Fiduciary: customer-data vault for insurers.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -41,6 +41,7 @@ app.add_typer(privacy.retention_app, name="retention")
 app.add_typer(monitor.monitor_app, name="monitor")
 app.add_typer(monitor.alerts_app, name="alerts")
 app.add_typer(monitor.watchlist_app, name="watchlist")
+app.add_typer(incidents.incidents_app, name="incidents")
 
 if __name__ == "__main__":
     app()

@@ -113,11 +113,15 @@ def alerts_escalate(
     alert_id: AlertId,
     note: Annotated[str | None, typer.Option(help="For the investigation (sealed; the audit "
                                              "trail keeps its digest)")] = None,
+    incident: Annotated[str | None, typer.Option(
+        help="An open incident to join [default: a new incident]")] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Close an alert as a concern handed on."""
+    """Close an alert as a concern handed on to an incident (a new one, or the one named)."""
     with runtime(data_dir) as rt:
-        _triaged(rt.alerts.escalate(SYSTEM, alert_id, note))
+        joined = rt.incidents.escalate_alert(SYSTEM, alert_id, note, incident)
+    out.print(f"{alert_id}: escalated into incident {joined['id']}", highlight=False,
+              markup=False)
 
 
 @alerts_app.command("assign")
