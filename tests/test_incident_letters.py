@@ -16,9 +16,14 @@ from typing import Any
 import pytest
 
 from fiduciary.clock import FixedClock
-from fiduciary.errors import Forbidden, Gone, InvalidInput
+from fiduciary.errors import Forbidden, Gone, InvalidInput, WorkflowConflict
 from fiduciary.ids import new_id
-from fiduciary.incidents.letters import LetterService, refusing_url_fetcher
+from fiduciary.incidents.letters import (
+    LetterService,
+    LetterTemplate,
+    refusing_url_fetcher,
+    template_for,
+)
 from fiduciary.incidents.notices import PLACEHOLDER, draft_notices, placeholders
 from fiduciary.principal import SYSTEM, Principal
 from fiduciary.runtime import Runtime
@@ -40,6 +45,9 @@ PEOPLE = {
     "ny": {"first_name": "Nathan", "last_name": "Yorke", "address_line": "400 Hudson St",
            "city": "New York", "state": "NY", "postal_code": "10014", "country": "US",
            "email": "nathan@example.org"},
+    "ma": {"first_name": "Maeve", "last_name": "Sullivan", "address_line": "9 Beacon St",
+           "city": "Boston", "state": "MA", "postal_code": "02108", "country": "US",
+           "email": "maeve@example.org"},
     "de": {"first_name": "Dagmar", "last_name": "Engel", "address_line": "Lindenweg 7",
            "city": "Freiburg", "postal_code": "79098", "country": "DE",
            "email": "dagmar@example.org"},
@@ -101,17 +109,18 @@ def logged_in(rt: Runtime, clock: FixedClock, username: str, roles: list[str]) -
 def test_each_person_gets_a_sealed_letter_of_their_law_naming_only_them(
         rt: Runtime, letters: LetterService) -> None:
     sids = {k: customer(rt, p) for k, p in PEOPLE.items()}
-    affected = [(sids["ca"], "US-CA", EVERY_CLASS), (sids["ny"], "US-NY", EVERY_CLASS),
-                (sids["de"], "DE", EVERY_CLASS)]
+    jurisdictions = {"ca": "US-CA", "ny": "US-NY", "ma": "US-MA", "de": "DE"}
+    affected = [(sids[k], j, EVERY_CLASS) for k, j in jurisdictions.items()]
     seen: list[tuple[int, int]] = []
     manifest = letters.render_batch(SYSTEM, incident(), affected, new_id(),
                                     lambda done, total: seen.append((done, total)))
-    assert seen == [(1, 3), (2, 3), (3, 3)]
-    assert manifest["totals"] == {"affected": 3, "letters": 3, "skipped": 0, "by_template": {
-        "letter_eu": 1, "letter_us": 1, "letter_us_ca": 1}, "skipped_by_reason": {},
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert manifest["totals"] == {"affected": 4, "letters": 4, "skipped": 0, "by_template": {
+        "letter_eu": 1, "letter_us": 2, "letter_us_ca": 1}, "skipped_by_reason": {},
         "email_alternative": 0}
     assert {e["subject_id"]: e["template"] for e in manifest["letters"]} == {
-        sids["ca"]: "letter_us_ca", sids["ny"]: "letter_us", sids["de"]: "letter_eu"}
+        sids["ca"]: "letter_us_ca", sids["ny"]: "letter_us", sids["ma"]: "letter_us",
+        sids["de"]: "letter_eu"}
 
     folder = Path(manifest["path"]).parent
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
@@ -135,6 +144,10 @@ def test_each_person_gets_a_sealed_letter_of_their_law_naming_only_them(
                  "could be used to impersonate you", "We closed the account"):
         assert part in html["de"]
     assert "Notice of Data Breach" in html["ny"] and "What Happened" in html["ny"]
+    assert "look up customer files" in html["ny"]
+    # Massachusetts forbids telling residents the nature of the breach (c. 93H s3(b)).
+    assert "What Happened" not in html["ma"] and "look up customer files" not in html["ma"]
+    assert "right to obtain any police report" in html["ma"]
     for letter in html.values():
         assert "health information" in letter and "government identifiers" in letter
 
@@ -149,9 +162,10 @@ def test_each_person_gets_a_sealed_letter_of_their_law_naming_only_them(
     # diagnosis or the treatment of anyone, nor the incident's own free text.
     documents = [*raw.values(), *(h.encode() for h in html.values()), *pdf.values()]
     for blob in documents:
-        for value in (SSN, DOB, "1970", ICD, TREATMENT, "Vera Ortiz",
+        for value in (SSN, DOB, ICD, TREATMENT, "Vera Ortiz",
                       *(p["email"] for p in PEOPLE.values())):
             assert value.encode() not in blob
+    assert not any("1970" in h for h in html.values())  # not even the year of birth
     # On disk, sealed: not even the addressee's own name.
     for blob in raw.values():
         for person in PEOPLE.values():
@@ -186,9 +200,10 @@ def test_people_without_a_postal_address_are_skipped_with_a_reason(
     no_person = rt.vault.create_subject(SYSTEM).id
     erased = customer(rt, PEOPLE["ny"], health=False)
     rt.eraser.erase(SYSTEM, erased)
+    batch_id = new_id()
     manifest = letters.render_batch(SYSTEM, incident(), [
         (no_address, "FR", ["personal"]), (no_person, "US-TX", ["personal"]),
-        (erased, "US-NY", ["personal"])], new_id())
+        (erased, "US-NY", ["personal"])], batch_id)
     assert manifest["letters"] == []
     assert manifest["skipped"] == [
         {"subject_id": no_address, "jurisdiction": "FR", "reason": "no_contact_address",
@@ -201,6 +216,19 @@ def test_people_without_a_postal_address_are_skipped_with_a_reason(
     text = Path(manifest["path"]).read_text()
     assert "ines@example.org" not in text and "Moreau" not in text
     assert sorted(p.name for p in Path(manifest["path"]).parent.iterdir()) == ["manifest.json"]
+    # A batch renders once: the same id again is refused, and the first batch stays.
+    with pytest.raises(WorkflowConflict):
+        letters.render_batch(SYSTEM, {**incident(), "id": manifest["incident_id"]},
+                             [(no_person, "US-TX", [])], batch_id)
+    assert json.loads(Path(manifest["path"]).read_text())["skipped"] == manifest["skipped"]
+
+
+def test_each_jurisdiction_has_its_letter() -> None:
+    assert [template_for(j) for j in ("US-CA", "us-ca", "US-NY", "US-MA", "US", "unknown",
+                                      "DE", "NO", "GB", "CA", "CH")] == [
+        LetterTemplate.US_CA, LetterTemplate.US_CA, LetterTemplate.US, LetterTemplate.US,
+        LetterTemplate.US, LetterTemplate.US, LetterTemplate.EU, LetterTemplate.EU,
+        LetterTemplate.EU, LetterTemplate.US, LetterTemplate.US]
 
 
 def test_a_principal_the_policy_refuses_gets_an_error_and_no_files(

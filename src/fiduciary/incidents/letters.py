@@ -122,11 +122,17 @@ class SkipReason(StrEnum):
     SUBJECT_ERASED = "subject_erased"
 
 
+#: Countries outside the EEA whose law asks for the GDPR Art. 34 letter (UK GDPR Art. 34).
+_GDPR_ALIKE = {"GB": "United Kingdom"}
+
+
 def template_for(jurisdiction: str) -> LetterTemplate:
-    """California's own letter, the GDPR letter for the EU/EEA, the US letter otherwise."""
-    if jurisdiction.upper() == "US-CA":
+    """California's own letter, the GDPR letter for the EU/EEA and the UK, the US letter
+    otherwise (every other state and country)."""
+    code = jurisdiction.upper()
+    if code == "US-CA":
         return LetterTemplate.US_CA
-    if is_eea(jurisdiction):
+    if is_eea(code) or code in _GDPR_ALIKE:
         return LetterTemplate.EU
     return LetterTemplate.US
 
@@ -137,7 +143,7 @@ class LetterText:
     (``incident["letter"]``); plain text, paragraphs separated by blank lines.
 
     - ``what_happened``, ``what_we_are_doing``: every letter.
-    - ``likely_consequences``: letters to the EU/EEA (GDPR Art. 34(2), 33(3)(c)).
+    - ``likely_consequences``: letters to the EU/EEA and the UK (GDPR Art. 34(2), 33(3)(c)).
     - ``law_enforcement_delay`` (true or false): letters to California (1798.82(d)(2)(E)).
     - ``services_offer``: letters to California when a government identifier was involved
       (1798.82(d)(2)(H)); an empty text records that none is offered.
@@ -262,7 +268,8 @@ def _addressee(data: Mapping[str, Any], eu: bool) -> dict[str, Any] | None:
     name = " ".join(p for p in (_text_of(data, "first_name"), _text_of(data, "last_name")) if p)
     state, country = _text_of(data, "state"), _text_of(data, "country").upper()
     if eu:
-        lines = [street, " ".join(p for p in (postal, city) if p), EEA.get(country, country)]
+        lines = [street, " ".join(p for p in (postal, city) if p),
+                 EEA.get(country) or _GDPR_ALIKE.get(country, country)]
     else:
         lines = [street, " ".join(p for p in (f"{city}," if city else "", state, postal) if p)]
         if country and country != "US":
@@ -304,12 +311,13 @@ class LetterService:
         text = LetterText.from_incident(incident, rows)
         self._check_org(rows)
         folder = self._batch_dir(incident_id, batch_id)
-        if folder.exists():
-            raise WorkflowConflict(f"letter batch {batch_id} was already rendered",
-                                   reason=BATCH_EXISTS)
         for path in (self.out_dir, self.out_dir / incident_id):
             path.mkdir(exist_ok=True, mode=0o700)
-        folder.mkdir(mode=0o700)
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            raise WorkflowConflict(f"letter batch {batch_id} was already rendered",
+                                   reason=BATCH_EXISTS) from None
         now = self.clock.now()
         letters: list[dict[str, Any]] = []
         skipped: list[dict[str, Any]] = []
@@ -342,10 +350,11 @@ class LetterService:
                 jurisdiction: str, classes: list[str]) -> dict[str, Any]:
         template = template_for(jurisdiction)
         entry: dict[str, Any] = {"subject_id": subject_id, "jurisdiction": jurisdiction}
+        erased = entry | {"reason": SkipReason.SUBJECT_ERASED.value, "email_on_file": False}
         try:
             found = self.vault.list_subject_records(principal, subject_id, LETTER_PURPOSE)
         except Gone:
-            return entry | {"reason": SkipReason.SUBJECT_ERASED.value, "email_on_file": False}
+            return erased
         person = self._person(principal, found)
         if person is None:
             return entry | {"reason": SkipReason.NO_PERSONS_RECORD.value,
@@ -358,7 +367,10 @@ class LetterService:
         letter_id = str(uuid.uuid4())
         html = self._html(template, incident, text, now, letter_id, addressee,
                           jurisdiction, classes)
-        cipher = self.vault.keys.cipher_for(subject_id)
+        try:
+            cipher = self.vault.keys.cipher_for(subject_id)
+        except Gone:  # erased since the read: nothing of theirs is written
+            return erased
         files = []
         for fmt, content in (("html", html.encode()), ("pdf", render_pdf(html))):
             blob = cipher.encrypt(_AD_COLLECTION, batch_id, fmt, content)
@@ -501,7 +513,7 @@ class LetterService:
             problems.append(FieldProblem("org.name", "required"))
         if any(template_for(j) is LetterTemplate.EU for _, j, _ in rows) and not (
                 self.org.get("dpo")):
-            problems.append(FieldProblem("org.dpo", "required for letters to the EU/EEA"))
+            problems.append(FieldProblem("org.dpo", "required for GDPR letters"))
         if problems:
             raise InvalidInput.from_problems(problems, what="letter settings")
 

@@ -65,7 +65,7 @@ EEA: dict[str, str] = {
 #: Data classes of the data map as people say them, most sensitive first.
 CATEGORY_NAMES: dict[str, str] = {
     "special_category": "health information",
-    "government_id": "government identifiers such as Social Security, driver's licence or "
+    "government_id": "government identifiers such as Social Security, driver's license or "
                      "passport numbers",
     "financial": "financial account information such as bank account or payment card "
                  "numbers",
