@@ -22,7 +22,7 @@ from fiduciary.api.models import Timestamp
 from fiduciary.api.params import UtcDateTime
 from fiduciary.api.routes.audit import Checkpoint
 from fiduciary.incidents.batches import BatchStatus, LetterBatches
-from fiduciary.incidents.notices import draft_notices
+from fiduciary.incidents.notices import NoticeForm, draft_notices
 from fiduciary.incidents.register import KINDS, SEVERITIES, STATUSES
 from fiduciary.incidents.scope import EXPOSURES
 from fiduciary.principal import Permission
@@ -304,8 +304,7 @@ class Notice(BaseModel):
     recipient: str | None
     basis: str | None
     due_at: Timestamp | None
-    form: str = Field(description="The form it follows (gdpr, nydfs, hipaa, naic, "
-                      "state_ag, generic)")
+    form: str = Field(description=", ".join(NoticeForm))
     fields: dict[str, Any] = Field(description="Facts, and `[TO COMPLETE …]` placeholders "
                                    "for what a person must write")
     text: str = Field(description="The draft as text")
