@@ -122,7 +122,10 @@ class LetterBatches:
                            code="letter_batch_not_found")
         manifest = None
         if row.status == BatchStatus.DONE and row.path:
-            manifest = json.loads((Path(row.path) / MANIFEST).read_text("utf-8"))
+            try:
+                manifest = json.loads((Path(row.path) / MANIFEST).read_text("utf-8"))
+            except FileNotFoundError:  # the batch's folder was removed since
+                manifest = None
         self.audit.append_committed(self.audit.event(
             principal, "incident.letters_read",
             details={"incident_id": incident_id, "batch_id": batch_id}))
