@@ -152,7 +152,7 @@ def dismiss_alert(alert_id: str, body: Dismissal, ctx: Analyst) -> AlertState:
 @alerts.post("/{alert_id}/escalate", responses=documented(404, 409, 422))
 def escalate_alert(alert_id: str, ctx: Analyst, body: Escalation | None = None
                    ) -> EscalatedAlert:
-    """Close it as a concern handed on to an incident (``incidents:manage`` too): a new one,
+    """Close it as a concern handed on to an incident (`incidents:manage` too): a new one,
     or the open incident named; never by the person it is about."""
     body = body or Escalation()
     incident = ctx.rt.incidents.escalate_alert(ctx.caller(), alert_id, body.note,
