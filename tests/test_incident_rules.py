@@ -95,7 +95,7 @@ FEW = scope({"US-NY": 10})
 CLOCKS: list[tuple[str, ScopeFacts, str | None]] = [
     # 72 hours from discovery, across the year boundary.
     ("gdpr-33", EVERYONE, "2028-01-02T10:00"),
-    ("gdpr-33.5", EVERYONE, "2027-12-30T10:00"),
+    ("gdpr-33.5", EVERYONE, None),  # kept, with no deadline of its own (never "overdue")
     ("gdpr-34", EVERYONE, None),
     ("uk-gdpr-33", EVERYONE, "2028-01-02T10:00"),
     ("uk-gdpr-34", EVERYONE, None),
@@ -381,7 +381,8 @@ def test_ciphertext_only_does_not_excuse_what_needs_a_person_to_decide() -> None
     # Authorities and regulators: whether an encrypted loss is "unlikely to result in a risk"
     # is a judgement, so GDPR 33, NYDFS, the NAIC commissioners stay due.
     found = obligations(INCIDENT, scope(dict(EVERYONE.by_jurisdiction), ciphertext_only=True))
-    for rule_id in ("gdpr-33", "gdpr-33.5", "uk-gdpr-33", "nydfs-500.17a", "nydfs-500.17c1",
+    assert found["gdpr-33.5"].status == ObligationStatus.DUE
+    for rule_id in ("gdpr-33", "uk-gdpr-33", "nydfs-500.17a", "nydfs-500.17c1",
                     "naic-668-6", "naic-668-us-la", "naic-668-us-ms"):
         assert found[rule_id].status == ObligationStatus.DUE, rule_id
         assert found[rule_id].due_at is not None

@@ -28,6 +28,8 @@ from fiduciary.crypto.keyring import KEYRING_FILE, FileKeyring, open_file_keyrin
 from fiduciary.crypto.keystore import SubjectKeyStore
 from fiduciary.datamap import DataMap, load
 from fiduciary.errors import ConfigurationError
+from fiduciary.incidents.batches import LETTERS_DIR, LetterBatches
+from fiduciary.incidents.letters import LetterService
 from fiduciary.incidents.register import IncidentService
 from fiduciary.incidents.rules import load_rules
 from fiduciary.incidents.scope import ScopeCalculator
@@ -85,6 +87,7 @@ class Runtime:
     delivery: AlertDelivery
     profiles: StaffProfiles
     incidents: IncidentService
+    letters: LetterBatches
     clock: Clock = field(default_factory=SystemClock)
     _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _threads: list[threading.Thread] = field(default_factory=list, init=False, repr=False)
@@ -198,8 +201,15 @@ def open_runtime(settings: Settings, *, create: bool = False,
     restriction = Restriction(db, audit)
     packager = AccessPackager(vault, policy, consent, trail, audit, clock,
                               data_dir / "exports")
-    # Copies made from an erased subject's records (access packages) go with them.
-    eraser = Eraser(db, datamap, clock, audit, keys, consent, on_erased=packager.delete_for)
+    letter_service = LetterService(vault, audit, clock, data_dir / LETTERS_DIR)
+
+    def erased(subject_id: str) -> None:
+        packager.delete_for(subject_id)
+        letter_service.delete_for(subject_id)
+
+    # Copies made from an erased subject's records (access packages, breach letters) go
+    # with them.
+    eraser = Eraser(db, datamap, clock, audit, keys, consent, on_erased=erased)
     retention = RetentionService(db, datamap, clock, audit, consent, eraser.shred,
                                  eraser.finish, sweep=eraser.destroy_leftover_keys)
     dsr = DsrService(db, clock, audit, restriction, consent, packager=packager, eraser=eraser,
@@ -213,11 +223,12 @@ def open_runtime(settings: Settings, *, create: bool = False,
     incidents = IncidentService(db, clock, audit, trail, notes, breach_rules,
                                 ScopeCalculator(db, datamap, trail), alerts,
                                 holidays=settings.holidays())
+    letters = LetterBatches(db, clock, audit, incidents, letter_service)
     _record_configuration(db, audit, datamap, policy)
     return Runtime(settings, datamap, db, keyring, vault, api_keys, users, policy, reviews,
                    audit, trail, consent, dsr, holds, restriction, eraser, retention, packager,
                    ropa, approvals, ConsentDesk(consent, vault), detections, monitor, alerts,
-                   delivery, profiles, incidents, clock)
+                   delivery, profiles, incidents, letters, clock)
 
 
 def _record_configuration(db: Database, audit: AuditLog, datamap: DataMap,

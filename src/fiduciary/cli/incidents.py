@@ -16,7 +16,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Column, Table
 
 from fiduciary.cli.common import DataDir, JsonFlag, err, group, out, runtime
-from fiduciary.incidents.batches import LetterBatches
 from fiduciary.incidents.register import KINDS, SEVERITIES, STATUSES
 from fiduciary.principal import SYSTEM
 
@@ -248,8 +247,7 @@ def incidents_letters(
             err.print("[red]error:[/red] --text is a JSON object", highlight=False)
             raise typer.Exit(code=2)
     with runtime(data_dir) as rt:
-        batches = LetterBatches.build(rt.db, rt.clock, rt.audit, rt.vault, rt.incidents,
-                                      rt.settings.data_dir)
+        batches = rt.letters
         with Progress(TextColumn("rendering letters"), BarColumn(), MofNCompleteColumn(),
                       console=err, disable=json_out or not err.is_terminal) as progress:
             task = progress.add_task("letters", total=None)

@@ -47,7 +47,6 @@ from fiduciary.principal import (
 )
 from fiduciary.storage import Database
 from fiduciary.storage.schema import incident_affected, letter_batches
-from fiduciary.vault.service import VaultService
 
 log = logging.getLogger("fiduciary.incidents.letters")
 
@@ -84,14 +83,6 @@ class LetterBatches:
         self.audit = audit
         self.incidents = incidents
         self.letters = letters
-
-    @classmethod
-    def build(cls, db: Database, clock: Clock, audit: AuditLog, vault: VaultService,
-              incidents: IncidentService, data_dir: Path) -> LetterBatches:
-        """Batches whose letters go under ``data_dir/letters``, addressed as the data map's
-        controller."""
-        return cls(db, clock, audit, incidents,
-                   LetterService(vault, audit, clock, data_dir / LETTERS_DIR))
 
     def start(self, principal: Principal, incident_id: str, texts: Mapping[str, Any]) -> str:
         """Check, record and start a batch in a background thread; its id."""

@@ -49,6 +49,7 @@ _NEXT = {"open": ("assessing", "notifying", "closed"), "assessing": ("notifying"
          "notifying": ("closed",), "closed": ()}
 SEVERITIES = ("low", "medium", "high", "critical")
 MAX_TEXT = 20_000
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 #: Obligations due within this many days are "due soon".
 DUE_SOON_DAYS = 3
 
@@ -108,6 +109,8 @@ class IncidentService:
                         ("extortion_paid_at", paid)):
             if v is not None and v > now + timedelta(minutes=5):
                 problems.append(FieldProblem(name, "not in the future"))
+            elif v is not None and v < _EARLIEST:
+                problems.append(FieldProblem(name, "not before 1970"))
         if discovered and determined and determined < discovered:
             problems.append(FieldProblem("determined_at", "not before discovered_at"))
         description = body.get("description")
@@ -157,10 +160,13 @@ class IncidentService:
         q = sa.select(incidents)
         if status:
             q = q.where(incidents.c.status == status)
-        if overdue or due_soon:
-            edge = now if overdue else now + timedelta(days=DUE_SOON_DAYS)
+        if overdue:
             q = q.where(incidents.c.id.in_(sa.select(incident_obligations.c.incident_id).where(
-                incident_obligations.c.status == "due", incident_obligations.c.due_at < edge)))
+                incident_obligations.c.status == "due", incident_obligations.c.due_at < now)))
+        if due_soon:
+            q = q.where(incidents.c.id.in_(sa.select(incident_obligations.c.incident_id).where(
+                incident_obligations.c.status == "due", incident_obligations.c.due_at >= now,
+                incident_obligations.c.due_at < now + timedelta(days=DUE_SOON_DAYS))))
         with self.db.read() as conn:
             items = [self._incident(conn, r, full=False) for r in conn.execute(
                 q.order_by(incidents.c.discovered_at.desc()))]
@@ -253,6 +259,7 @@ class IncidentService:
 
     def transition(self, principal: Principal, incident_id: str, status: Any,
                    note: Any = None) -> dict[str, Any]:
+        require_permission(principal, Permission.INCIDENTS_MANAGE, scope=None)
         text = _text("note", note or None, required=False)
         with self.db.write() as conn:
             row = self._manage(principal, conn, incident_id)
@@ -286,9 +293,15 @@ class IncidentService:
         with self.db.write() as conn:
             row = self._manage(principal, conn, incident_id)
             values: dict[str, Any] = {}
+            now = self.clock.now()
             for name in ("determined_at", "extortion_paid_at"):
                 if name in body:
-                    values[name] = _when(name, body[name], True, problems)
+                    when = _when(name, body[name], True, problems)
+                    if when is not None and when > now + timedelta(minutes=5):
+                        problems.append(FieldProblem(name, "not in the future"))
+                    elif when is not None and when < row.discovered_at:
+                        problems.append(FieldProblem(name, "not before discovered_at"))
+                    values[name] = when
             if problems:
                 raise InvalidInput.from_problems(problems, what="incident")
             if not values:
@@ -350,7 +363,8 @@ class IncidentService:
         existing = {o.rule_id: o for o in conn.execute(sa.select(incident_obligations).where(
             incident_obligations.c.incident_id == iid))}
         for rule_id, old in existing.items():
-            if rule_id not in derived and old.status == "due":
+            # What no rule derives any more goes, unless a person decided it.
+            if rule_id not in derived and old.decided_by in (None, "rules"):
                 conn.execute(incident_obligations.delete().where(
                     incident_obligations.c.id == old.id))
         for rule_id, d in derived.items():
@@ -375,6 +389,7 @@ class IncidentService:
     # -- obligations -----------------------------------------------------------------------
     def file(self, principal: Principal, incident_id: str, obligation_id: str,
              reference: Any, filed_at: Any = None) -> dict[str, Any]:
+        require_permission(principal, Permission.INCIDENTS_MANAGE, scope=None)
         ref = _text("reference", reference, limit=200)
         problems: list[FieldProblem] = []
         when = _when("filed_at", filed_at, False, problems) or self.clock.now()
@@ -388,6 +403,7 @@ class IncidentService:
 
     def not_required(self, principal: Principal, incident_id: str, obligation_id: str,
                      reason: Any) -> dict[str, Any]:
+        require_permission(principal, Permission.INCIDENTS_MANAGE, scope=None)
         text = _text("reason", reason)
         return self._decide(principal, incident_id, obligation_id, "not_required", {}, text)
 

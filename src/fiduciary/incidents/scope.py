@@ -138,6 +138,7 @@ class ScopeCalculator:
         self.db = db
         self.datamap = datamap
         self.trail = trail
+        self._unplaced: set[str] = set()
         # field name -> highest classification it has in any collection (events of a
         # subject's records list fields of several collections together)
         self._any: dict[str, Classification] = {}
@@ -165,6 +166,7 @@ class ScopeCalculator:
 
     def _from_events(self, req: ScopeRequest, size: int) -> dict[str, Exposure]:
         out: dict[str, Exposure] = defaultdict(Exposure)
+        self._unplaced = set()
         wanted = set(req.collections) if req.collections else None
         after = -1
         with self.db.read() as conn:
@@ -183,6 +185,12 @@ class ScopeCalculator:
                 for r in rows:
                     if r.event is not None:
                         self._event(json.loads(r.event), wanted, out)
+            unplaced = sorted(self._unplaced)
+            for i in range(0, len(unplaced), _CHUNK):
+                for rec in conn.execute(sa.select(records.c.id, records.c.subject_id).where(
+                        records.c.id.in_(unplaced[i:i + _CHUNK]))):
+                    if rec.subject_id in out:
+                        out[rec.subject_id].records.add(rec.id)
         return dict(out)
 
     def _event(self, ev: dict[str, Any], wanted: set[str] | None,
@@ -190,6 +198,8 @@ class ScopeCalculator:
         if ev["decision"] == "deny" or not ev["subject_ids"]:
             return
         collection = ev.get("collection")
+        # An event without a collection (a subject's records) counts: over-notifying is the
+        # safe side of a breach.
         if wanted is not None and collection is not None and collection not in wanted:
             return
         masked = set(ev["details"].get("masked_fields") or ())
@@ -207,9 +217,8 @@ class ScopeCalculator:
             e.classifications |= {str(c) for c in classes}
         if len(ev["subject_ids"]) == 1:
             out[ev["subject_ids"][0]].records.update(ev["record_ids"])
-        else:  # records of several subjects: attribute each by the event's record list
-            for rid in ev["record_ids"]:
-                out[ev["subject_ids"][0]].records.add(rid)
+        else:  # records of several subjects: each to its own, once the rows are looked up
+            self._unplaced.update(ev["record_ids"])
 
     def _at_rest(self, req: ScopeRequest) -> dict[str, Exposure]:
         """A lost copy: every stored record of the collections, as ciphertext (or in clear

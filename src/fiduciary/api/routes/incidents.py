@@ -21,12 +21,11 @@ from fiduciary.api.errors import documented
 from fiduciary.api.models import Timestamp
 from fiduciary.api.params import UtcDateTime
 from fiduciary.api.routes.audit import Checkpoint
-from fiduciary.incidents.batches import BatchStatus, LetterBatches
+from fiduciary.incidents.batches import BatchStatus
 from fiduciary.incidents.notices import NoticeForm, draft_notices
 from fiduciary.incidents.register import KINDS, SEVERITIES, STATUSES
 from fiduciary.incidents.scope import EXPOSURES
 from fiduciary.principal import Permission
-from fiduciary.runtime import Runtime
 
 router = APIRouter(prefix="/v1/incidents", tags=["incidents"], responses=documented(401, 403),
                    route_class=OneHopRoute)
@@ -364,11 +363,6 @@ class LetterBatch(BaseModel):
                                             "templates, digests: no contact data)")
 
 
-def letter_batches(rt: Runtime) -> LetterBatches:
-    return LetterBatches.build(rt.db, rt.clock, rt.audit, rt.vault, rt.incidents,
-                               rt.settings.data_dir)
-
-
 @router.post("/{incident_id}/letters", status_code=202, responses=documented(404, 409, 422))
 def render_letters(incident_id: str, ctx: Manager, body: LetterTexts | None = None
                    ) -> LetterBatchStarted:
@@ -377,11 +371,11 @@ def render_letters(incident_id: str, ctx: Manager, body: LetterTexts | None = No
     `legal_obligation` as the caller: a caller the policy does not allow is refused (403)
     before anything is read or written."""
     texts = body.model_dump(exclude_none=True) if body else {}
-    return LetterBatchStarted(batch_id=letter_batches(ctx.rt).start(ctx.caller(), incident_id,
+    return LetterBatchStarted(batch_id=ctx.rt.letters.start(ctx.caller(), incident_id,
                                                                      texts))
 
 
 @router.get("/{incident_id}/letters/{batch_id}", responses=documented(404, 422))
 def get_letter_batch(incident_id: str, batch_id: str, ctx: Reader) -> LetterBatch:
-    return LetterBatch.model_validate(letter_batches(ctx.rt).batch(ctx.caller(), incident_id,
+    return LetterBatch.model_validate(ctx.rt.letters.batch(ctx.caller(), incident_id,
                                                                    batch_id))
