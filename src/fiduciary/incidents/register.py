@@ -516,4 +516,5 @@ class IncidentService:
                                                       "alert_id": alert_id}])
             self._step(conn, principal, incident_id, "alert", {
                 "alert_id": alert_id, "detection": alert["detection"]})
-        return self.get(principal, incident_id, audited=False)
+        # The alert as the escalation left it, beside the incident it went to.
+        return {**self.get(principal, incident_id, audited=False), "escalated_alert": alert}

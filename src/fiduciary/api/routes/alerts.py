@@ -157,16 +157,8 @@ def escalate_alert(alert_id: str, ctx: Analyst, body: Escalation | None = None
     body = body or Escalation()
     incident = ctx.rt.incidents.escalate_alert(ctx.caller(), alert_id, body.note,
                                                body.incident_id)
-    return EscalatedAlert.model_validate({**_state(ctx, alert_id), "incident_id":
-                                          incident["id"]})
-
-
-def _state(ctx: Ctx, alert_id: str) -> dict[str, Any]:
-    """The alert as the step left it, as the other triage steps return it (not a read: the
-    escalation is the event). The incident service returns the incident only."""
-    alerts_service = ctx.rt.alerts
-    with ctx.rt.db.read() as conn:
-        return alerts_service._alert(conn, alerts_service._row(conn, alert_id), evidence=False)
+    return EscalatedAlert.model_validate({**incident["escalated_alert"],
+                                          "incident_id": incident["id"]})
 
 
 @alerts.post("/{alert_id}/assign", responses=documented(404, 422))
