@@ -40,7 +40,8 @@ KEYS = {"claim_number": "CLM-1", "policy_number": "POL-1"}
 
 def value_for(collection: str, f: FieldSpec, n: int, people: dict[tuple[str, str], str]) -> Any:
     overrides = {("claims", "restricted"): False, ("persons", "vip"): False,
-                 ("persons", "employee"): False, ("persons", "state"): "WY", **people}
+                 ("persons", "employee"): False, ("persons", "state"): "WY",
+                 ("persons", "country"): "US", **people}
     if (collection, f.name) in overrides:
         return overrides[(collection, f.name)]
     if f.name in KEYS and not f.encrypted:
