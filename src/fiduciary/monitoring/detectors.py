@@ -113,8 +113,10 @@ def _percentile(values: list[int], pct: float) -> float:
 
 
 class Detectors:
-    def __init__(self, db: Database, pack: DetectionPack, profiles: Profiles) -> None:
+    def __init__(self, db: Database, pack: DetectionPack, profiles: Profiles,
+                 pseudonymised: Iterable[str] = ()) -> None:
         self.db = db
+        self._pseudonymised = frozenset(pseudonymised)
         self.pack = pack
         self.d = pack.detections
         self.zone = pack.zone
@@ -133,6 +135,11 @@ class Detectors:
         self._role_members: dict[str, set[str]] = defaultdict(set)
         self._thresholds: dict[tuple[str, str], tuple[float, float] | None] = {}
         self._peer_week: dict[tuple[str, str], float | None] = {}
+        self._peer_day: dict[tuple[str, str], float] = {}
+        #: principal id -> their latest sign-in seen (dormant_account)
+        self._last_login: dict[str, datetime] = {}
+        #: surname digest -> share of persons with it (same_surname keeps to rare ones)
+        self._surname_share: dict[bytes, float] = {}
         self._fired: set[str] = set()
         self._latest: datetime | None = None
         self._windows: dict[tuple[str, str], _Window] = {}
@@ -183,6 +190,24 @@ class Detectors:
                                              blind_index.c.collection == "persons",
                                              blind_index.c.field == "last_name")):
                     self._surnames[r.subject_id].add(bytes(r.digest))
+
+    def _rare(self, digest: bytes) -> bool:
+        """A surname few customers share: a common one (Smith) says nothing of kinship."""
+        share = self._surname_share.get(digest)
+        if share is None:
+            with self.db.read() as conn:
+                total = int(conn.execute(sa.select(sa.func.count()).select_from(blind_index)
+                                         .where(blind_index.c.collection == "persons",
+                                                blind_index.c.field == "last_name"))
+                            .scalar_one())
+                same = int(conn.execute(sa.select(sa.func.count()).select_from(blind_index)
+                                        .where(blind_index.c.digest == digest,
+                                               blind_index.c.field == "last_name"))
+                           .scalar_one())
+            # Few enough people by count or by share: a small book makes every name rare.
+            share = self._surname_share[digest] = 0.0 if same <= self.d.same_surname.rare_count \
+                else same / total
+        return share <= self.d.same_surname.max_share
 
     def _handlers_of(self, sid: str) -> set[str]:
         """Usernames whose work involves the subject: the watch list's handlers and whoever
@@ -238,7 +263,9 @@ class Detectors:
         if action in TOUCHES and decision != "deny" and ev["subject_ids"]:
             if kind == "user":
                 self._hour(p, ev, local, day, at, out)
-                self._subjects(p, ev, day, out)
+                # Pseudonymised data (analytics) shows nobody who the customer is.
+                if ev.get("purpose") not in self._pseudonymised:
+                    self._subjects(p, ev, day, out)
                 self._volume(p, ev, day, at, out)
             self._bulk(p, ev, at, out)
         return self._keep(out)
@@ -293,7 +320,8 @@ class Detectors:
                     [ev["id"]], [sid], action=ev["action"]))
                 continue
             other = self.profiles.linked.get(sid)
-            if "coworker_access" in self.on and other is not None and other != p.id:
+            if "coworker_access" in self.on and other is not None and other != p.id \
+                    and p.name not in self._handlers_of(sid):
                 out.append(self._finding(
                     "coworker_access", p, f"{p.id}:{sid}:{day}",
                     "a staff member accessed the customer record of a co-worker",
@@ -310,7 +338,7 @@ class Detectors:
                     action=ev["action"]))
             if "same_surname" in self.on and surname is not None \
                     and surname in self._surnames.get(sid, ()) \
-                    and p.name not in self._handlers_of(sid):
+                    and self._rare(surname) and p.name not in self._handlers_of(sid):
                 out.append(self._finding(
                     "same_surname", p, f"{p.id}:{sid}",
                     "a staff member accessed a customer who shares their surname, without "
@@ -359,17 +387,22 @@ class Detectors:
         spec = self.d.off_hours
         past = self._history(p.id, p.role, day, spec.history_days)
         total = [0] * 24
+        days_at = [0] * 24  # on how many past days each hour saw them
         for _, hours in past.values():
             for h, n in enumerate(hours):
                 total[h] += n
+                days_at[h] += n > 0
         n_all = sum(total)
         h = local.hour
+        near = [(h + d) % 24 for d in (-1, 0, 1)]
+        # Hours they have worked on two days or more are theirs, however new they are.
+        seen = sum(days_at[x] for x in near) >= 2
         if len(past) >= spec.min_history_days and n_all:
-            usual = any(total[(h + d) % 24] / n_all >= spec.min_hour_share for d in (-1, 0, 1))
+            usual = seen or any(total[x] / n_all >= spec.min_hour_share for x in near)
             basis = "their usual hours"
         else:
             wh = self.pack.settings.working_hours
-            usual = wh.start <= h < wh.end and local.weekday() in wh.weekdays
+            usual = seen or (wh.start <= h < wh.end and local.weekday() in wh.weekdays)
             basis = "working hours (too little history to learn theirs)"
         if not usual:
             out.append(self._finding(
@@ -424,11 +457,20 @@ class Detectors:
             med = statistics.median(past)
             mad = statistics.median(abs(x - med) for x in past)
             own = med + spec.mad_factor * max(mad, 1.0)
-            peers = [v[0] for pid in self._role_members[p.role]
-                     for v in self._history(pid, p.role, day, spec.history_days).values()]
-            limits = (own, _percentile(peers, spec.peer_percentile))
+            limits = (own, self._peer_day_limit(p.role, day))
         self._thresholds[key] = limits
         return limits
+
+    def _peer_day_limit(self, role: str, day: str) -> float:
+        """The peers' percentile of distinct subjects a day: once per role and day."""
+        key = (role, day)
+        got = self._peer_day.get(key)
+        if got is None:
+            spec = self.d.volume_spike
+            peers = [v[0] for pid in self._role_members[role]
+                     for v in self._history(pid, role, day, spec.history_days).values()]
+            got = self._peer_day[key] = _percentile(peers, spec.peer_percentile)
+        return got
 
     def _peer_week_limit(self, role: str, day: str) -> float | None:
         key = (role, day)
@@ -440,11 +482,16 @@ class Detectors:
             past = self._history(pid, role, day, drip.history_days)
             if len(past) < drip.window_days:
                 continue
-            # Each peer's window-day sums ending on each past day they worked.
-            for d in past:
-                start = (date.fromisoformat(d) - timedelta(days=drip.window_days - 1)
-                         ).isoformat()
-                sums.append(sum(v[0] for dd, v in past.items() if start <= dd <= d))
+            # Each peer's window-day sums ending on each past day they worked (two pointers
+            # over the days in order).
+            days = sorted((date.fromisoformat(d), v[0]) for d, v in past.items())
+            lo, total = 0, 0
+            for when, n in days:
+                total += n
+                while days[lo][0] <= when - timedelta(days=drip.window_days):
+                    total -= days[lo][1]
+                    lo += 1
+                sums.append(total)
         limit = None
         if len(self._role_members[role]) >= drip.min_peers and sums:
             limit = drip.peer_factor * _percentile(sums, 99)
@@ -568,13 +615,20 @@ class Detectors:
 
     def _dormant(self, p: _Principal, ev: dict[str, Any], at: datetime,
                  out: list[Finding]) -> None:
-        if "dormant_account" not in self.on or self.warming:
+        if "dormant_account" not in self.on:
+            return
+        if self.warming:
+            self._last_login[p.id] = at
             return
         spec = self.d.dormant_account
-        with self.db.read() as conn:
-            before = conn.execute(sa.select(sa.func.max(audit_events.c.at)).where(
-                audit_events.c.actor == p.id, audit_events.c.action == "auth.login",
-                audit_events.c.event_id != ev["id"], audit_events.c.at <= at)).scalar()
+        if p.id in self._last_login:
+            before: datetime | None = self._last_login[p.id]
+        else:  # first sign-in this monitor sees of them: the trail knows the one before
+            with self.db.read() as conn:
+                before = conn.execute(sa.select(sa.func.max(audit_events.c.at)).where(
+                    audit_events.c.actor == p.id, audit_events.c.action == "auth.login",
+                    audit_events.c.event_id != ev["id"], audit_events.c.at <= at)).scalar()
+        self._last_login[p.id] = at
         if before is None:
             staff = self.profiles.staff.get(p.id)
             before = staff[3] if staff else None

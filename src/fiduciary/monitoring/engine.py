@@ -143,7 +143,9 @@ class Monitor:
     def _state(self, cursor: int, profiles: Profiles) -> Detectors:
         det = self._detectors
         if det is None or self._seen != cursor:
-            det = Detectors(self.db, self.pack, profiles)
+            det = Detectors(self.db, self.pack, profiles, pseudonymised=[
+                name for name, purpose in self.datamap.purposes.items()
+                if purpose.pseudonymised_only])
             self._warm(det, cursor)
             self._detectors = det
             self._seen = cursor

@@ -53,7 +53,10 @@ class CoworkerAccess(Detection):
 
 
 class SameSurname(Detection):
-    pass
+    #: Only surnames at most this share of customers hold (a common one says nothing).
+    max_share: float = Field(0.0005, gt=0, le=1)
+    #: ... or at most this many customers, whatever the share.
+    rare_count: int = Field(5, ge=1)
 
 
 class VolumeSpike(Detection):
