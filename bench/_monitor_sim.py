@@ -14,9 +14,11 @@ World, as modelled (all staff in the detection pack's time zone, America/New_Yor
 - adjusters each handle a book of claims (``assigned_adjuster``), underwriters a queue of quotes
   (``assigned_underwriter``); some VIP and employee customers have a claim, so their adjuster
   reads them legitimately (the pack's ``handler_fields``);
-- call-center agents serve callers of their region; watched customers' calls go to a desk of
-  one or two agents per region, listed as the handlers on the watch list;
-- fraud investigators work a rotating case book and screen new customers, with searches;
+- call-center agents serve callers of their region, a quarter of them found by a search (phone,
+  email or surname); watched customers' calls go to a desk of one or two agents per region,
+  listed as the handlers on the watch list;
+- fraud investigators work a case book of 15 customers (70% of their reads) and screen new
+  customers (30%);
 - DPOs read a few customers a day (subject requests), actuaries make one pseudonymised
   analytics export of ``claims`` in the period, security analysts read the alert list;
 - day workers start at a habitual time (07:30-09:30) with daily jitter, lunch, occasional late
