@@ -136,6 +136,8 @@ class Detectors:
         self._thresholds: dict[tuple[str, str], tuple[float, float] | None] = {}
         self._peer_week: dict[tuple[str, str], float | None] = {}
         self._peer_day: dict[tuple[str, str], float] = {}
+        self._usual: dict[tuple[str, str], tuple[list[bool], str, int]] = {}
+        self._week_before: dict[tuple[str, str], int] = {}
         #: principal id -> their latest sign-in seen (dormant_account)
         self._last_login: dict[str, datetime] = {}
         #: surname digest -> share of persons with it (same_surname keeps to rare ones)
@@ -145,7 +147,9 @@ class Detectors:
         self._windows: dict[tuple[str, str], _Window] = {}
         self._keys: dict[str, _KeyState] = {}
         # per run caches of subject facts
-        self._attrs: dict[str, dict[str, Any]] = {}
+        #: subject id -> category, of subjects a watch attribute puts on the watch list
+        self._watched: dict[str, str] | None = None
+        self._persons: int | None = None
         self._surnames: dict[str, set[bytes]] = {}
         self._handlers: dict[str, set[str]] = {}
 
@@ -153,7 +157,9 @@ class Detectors:
         """A new run: staff, watch list and suppressions as they are now; subject facts
         re-read."""
         self.profiles = profiles
-        self._attrs.clear()
+        self._watched = None
+        self._persons = None
+        self._surname_share.clear()
         self._surnames.clear()
         self._handlers.clear()
 
@@ -161,25 +167,16 @@ class Detectors:
     def prefetch(self, events: list[dict[str, Any]]) -> None:
         """Subject attributes (watch list) and surname digests for the subjects staff touch
         in this batch, in a few queries rather than one per event."""
-        wanted: set[str] = set()
         surnamed: set[str] = set()
         staff = self.profiles.staff
         for ev in events:
             if ev["action"] in TOUCHES and ev["actor"]["kind"] == "user":
-                sids = ev["subject_ids"]
-                wanted.update(sids)
                 s = staff.get(ev["actor"]["id"])
                 if s is not None and s[2] is not None:
-                    surnamed.update(sids)
-        need = [s for s in wanted if s not in self._attrs]
+                    surnamed.update(ev["subject_ids"])
         with self.db.read() as conn:
-            for i in range(0, len(need), _CHUNK):
-                part = need[i:i + _CHUNK]
-                for r in conn.execute(sa.select(subjects.c.id, subjects.c.attributes)
-                                      .where(subjects.c.id.in_(part))):
-                    self._attrs[r.id] = json.loads(r.attributes)
-                for sid in part:
-                    self._attrs.setdefault(sid, {})
+            if self._watched is None:
+                self._watched = self._watched_by_attribute(conn)
             need = [s for s in surnamed if s not in self._surnames]
             for i in range(0, len(need), _CHUNK):
                 part = need[i:i + _CHUNK]
@@ -191,15 +188,33 @@ class Detectors:
                                              blind_index.c.field == "last_name")):
                     self._surnames[r.subject_id].add(bytes(r.digest))
 
+    def _watched_by_attribute(self, conn: Any) -> dict[str, str]:
+        """Subjects a watch attribute (vip, employee) puts on the watch list, once a run: a
+        text match narrows the scan, the JSON decides."""
+        names = self.pack.settings.watch_attributes
+        if not names:
+            return {}
+        out: dict[str, str] = {}
+        q = sa.select(subjects.c.id, subjects.c.attributes).where(sa.or_(
+            *(subjects.c.attributes.contains(f'"{n}"', autoescape=True) for n in names)))
+        for r in conn.execute(q):
+            attrs = json.loads(r.attributes)
+            category = next((n for n in names if attrs.get(n)), None)
+            if category is not None:
+                out[r.id] = category
+        return out
+
     def _rare(self, digest: bytes) -> bool:
         """A surname few customers share: a common one (Smith) says nothing of kinship."""
         share = self._surname_share.get(digest)
         if share is None:
             with self.db.read() as conn:
-                total = int(conn.execute(sa.select(sa.func.count()).select_from(blind_index)
-                                         .where(blind_index.c.collection == "persons",
-                                                blind_index.c.field == "last_name"))
-                            .scalar_one())
+                if self._persons is None:
+                    self._persons = int(conn.execute(
+                        sa.select(sa.func.count()).select_from(blind_index).where(
+                            blind_index.c.collection == "persons",
+                            blind_index.c.field == "last_name")).scalar_one())
+                total = self._persons
                 same = int(conn.execute(sa.select(sa.func.count()).select_from(blind_index)
                                         .where(blind_index.c.digest == digest,
                                                blind_index.c.field == "last_name"))
@@ -311,7 +326,6 @@ class Detectors:
         me = self.profiles.staff.get(p.id)
         own = me[1] if me else None
         surname = me[2] if me else None
-        watch_attrs = self.pack.settings.watch_attributes
         for sid in ev["subject_ids"]:
             if "self_access" in self.on and sid == own:
                 out.append(self._finding(
@@ -327,8 +341,7 @@ class Detectors:
                     "a staff member accessed the customer record of a co-worker",
                     [ev["id"]], [sid], action=ev["action"], coworker_user_id=other))
             watched = self.profiles.watchlist.get(sid)
-            category = watched[0] if watched else next(
-                (a for a in watch_attrs if self._attrs.get(sid, {}).get(a)), None)
+            category = watched[0] if watched else (self._watched or {}).get(sid)
             if "watchlist_subject" in self.on and category is not None \
                     and p.name not in self._handlers_of(sid):
                 out.append(self._finding(
@@ -384,6 +397,21 @@ class Detectors:
 
     def _off_hours(self, p: _Principal, ev: dict[str, Any], local: datetime, day: str,
                    out: list[Finding]) -> None:
+        key = (p.id, day)
+        usual = self._usual.get(key)
+        if usual is None:
+            usual = self._usual[key] = self._usual_hours(p, day, local.weekday())
+        hours, basis, known = usual
+        h = local.hour
+        if not hours[h]:
+            out.append(self._finding(
+                "off_hours", p, f"{p.id}:{day}", f"access at {h:02d}:00 local time, outside "
+                f"{basis}", [ev["id"]], ev["subject_ids"], local_hour=h, history_days=known))
+
+    def _usual_hours(self, p: _Principal, day: str, weekday: int
+                     ) -> tuple[list[bool], str, int]:
+        """Which local hours of ``day`` are usual for the principal, from the days before it
+        (once per principal and day: the past does not change during the day)."""
         spec = self.d.off_hours
         past = self._history(p.id, p.role, day, spec.history_days)
         total = [0] * 24
@@ -393,22 +421,20 @@ class Detectors:
                 total[h] += n
                 days_at[h] += n > 0
         n_all = sum(total)
-        h = local.hour
-        near = [(h + d) % 24 for d in (-1, 0, 1)]
-        # Hours they have worked on two days or more are theirs, however new they are.
-        seen = sum(days_at[x] for x in near) >= 2
-        if len(past) >= spec.min_history_days and n_all:
-            usual = seen or any(total[x] / n_all >= spec.min_hour_share for x in near)
-            basis = "their usual hours"
-        else:
-            wh = self.pack.settings.working_hours
-            usual = seen or (wh.start <= h < wh.end and local.weekday() in wh.weekdays)
-            basis = "working hours (too little history to learn theirs)"
-        if not usual:
-            out.append(self._finding(
-                "off_hours", p, f"{p.id}:{day}", f"access at {h:02d}:00 local time, outside "
-                f"{basis}", [ev["id"]], ev["subject_ids"], local_hour=h,
-                history_days=len(past)))
+        learned = len(past) >= spec.min_history_days and n_all > 0
+        wh = self.pack.settings.working_hours
+        out = []
+        for h in range(24):
+            near = [(h + d) % 24 for d in (-1, 0, 1)]
+            # Hours they have worked on two days or more are theirs, however new they are.
+            seen = sum(days_at[x] for x in near) >= 2
+            if learned:
+                out.append(seen or any(total[x] / n_all >= spec.min_hour_share for x in near))
+            else:
+                out.append(seen or (wh.start <= h < wh.end and weekday in wh.weekdays))
+        basis = "their usual hours" if learned else \
+            "working hours (too little history to learn theirs)"
+        return out, basis, len(past)
 
     def _volume(self, p: _Principal, ev: dict[str, Any], day: str, at: datetime,
                 out: list[Finding]) -> None:
@@ -434,8 +460,12 @@ class Detectors:
                     peer_limit=round(limits[1], 1)))
         drip = self.d.slow_drip
         if "slow_drip" in self.on:
-            past = self._history(p.id, p.role, day, drip.window_days - 1)
-            week = count + sum(v[0] for v in past.values())
+            key = (p.id, day)
+            earlier = self._week_before.get(key)
+            if earlier is None:
+                earlier = self._week_before[key] = sum(
+                    v[0] for v in self._history(p.id, p.role, day, drip.window_days - 1).values())
+            week = count + earlier
             if week >= drip.min_subjects:
                 limit = self._peer_week_limit(p.role, day)
                 if limit is not None and week > limit:
@@ -722,6 +752,10 @@ class Detectors:
         for days in self._days.values():
             for d in [d for d in days if d < oldest]:
                 del days[d]
+        for cache in (self._usual, self._week_before, self._thresholds, self._peer_day,
+                      self._peer_week):
+            if len(cache) > 50_000:
+                cache.clear()  # per principal (or role) and day: recomputed on demand
         if len(self._fired) > 200_000:
             self._fired.clear()  # the table's unique key still refuses a repeat
 

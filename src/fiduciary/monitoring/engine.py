@@ -78,9 +78,11 @@ class Monitor:
                 self.trail.sequence()
             events = alerts = suppressed = 0
             profiles = self._profiles()
+            fresh = True
             while True:
                 cursor = self._cursor()
-                det = self._state(cursor, profiles)
+                det = self._state(cursor, profiles, fresh)
+                fresh = False
                 with self.db.read() as conn:
                     rows = conn.execute(
                         sa.select(audit_events.c.leaf_index, audit_events.c.event)
@@ -140,7 +142,7 @@ class Monitor:
             suppressions=[Suppression(r.detection, r.principal, r.subject_id, r.created_by)
                           for r in sup])
 
-    def _state(self, cursor: int, profiles: Profiles) -> Detectors:
+    def _state(self, cursor: int, profiles: Profiles, fresh: bool) -> Detectors:
         det = self._detectors
         if det is None or self._seen != cursor:
             det = Detectors(self.db, self.pack, profiles, pseudonymised=[
@@ -149,7 +151,7 @@ class Monitor:
             self._warm(det, cursor)
             self._detectors = det
             self._seen = cursor
-        else:
+        elif fresh:  # a new run: staff, watch list, suppressions and subject facts re-read
             det.refresh(profiles)
         return det
 
