@@ -444,8 +444,10 @@ def test_metrics_count_alerts_and_deliveries_with_the_token(settings: Settings,
 
 
 def test_metrics_from_loopback_need_no_token(rt: Runtime) -> None:
+    # log_config=None: uvicorn must not reconfigure this process's loggers (later tests in
+    # the worker check what the log handlers print).
     server = uvicorn.Server(uvicorn.Config(create_app(rt), host="127.0.0.1", port=0,
-                                           lifespan="off", log_level="warning"))
+                                           lifespan="off", log_config=None))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
