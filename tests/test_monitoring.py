@@ -369,3 +369,25 @@ def test_a_password_typed_as_a_username_is_not_kept(rt: Runtime, clock: FixedClo
     assert len(hits) == 1 and hits[0]["principal"]["username"] is None
     with rt.db.read() as conn:
         assert "Tr0ub4dor" not in str(conn.execute(sa.select(alerts)).all())
+
+
+def test_pseudonymised_analytics_and_a_colleagues_handler_are_not_flagged(
+        rt: Runtime, clock: FixedClock) -> None:
+    """The legitimate counterparts: an actuary's pseudonymised export names nobody, so a VIP
+    or a colleague in it is no lookup; the adjuster handling a colleague's claim is doing
+    their job. A stranger reaching the same colleague is flagged."""
+    vip = customer(rt, "west", adjuster="x", claim="CLM-1", vip=True)
+    colleague = customer(rt, "west", adjuster="adj", claim="CLM-2")
+    actuary = make_staff(rt, clock, "actuary", ["actuary"])
+    adj = make_staff(rt, clock, "adj", ["claims_adjuster"])
+    agent = make_staff(rt, clock, "agent", ["call_center_agent"], ["west"])
+    make_staff(rt, clock, "colleague", ["underwriter"])
+    rt.profiles.link_subject(SYSTEM, "colleague", colleague["subject"])
+    who = rt.users.authenticate(actuary.client.headers["Authorization"].removeprefix("Bearer "))
+    assert len(list(rt.vault.export(who, "persons", "analytics"))) == 2
+    assert read(adj, colleague["person"], CH) == 200
+    assert read(agent, colleague["person"], CS) == 200
+    hits = found(rt)
+    assert not about(hits, "actuary") and not about(hits, "adj")
+    assert [a["detection"] for a in about(hits, "agent")] == ["coworker_access"]
+    assert vip["subject"] not in {s for a in hits for s in a["subject_ids"]}
