@@ -28,9 +28,12 @@ World, as modelled (all staff in the detection pack's time zone, America/New_Yor
 
 from __future__ import annotations
 
+import importlib
 import math
 import random
+import re
 import time
+import unicodedata
 import uuid
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable
@@ -68,6 +71,40 @@ PURPOSE = {"call_center_agent": "customer_service", "claims_adjuster": "claims_h
 CLAIMS_PER_ADJUSTER = 50
 QUOTES_PER_UNDERWRITER = 30
 FRAUD_CASES = 15
+
+#: Faker's US surnames are the census' ~1,000 most frequent; in the 2010 census the 239 most
+#: frequent covered a quarter of people and 6.3 million surnames were reported. We assume the
+#: list covers about half of customers and staff; the other half get a surname from a long
+#: tail (Faker's other locales), few customers each, as real rare surnames are.
+HEAD_SURNAME_SHARE = 0.5
+_TAIL_LOCALES = ("de_DE", "it_IT", "nl_NL", "fr_FR", "es_ES", "pt_BR", "sv_SE", "cs_CZ",
+                 "fi_FI", "hu_HU", "da_DK", "no_NO", "tr_TR", "ro_RO", "hr_HR", "sk_SK",
+                 "en_IE", "id_ID", "en_IN")
+
+
+def tail_surnames() -> list[str]:
+    """About 10,000 surnames outside Faker's US list."""
+    head = set(importlib.import_module("faker.providers.person.en_US").Provider.last_names)
+    out: set[str] = set()
+    for loc in _TAIL_LOCALES:
+        names = importlib.import_module(f"faker.providers.person.{loc}").Provider.last_names
+        out.update(names.keys() if hasattr(names, "keys") else names)
+    return sorted(out - head)
+
+
+class Surnames:
+    """A surname as a population has them: a common one half the time, a rare one otherwise."""
+
+    def __init__(self, rng: random.Random, common: Callable[[], str]) -> None:
+        self.rng = rng
+        self.common = common
+        self.tail = tail_surnames()
+
+    def __call__(self) -> str:
+        if self.rng.random() < HEAD_SURNAME_SHARE:
+            return self.common()
+        return self.rng.choice(self.tail)
+
 
 #: Insider scenarios and the detection each is meant for.
 SCENARIOS = {
@@ -234,9 +271,11 @@ class Simulation:
         counts = role_counts(self.n)
         t0 = time.perf_counter()
         gen = DemoGenerator(self.seed)
+        surname = Surnames(random.Random(self.seed + 2), gen.fake.last_name)
         people = []
         for _ in range(self.n_customers):
             p = gen.person()
+            p["last_name"] = surname()
             p["vip"] = False
             p["employee"] = False
             people.append(p)
@@ -246,8 +285,9 @@ class Simulation:
         roles = [r for r, c in counts.items() for _ in range(c)]
         rng.shuffle(roles)
         for i, role in enumerate(roles):
-            first, last = names.fake.first_name(), names.fake.last_name()
-            base = f"{first[0]}.{last}".lower().replace("'", "").replace(" ", "")
+            first, last = names.fake.first_name(), surname()
+            base = re.sub(r"[^a-z0-9._-]", "", unicodedata.normalize(
+                "NFKD", f"{first[0]}.{last}").encode("ascii", "ignore").decode().lower())
             username = base
             while username in taken:
                 username = f"{base}{rng.randint(2, 99)}"

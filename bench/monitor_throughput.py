@@ -43,7 +43,7 @@ from zoneinfo import ZoneInfo
 import pyotp
 import sqlalchemy as sa
 from _common import CpuWatch, emit, log, machine, temp_root, wait_for_quiet
-from _monitor_sim import FIRST_DAY, PASSWORD, REGIONS
+from _monitor_sim import FIRST_DAY, PASSWORD, REGIONS, Surnames
 
 from fiduciary.audit.events import AuditEvent, RequestContext, request_context
 from fiduciary.clock import FixedClock
@@ -84,9 +84,11 @@ def import_customers(rt: Runtime, n: int, seed: int) -> list[tuple[str, str, str
     """(subject id, persons record id, region, vip) of ``n`` imported customers (1% VIP)."""
     gen = DemoGenerator(seed)
     rng = random.Random(seed)
+    surname = Surnames(random.Random(seed + 2), gen.fake.last_name)
     people = []
     for _ in range(n):
         p = gen.person()
+        p["last_name"] = surname()
         p["vip"] = rng.random() < 0.01
         p["employee"] = False
         people.append(p)
@@ -127,8 +129,9 @@ def write_events(rt: Runtime, clock: FixedClock, n_events: int, n_staff: int,
     own = rng.sample(plain, len(linked))
     for s, c in zip(linked, own, strict=True):
         rt.profiles.link_subject(SYSTEM, s["p"].username, c[0])
+    surname = Surnames(random.Random(seed + 3), names.fake.last_name)
     for s in staff:
-        rt.profiles.set_surname(SYSTEM, s["p"].username, names.fake.last_name())
+        rt.profiles.set_surname(SYSTEM, s["p"].username, surname())
     # Ordinary work reads ordinary customers; VIPs and staff customers now and then (0.3%).
     taken = {c[0] for c in own}
     by_region: dict[str, list[tuple[str, str, str, bool]]] = {r: [] for r in REGIONS}
