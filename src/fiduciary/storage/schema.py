@@ -234,6 +234,8 @@ audit_events = sa.Table(
     #: Null once pruned after its retention period (its leaf hash stays in audit_nodes).
     sa.Column("event", sa.Text, nullable=True),
     sa.Column("leaf_index", sa.BigInteger, nullable=True, unique=True),
+    #: A principal's events in leaf order: an incident's scope pages through them.
+    sa.Index("ix_audit_events_actor_leaf", "actor", "leaf_index"),
 )
 
 audit_nodes = sa.Table(
