@@ -440,7 +440,10 @@ class Detectors:
                 out: list[Finding]) -> None:
         seen = self._live[p.id].setdefault(day, set())
         before = len(seen)
-        seen.update(ev["subject_ids"])
+        # A search's list of matches is not a day's work through customers: it counts when
+        # it opens one (search_sweep watches the searching itself).
+        if ev["action"] != "record.search" or len(ev["subject_ids"]) == 1:
+            seen.update(ev["subject_ids"])
         if self.warming:
             return
         self._dirty.add((p.id, day))
@@ -535,6 +538,8 @@ class Detectors:
         spec = self.d.bulk_export
         n = int(ev["details"].get("result_count", len(ev["record_ids"])) or 0)
         if ev["action"] == "records.export":
+            if ev.get("purpose") in self._pseudonymised:
+                return  # the analytics export of pseudonyms is the actuary's daily work
             w = self._window("export", p.id, 60)
             w.add(at, (ev["id"], n))
             total = sum(x[1][1] for x in w.items)
