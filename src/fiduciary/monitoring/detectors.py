@@ -131,6 +131,7 @@ class Detectors:
         self._live: dict[str, dict[str, set[str]]] = defaultdict(dict)
         self._live_hours: dict[str, dict[str, list[int]]] = defaultdict(dict)
         self._role_of: dict[str, str] = {}
+        self._principals: dict[str, _Principal] = {}
         self._dirty: set[tuple[str, str]] = set()
         # past days from monitor_days: principal -> day -> (subjects, hours)
         self._days: dict[str, dict[str, tuple[int, list[int]]]] = defaultdict(dict)
@@ -258,9 +259,12 @@ class Detectors:
             return self._keep(out)
         if kind not in ("user", "api_key") or not actor["id"]:
             return []
-        p = _Principal(kind, actor["id"], actor["name"],
-                       actor["roles"][0] if actor["roles"] else kind)
-        self._role_of[p.id] = p.role
+        role = actor["roles"][0] if actor["roles"] else kind
+        p = self._principals.get(actor["id"])
+        if p is None or p.name != actor["name"] or p.role != role or p.kind != kind:
+            p = self._principals[actor["id"]] = _Principal(kind, actor["id"], actor["name"],
+                                                           role)
+            self._role_of[p.id] = role
         local = at.astimezone(self.zone)
         day = local.date().isoformat()
         decision = ev["decision"]
