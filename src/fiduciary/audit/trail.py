@@ -64,6 +64,11 @@ class Checkpoint:
     signature: bytes
     public_key: bytes
 
+    @classmethod
+    def from_row(cls, r: Any) -> Checkpoint:
+        """From a row of ``audit_checkpoints``."""
+        return cls(r.size, r.root, r.timestamp, r.signature, r.public_key)
+
     def signed_message(self) -> bytes:
         return checkpoint_message(self.size, self.root, self.timestamp)
 
@@ -227,19 +232,43 @@ class AuditTrail:
         """Stored tree nodes through ``conn``, for proofs built inside a caller's read."""
         return _Nodes(conn).get
 
+    @staticmethod
+    def checkpoint_in(conn: Connection, size: int | None = None) -> Checkpoint | None:
+        """The checkpoint of tree size ``size`` (None: the latest), read through ``conn``."""
+        q = sa.select(audit_checkpoints)
+        q = q.where(audit_checkpoints.c.size == size) if size is not None else \
+            q.order_by(audit_checkpoints.c.size.desc()).limit(1)
+        r = conn.execute(q).first()
+        return Checkpoint.from_row(r) if r is not None else None
+
+    @staticmethod
+    def event_proofs(conn: Connection, event_ids: list[str], size: int | None
+                     ) -> dict[str, tuple[int | None, str | None, list[bytes] | None]]:
+        """Per stored event id: its leaf index, its canonical JSON (None once pruned) and its
+        inclusion proof in the tree of ``size`` leaves (None while that tree does not cover
+        it, or with no size). Evidence a verifier checks offline."""
+        out: dict[str, tuple[int | None, str | None, list[bytes] | None]] = {}
+        nodes = _Nodes(conn).get
+        for k in range(0, len(event_ids), 500):
+            for r in conn.execute(sa.select(audit_events.c.event_id, audit_events.c.leaf_index,
+                                            audit_events.c.event).where(
+                    audit_events.c.event_id.in_(event_ids[k:k + 500]))):
+                covered = size is not None and r.leaf_index is not None and r.leaf_index < size
+                out[r.event_id] = (r.leaf_index, r.event, merkle.inclusion_proof(
+                    r.leaf_index, size, nodes) if covered and size is not None else None)
+        return out
+
     def latest_checkpoint(self) -> Checkpoint:
         with self.db.read() as conn:
-            r = conn.execute(sa.select(audit_checkpoints)
-                             .order_by(audit_checkpoints.c.size.desc()).limit(1)).first()
-        if r is None:
+            cp = self.checkpoint_in(conn)
+        if cp is None:
             raise NotFound("no checkpoint yet", code="no_checkpoint")
-        return Checkpoint(r.size, r.root, r.timestamp, r.signature, r.public_key)
+        return cp
 
     def checkpoints(self) -> list[Checkpoint]:
         with self.db.read() as conn:
-            return [Checkpoint(r.size, r.root, r.timestamp, r.signature, r.public_key)
-                    for r in conn.execute(sa.select(audit_checkpoints)
-                                          .order_by(audit_checkpoints.c.size))]
+            return [Checkpoint.from_row(r) for r in conn.execute(
+                sa.select(audit_checkpoints).order_by(audit_checkpoints.c.size))]
 
     def inclusion(self, index: int, size: int) -> dict[str, Any]:
         with self.db.read() as conn:

@@ -66,7 +66,7 @@ def verify(db: Database, trusted_key: bytes, witness: dict[str, Any] | None = No
                             .order_by(audit_events.c.leaf_index)).all()
         recorded = dict(conn.execute(sa.select(audit_nodes.c["index"], audit_nodes.c.hash)
                                      .where(audit_nodes.c.level == 0)).all())
-        stored_cps = [Checkpoint(r.size, r.root, r.timestamp, r.signature, r.public_key)
+        stored_cps = [Checkpoint.from_row(r)
                       for r in conn.execute(sa.select(audit_checkpoints)
                                             .order_by(audit_checkpoints.c.size))]
         unsequenced = conn.execute(sa.select(sa.func.count()).select_from(audit_events)

@@ -15,7 +15,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from fiduciary.audit import merkle
 from fiduciary.audit.events import AuditLog, actor_label
 from fiduciary.audit.trail import AuditTrail
 from fiduciary.clock import Clock, iso, iso_or_none
@@ -32,8 +31,6 @@ from fiduciary.monitoring.alerts import AlertService, Notes
 from fiduciary.principal import Permission, Principal, require_permission
 from fiduciary.storage import Database
 from fiduciary.storage.schema import (
-    audit_checkpoints,
-    audit_events,
     incident_affected,
     incident_alerts,
     incident_obligations,
@@ -472,25 +469,14 @@ class IncidentService:
 
     def _evidence(self, conn: Connection, items: list[dict[str, Any]], size: int
                   ) -> dict[str, Any] | None:
-        cp = conn.execute(sa.select(audit_checkpoints).where(
-            audit_checkpoints.c.size == size)).first()
-        ids = [i["event_id"] for i in items if i["event_id"]]
-        leaves: dict[str, int] = {}
-        for k in range(0, len(ids), 500):
-            leaves.update({r.event_id: r.leaf_index for r in conn.execute(
-                sa.select(audit_events.c.event_id, audit_events.c.leaf_index).where(
-                    audit_events.c.event_id.in_(ids[k:k + 500])))})
-        nodes = self.trail.node_reader(conn)
+        proofs = self.trail.event_proofs(
+            conn, [i["event_id"] for i in items if i["event_id"]], size)
         for i in items:
-            leaf = leaves.get(i["event_id"] or "")
+            leaf, _, proof = proofs.get(i["event_id"] or "", (None, None, None))
             i["leaf_index"] = leaf
-            i["inclusion_proof"] = [p.hex() for p in merkle.inclusion_proof(
-                leaf, size, nodes)] if leaf is not None and leaf < size else []
-        if cp is None:
-            return None
-        from fiduciary.audit.trail import Checkpoint
-        return Checkpoint(cp.size, cp.root, cp.timestamp, cp.signature, cp.public_key
-                          ).as_dict()
+            i["inclusion_proof"] = [p.hex() for p in proof or ()]
+        cp = self.trail.checkpoint_in(conn, size)
+        return cp.as_dict() if cp is not None else None
 
     # -- alerts ----------------------------------------------------------------------------
     def escalate_alert(self, principal: Principal, alert_id: str, note: Any = None,

@@ -19,7 +19,6 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from fiduciary.access.users import UserService
-from fiduciary.audit import merkle
 from fiduciary.audit.events import AuditLog, actor_label
 from fiduciary.audit.trail import AuditTrail, Checkpoint
 from fiduciary.clock import Clock, iso
@@ -41,8 +40,6 @@ from fiduciary.storage.schema import (
     alert_actions,
     alert_deliveries,
     alerts,
-    audit_checkpoints,
-    audit_events,
     monitor_suppressions,
     monitor_watchlist,
     subjects,
@@ -235,28 +232,15 @@ class AlertService:
                  ) -> tuple[list[dict[str, Any]], Checkpoint | None]:
         """Each event with its leaf index and an inclusion proof against the latest signed
         checkpoint, once a checkpoint covers it (until then, no proof yet)."""
-        rows = {r.event_id: r for r in conn.execute(
-            sa.select(audit_events.c.event_id, audit_events.c.leaf_index, audit_events.c.event)
-            .where(audit_events.c.event_id.in_(event_ids)))} if event_ids else {}
-        cp_row = conn.execute(sa.select(audit_checkpoints).order_by(
-            audit_checkpoints.c.size.desc()).limit(1)).first()
-        cp = Checkpoint(cp_row.size, cp_row.root, cp_row.timestamp, cp_row.signature,
-                        cp_row.public_key) if cp_row else None
+        cp = self.trail.checkpoint_in(conn)
+        proofs = self.trail.event_proofs(conn, event_ids, cp.size if cp else None)
         out = []
         for eid in event_ids:
-            r = rows.get(eid)
-            item: dict[str, Any] = {
-                "event_id": eid, "leaf_index": None, "checkpoint_size": None,
-                "inclusion_proof": [], "event": None}
-            if r is not None:
-                item["leaf_index"] = r.leaf_index
-                item["event"] = json.loads(r.event) if r.event is not None else None
-                if cp is not None and r.leaf_index is not None and r.leaf_index < cp.size:
-                    proof = merkle.inclusion_proof(r.leaf_index, cp.size,
-                                                   self.trail.node_reader(conn))
-                    item["checkpoint_size"] = cp.size
-                    item["inclusion_proof"] = [p.hex() for p in proof]
-            out.append(item)
+            leaf, text, proof = proofs.get(eid, (None, None, None))
+            out.append({"event_id": eid, "leaf_index": leaf,
+                        "checkpoint_size": cp.size if cp and proof is not None else None,
+                        "inclusion_proof": [p.hex() for p in proof or ()],
+                        "event": json.loads(text) if text is not None else None})
         return out, cp
 
     def _timeline(self, conn: Connection, alert_id: str) -> list[dict[str, Any]]:
