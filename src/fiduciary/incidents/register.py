@@ -27,7 +27,7 @@ from fiduciary.errors import (
 from fiduciary.ids import is_id, new_id, shown
 from fiduciary.incidents.rules import IncidentFacts, RulesTable, ScopeFacts, derive
 from fiduciary.incidents.scope import ScopeCalculator, parse_request
-from fiduciary.monitoring.alerts import AlertService, Notes
+from fiduciary.monitoring.alerts import AlertService, Notes, free_text
 from fiduciary.principal import Permission, Principal, require_permission
 from fiduciary.storage import Database
 from fiduciary.storage.schema import (
@@ -49,16 +49,6 @@ MAX_TEXT = 20_000
 _EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 #: Obligations due within this many days are "due soon".
 DUE_SOON_DAYS = 3
-
-
-def _text(name: str, value: Any, required: bool = True, limit: int = MAX_TEXT) -> str | None:
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidInput(f"{name} is required", [FieldProblem(name, "a non-empty text")])
-    if len(value) > limit:
-        raise InvalidInput(f"{name} is too long", [FieldProblem(name, f"at most {limit}")])
-    return value.strip()
 
 
 def _when(name: str, value: Any, required: bool, problems: list[FieldProblem]
@@ -257,7 +247,7 @@ class IncidentService:
     def transition(self, principal: Principal, incident_id: str, status: Any,
                    note: Any = None) -> dict[str, Any]:
         require_permission(principal, Permission.INCIDENTS_MANAGE, scope=None)
-        text = _text("note", note or None, required=False)
+        text = free_text("note", note or None, required=False, limit=MAX_TEXT)
         with self.db.write() as conn:
             row = self._manage(principal, conn, incident_id)
             if status not in STATUSES:
@@ -387,7 +377,7 @@ class IncidentService:
     def file(self, principal: Principal, incident_id: str, obligation_id: str,
              reference: Any, filed_at: Any = None) -> dict[str, Any]:
         require_permission(principal, Permission.INCIDENTS_MANAGE, scope=None)
-        ref = _text("reference", reference, limit=200)
+        ref = free_text("reference", reference, limit=200)
         problems: list[FieldProblem] = []
         when = _when("filed_at", filed_at, False, problems) or self.clock.now()
         if problems:
@@ -401,7 +391,7 @@ class IncidentService:
     def not_required(self, principal: Principal, incident_id: str, obligation_id: str,
                      reason: Any) -> dict[str, Any]:
         require_permission(principal, Permission.INCIDENTS_MANAGE, scope=None)
-        text = _text("reason", reason)
+        text = free_text("reason", reason, limit=MAX_TEXT)
         return self._decide(principal, incident_id, obligation_id, "not_required", {}, text)
 
     def _decide(self, principal: Principal, incident_id: str, obligation_id: str,

@@ -101,13 +101,15 @@ class Notes:
         return hmac.new(self._mac, text.encode(), hashlib.sha256).hexdigest()
 
 
-def _text(name: str, value: Any, required: bool = True) -> str | None:
+def free_text(name: str, value: Any, required: bool = True, limit: int = MAX_TEXT
+              ) -> str | None:
+    """A person's text (a note, an explanation, a reason), stripped; 4xx naming ``name``."""
     if value is None and not required:
         return None
     if not isinstance(value, str) or not value.strip():
         raise InvalidInput(f"{name} is required", [FieldProblem(name, "a non-empty text")])
-    if len(value) > MAX_TEXT:
-        raise InvalidInput(f"{name} is too long", [FieldProblem(name, f"at most {MAX_TEXT}")])
+    if len(value) > limit:
+        raise InvalidInput(f"{name} is too long", [FieldProblem(name, f"at most {limit}")])
     return value.strip()
 
 
@@ -253,7 +255,7 @@ class AlertService:
     # -- triage --------------------------------------------------------------------------------
     def assign(self, principal: Principal, alert_id: str, username: Any) -> dict[str, Any]:
         require_permission(principal, Permission.ALERTS_MANAGE, scope=None)
-        name = _text("username", username)
+        name = free_text("username", username)
         assert name is not None
         user = self.users.get(name)
         perms = self.users.policy.permissions(user.roles)
@@ -263,15 +265,15 @@ class AlertService:
         return self._act(principal, alert_id, "assign", None, assignee=name)
 
     def comment(self, principal: Principal, alert_id: str, text: Any) -> dict[str, Any]:
-        return self._act(principal, alert_id, "comment", _text("text", text))
+        return self._act(principal, alert_id, "comment", free_text("text", text))
 
     def dismiss(self, principal: Principal, alert_id: str, explanation: Any) -> dict[str, Any]:
-        return self._act(principal, alert_id, "dismiss", _text("explanation", explanation),
+        return self._act(principal, alert_id, "dismiss", free_text("explanation", explanation),
                          status=AlertStatus.DISMISSED)
 
     def escalate(self, principal: Principal, alert_id: str, note: Any) -> dict[str, Any]:
         return self._act(principal, alert_id, "escalate",
-                         _text("note", note or None, required=False),
+                         free_text("note", note or None, required=False),
                          status=AlertStatus.ESCALATED)
 
     def _act(self, principal: Principal, alert_id: str, action: str, text: str | None, *,
@@ -362,7 +364,7 @@ class AlertService:
             problems.append(FieldProblem("reason", "a non-empty text"))
         if problems:
             raise InvalidInput.from_problems(problems, what="suppression")
-        text = _text("reason", reason)
+        text = free_text("reason", reason)
         assert text is not None
         if principal.is_person and username == principal.username:
             raise Forbidden("nobody suppresses alerts about themselves",
@@ -418,7 +420,7 @@ class AlertService:
         if problems:
             raise InvalidInput.from_problems(problems, what="watch list entry")
         assert names is not None
-        text = _text("reason", reason)
+        text = free_text("reason", reason)
         assert text is not None
         if principal.is_person and principal.username in names:
             raise Forbidden("nobody lists themselves as a handler",
