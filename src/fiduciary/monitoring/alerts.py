@@ -138,6 +138,17 @@ def insert_finding(conn: Connection, finding: Finding, now: datetime,
     return alert_id
 
 
+def alert_message(row: Any) -> dict[str, Any]:
+    """An alert row as every channel sends it and every read starts from: ids, scores and
+    the detection's reason, no evidence proofs and no customer value (an alert has none)."""
+    return {"id": row.id, "detection": row.detection, "severity": row.severity,
+            "score": row.score, "status": row.status,
+            "principal": {"kind": row.principal_kind, "id": row.principal_id,
+                          "username": row.principal_name},
+            "subject_ids": row.subject_ids.split(), "event_ids": row.event_ids.split(),
+            "reason": row.reason, "created_at": iso(row.created_at)}
+
+
 class AlertService:
     """Reading and triaging alerts, suppressions and the watch list (``alerts:read`` to read,
     ``alerts:manage`` to change). Every call is an audit event."""
@@ -215,18 +226,10 @@ class AlertService:
         return row
 
     def _alert(self, conn: Connection, r: Any, evidence: bool) -> dict[str, Any]:
-        event_ids = r.event_ids.split()
-        out: dict[str, Any] = {
-            "id": r.id, "detection": r.detection, "severity": r.severity, "score": r.score,
-            "status": r.status,
-            "principal": {"kind": r.principal_kind, "id": r.principal_id,
-                          "username": r.principal_name},
-            "subject_ids": r.subject_ids.split(), "event_ids": event_ids,
-            "reason": r.reason, "details": json.loads(r.details),
-            "assignee": r.assignee, "created_at": iso(r.created_at),
-            "updated_at": iso(r.updated_at)}
+        out: dict[str, Any] = {**alert_message(r), "details": json.loads(r.details),
+                               "assignee": r.assignee, "updated_at": iso(r.updated_at)}
         if evidence:
-            out["evidence"], cp = self.evidence(conn, event_ids)
+            out["evidence"], cp = self.evidence(conn, out["event_ids"])
             out["checkpoint"] = cp.as_dict() if cp else None
         return out
 

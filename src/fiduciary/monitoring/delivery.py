@@ -49,9 +49,10 @@ import sqlalchemy as sa
 
 from fiduciary import __version__
 from fiduciary.audit import siem
-from fiduciary.clock import Clock, iso
+from fiduciary.clock import Clock
 from fiduciary.config import Settings
 from fiduciary.errors import ConfigurationError
+from fiduciary.monitoring.alerts import alert_message
 from fiduciary.monitoring.pack import Severity
 from fiduciary.storage import Database
 from fiduciary.storage.schema import alert_deliveries, alerts
@@ -93,17 +94,6 @@ class _Claimed:
     channel: str
     attempts: int
     alert: dict[str, Any]
-
-
-def alert_message(row: Any) -> dict[str, Any]:
-    """The alert as every channel sends it: ids, scores and the detection's reason, no
-    evidence proofs (the API serves those) and no customer value (an alert has none)."""
-    return {"id": row.id, "detection": row.detection, "severity": row.severity,
-            "score": row.score, "status": row.status,
-            "principal": {"kind": row.principal_kind, "id": row.principal_id,
-                          "username": row.principal_name},
-            "subject_ids": row.subject_ids.split(), "event_ids": row.event_ids.split(),
-            "reason": row.reason, "created_at": iso(row.created_at)}
 
 
 def check_settings(settings: Settings) -> Severity:
