@@ -138,7 +138,6 @@ class ScopeCalculator:
         self.db = db
         self.datamap = datamap
         self.trail = trail
-        self._unplaced: set[str] = set()
         # field name -> highest classification it has in any collection (events of a
         # subject's records list fields of several collections together)
         self._any: dict[str, Classification] = {}
@@ -166,7 +165,9 @@ class ScopeCalculator:
 
     def _from_events(self, req: ScopeRequest, size: int) -> dict[str, Exposure]:
         out: dict[str, Exposure] = defaultdict(Exposure)
-        self._unplaced = set()
+        # Records of events naming several subjects, placed once their rows are read (local:
+        # one calculator serves concurrent requests).
+        unplaced: set[str] = set()
         wanted = set(req.collections) if req.collections else None
         after = -1
         with self.db.read() as conn:
@@ -184,17 +185,17 @@ class ScopeCalculator:
                 after = rows[-1].leaf_index
                 for r in rows:
                     if r.event is not None:
-                        self._event(json.loads(r.event), wanted, out)
-            unplaced = sorted(self._unplaced)
-            for i in range(0, len(unplaced), _CHUNK):
+                        self._event(json.loads(r.event), wanted, out, unplaced)
+            ordered = sorted(unplaced)
+            for i in range(0, len(ordered), _CHUNK):
                 for rec in conn.execute(sa.select(records.c.id, records.c.subject_id).where(
-                        records.c.id.in_(unplaced[i:i + _CHUNK]))):
+                        records.c.id.in_(ordered[i:i + _CHUNK]))):
                     if rec.subject_id in out:
                         out[rec.subject_id].records.add(rec.id)
         return dict(out)
 
     def _event(self, ev: dict[str, Any], wanted: set[str] | None,
-               out: dict[str, Exposure]) -> None:
+               out: dict[str, Exposure], unplaced: set[str]) -> None:
         if ev["decision"] == "deny" or not ev["subject_ids"]:
             return
         collection = ev.get("collection")
@@ -218,7 +219,7 @@ class ScopeCalculator:
         if len(ev["subject_ids"]) == 1:
             out[ev["subject_ids"][0]].records.update(ev["record_ids"])
         else:  # records of several subjects: each to its own, once the rows are looked up
-            self._unplaced.update(ev["record_ids"])
+            unplaced.update(ev["record_ids"])
 
     def _at_rest(self, req: ScopeRequest) -> dict[str, Exposure]:
         """A lost copy: every stored record of the collections, as ciphertext (or in clear
