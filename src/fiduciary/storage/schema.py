@@ -595,3 +595,12 @@ letter_batches = sa.Table(
     #: Where the batch's files and manifest are, under the data directory.
     sa.Column("path", sa.Text, nullable=False),
 )
+
+
+# --- Workforce: training (migration 0013) ---
+
+
+# --- Workforce: speak-up (migration 0014) ---
+
+
+# --- Workforce: access review campaigns and HR sync (migration 0015) ---
