@@ -36,6 +36,8 @@ OPERATIONS = {
     "create_incident", "list_incidents", "get_incident", "set_incident_status",
     "update_incident_facts", "scope_incident", "list_affected", "file_obligation",
     "set_obligation_not_required", "list_notices", "render_letters", "get_letter_batch",
+    "list_reviews", "start_review_campaign", "decide_review_item",
+    "my_training", "attempt_training", "training_status", "training_statements",
 }
 PUBLIC = {"healthz", "login", "enrol"}
 PA = "policy_administration"

@@ -96,8 +96,39 @@ class Settings(BaseSettings):
     alert_email_to: str = ""
     #: A breach-notification rules YAML replacing the packaged table (``fiduciary.incidents``).
     breach_rules: Path | None = None
+    #: Staff accounts unused this many days (since the last login, or creation if never) are
+    #: disabled (NYDFS 500.7); the scheduler checks every ``dormant_check_interval_hours``
+    #: (0: never; then run ``fiduciary users disable-dormant`` from cron).
+    dormant_disable_days: int = Field(90, ge=1)
+    dormant_check_interval_hours: float = Field(24.0, ge=0)
+    #: An access review campaign's items are due this many days after it opens, by default.
+    review_due_days: int = Field(30, ge=1)
+    #: A training-catalogue YAML replacing the packaged one (``fiduciary.workforce``).
+    training_catalogue: Path | None = None
+    #: New staff see non-sensitive classes (the catalogue's ``grace_classes``) without the
+    #: courses for this many days from account creation; sensitive classes wait.
+    training_grace_days: int = Field(30, ge=0)
+    #: Graded attempts a person may make at one course in 24 hours (no guessing the key).
+    training_attempts_per_day: int = Field(5, ge=1)
+    #: ``fiduciary serve`` sends expiry reminders (30 and 7 days ahead) this often (hours);
+    #: 0 turns it off (then run ``fiduciary training remind`` from cron).
+    training_reminder_interval_hours: float = Field(24.0, ge=0)
+    #: The ``account.homePage`` of xAPI actors and the base of course activity ids.
+    training_xapi_home_page: str = "https://fiduciary.invalid"
     #: Bearer token for ``/metrics`` from other than the loopback address (unset: loopback only).
     metrics_token: SecretStr | None = None
+
+    #: Speak-up receipts (``fiduciary.workforce.speakup``): Argon2id cost of the stored index
+    #: of a receipt, paid again by every guess (RFC 9106's second recommendation by default).
+    speakup_kdf_time_cost: int = Field(3, ge=1)
+    speakup_kdf_memory_kib: int = Field(65536, ge=8)
+    #: Reports, and wrong receipts, per client address per hour (the address is never stored:
+    #: an in-memory count under an hourly rotated key); above either, 429.
+    speakup_reports_per_hour: int = Field(5, ge=1)
+    speakup_receipt_failures_per_hour: int = Field(10, ge=1)
+    #: ``fiduciary serve`` runs the retaliation watch this often (seconds); 0 turns it off
+    #: (then run ``fiduciary speakup watch`` from cron).
+    speakup_watch_interval_seconds: float = Field(60.0, ge=0)
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -41,6 +41,15 @@ class Permission(StrEnum):
     #: Approve or reject another person's proposal to grant a data role, ``privacy:manage``
     #: or this permission (separation of duties: never one's own proposal).
     APPROVALS_DECIDE = "approvals:decide"
+    #: Everyone's training status and the xAPI statements of completions.
+    TRAINING_READ = "training:read"
+    #: Access review campaigns: see every campaign and item (not only one's own to decide);
+    #: open campaigns too.
+    REVIEWS_READ = "reviews:read"
+    REVIEWS_MANAGE = "reviews:manage"
+    #: The speak-up channel's cases: read reports and threads, acknowledge, give feedback,
+    #: close; and its retaliation watch's alerts (the ethics officer alone).
+    SPEAKUP_MANAGE = "speakup:manage"
 
 
 class Scope(StrEnum):
@@ -65,7 +74,12 @@ class Principal:
     #: Actions an API key is limited to; None means whatever its role allows.
     scopes: frozenset[str] | None = None
     permissions: frozenset[str] = frozenset()
+    #: The baseline course(s) (the policy pack's ``required_training``) are current: what
+    #: ``require_training`` asks of whoever sees customer data in clear outside a read.
     training_current: bool = True
+    #: Data classes the person may not see for want of training: classification ->
+    #: ``training_missing`` or ``training_expired`` (the training gate, per class).
+    training_blocked: Mapping[str, str] = field(default_factory=dict)
     must_change_password: bool = False
     #: subject id -> (break-glass grant id, expiry), for unexpired grants only.
     break_glass: Mapping[str, tuple[str, datetime]] = field(default_factory=dict)

@@ -19,7 +19,7 @@ from fiduciary.access.passwords import Passwords
 from fiduciary.access.policy import PolicyEngine, load_policy
 from fiduciary.access.reviews import AccessReviewService
 from fiduciary.access.throttle import LoginThrottle
-from fiduciary.access.users import UserService
+from fiduciary.access.users import TrainingRequirements, UserService
 from fiduciary.audit.events import AuditLog
 from fiduciary.audit.trail import AuditTrail
 from fiduciary.clock import Clock, SystemClock
@@ -50,6 +50,19 @@ from fiduciary.privacy.ropa import RopaService, configuration_digests
 from fiduciary.storage import Database
 from fiduciary.storage.schema import subject_keys, system_state
 from fiduciary.vault import SubjectKeys, VaultService, rollback
+from fiduciary.workforce.catalogue import Catalogue, load_catalogue
+from fiduciary.workforce.hr import HrSync
+from fiduciary.workforce.reviews import ReviewCampaigns
+from fiduciary.workforce.speakup import (
+    RECEIPT_FAILURES,
+    REPORTS,
+    AddressLimiter,
+    CaseSealer,
+    Receipts,
+    SpeakUpService,
+)
+from fiduciary.workforce.speakup_watch import RetaliationWatch
+from fiduciary.workforce.training import TrainingService
 
 log = logging.getLogger("fiduciary.runtime")
 
@@ -88,6 +101,14 @@ class Runtime:
     profiles: StaffProfiles
     incidents: IncidentService
     letters: LetterBatches
+    #: The training catalogue, assessments, status and reminders.
+    training: TrainingService
+    #: Access review campaigns; the HR feed and dormant accounts.
+    campaigns: ReviewCampaigns
+    hr: HrSync
+    speakup: SpeakUpService
+    #: The speak-up channel's retaliation watch (its own alert queue).
+    speakup_watch: RetaliationWatch
     clock: Clock = field(default_factory=SystemClock)
     _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _threads: list[threading.Thread] = field(default_factory=list, init=False, repr=False)
@@ -111,6 +132,17 @@ class Runtime:
             self._spawn("monitor", self.monitor.run_forever, self._stop,
                         self.settings.monitor_interval_seconds)
             self._spawn("alert-delivery", self.delivery.run_forever, self._stop)
+        if self.settings.speakup_watch_interval_seconds > 0:
+            self._spawn("speakup-watch", self.speakup_watch.run_forever, self._stop,
+                        self.settings.speakup_watch_interval_seconds)
+        hours = self.settings.dormant_check_interval_hours
+        if hours > 0:  # accounts unused for dormant_disable_days are disabled
+            self._spawn("dormant-accounts", self.hr.run_forever, SYSTEM, self._stop,
+                        hours * 3600)
+        hours = self.settings.training_reminder_interval_hours
+        if hours > 0:
+            self._spawn("training-reminders", self.training.run_forever, self._stop,
+                        hours * 3600)
         hours = self.settings.records_check_interval_hours
         if hours > 0:  # no silent rollback: rows against their latest write events
             self._spawn("records-check", rollback.run_forever, self.vault, self._stop,
@@ -165,6 +197,7 @@ def open_runtime(settings: Settings, *, create: bool = False,
     pack = load_policy(settings.policy, datamap)  # an invalid pack fails before anything opens
     detections = load_detections(settings.detections, datamap)
     breach_rules = load_rules(settings.breach_rules)
+    catalogue = load_catalogue(settings.training_catalogue, pack.roles)
     check_settings(settings)  # alert channels, before anything opens
     master = settings.master_key.get_secret_value() if settings.master_key else None
     keyring = open_file_keyring(data_dir, master, create)
@@ -188,7 +221,8 @@ def open_runtime(settings: Settings, *, create: bool = False,
     throttle = LoginThrottle(settings.login_rate_per_client, settings.login_rate_global,
                              settings.login_rate_window_seconds)
     users = UserService(db, clock, keyring, policy, audit, passwords, throttle=throttle,
-                        enrolment_hours=settings.enrolment_code_hours)
+                        enrolment_hours=settings.enrolment_code_hours,
+                        training=_training_requirements(catalogue, settings))
     vault = VaultService(db, datamap, keyring, clock, policy, audit, keys,
                          break_glass_log=users.record_break_glass_use, gate=PrivacyGate())
     api_keys = ApiKeyService(db, clock, policy, audit, settings.api_key_default_days,
@@ -224,11 +258,35 @@ def open_runtime(settings: Settings, *, create: bool = False,
                                 ScopeCalculator(db, datamap, trail), alerts,
                                 holidays=settings.holidays())
     letters = LetterBatches(db, clock, audit, incidents, letter_service)
+    sealer = CaseSealer(keyring)
+    speakup = SpeakUpService(
+        db, clock, audit, sealer,
+        Receipts(keyring, settings.speakup_kdf_time_cost, settings.speakup_kdf_memory_kib,
+                 settings.password_hash_concurrency),
+        AddressLimiter({REPORTS: settings.speakup_reports_per_hour,
+                        RECEIPT_FAILURES: settings.speakup_receipt_failures_per_hour}))
+    speakup_watch = RetaliationWatch(db, clock, trail, keyring, sealer, speakup)
+    campaigns = ReviewCampaigns(db, clock, audit, users, api_keys, reviews, policy, vault,
+                                notes, settings.review_due_days)
+    hr = HrSync(db, clock, audit, users, api_keys, settings.dormant_disable_days)
+    training = TrainingService(db, clock, audit, users, catalogue, delivery,
+                               attempts_per_day=settings.training_attempts_per_day,
+                               home_page=settings.training_xapi_home_page)
     _record_configuration(db, audit, datamap, policy)
     return Runtime(settings, datamap, db, keyring, vault, api_keys, users, policy, reviews,
                    audit, trail, consent, dsr, holds, restriction, eraser, retention, packager,
                    ropa, approvals, ConsentDesk(consent, vault), detections, monitor, alerts,
-                   delivery, profiles, incidents, letters, clock)
+                   delivery, profiles, incidents, letters, campaigns=campaigns, hr=hr,
+                   training=training, speakup=speakup,
+                   speakup_watch=speakup_watch, clock=clock)
+
+
+def _training_requirements(catalogue: Catalogue, settings: Settings) -> TrainingRequirements:
+    """The gate's rules from the catalogue, as the access layer takes them (plain data)."""
+    return TrainingRequirements(
+        unlocks=catalogue.unlocks(), versions=catalogue.versions(),
+        validity_days=catalogue.validity(), grace_days=settings.training_grace_days,
+        grace_classes=frozenset(c.value for c in catalogue.grace_classes))
 
 
 def _record_configuration(db: Database, audit: AuditLog, datamap: DataMap,

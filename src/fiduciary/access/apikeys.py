@@ -46,12 +46,14 @@ class ApiKey:
     last_used_at: datetime | None = None
     #: The approval the key waits for (None: in force, or never needed one).
     approval_id: str | None = None
+    #: The staff user the key belongs to (None: a service key nobody holds personally).
+    owner_id: str | None = None
 
     @classmethod
     def from_row(cls, r: Any) -> ApiKey:
         return cls(r.id, r.name, r.role, r.created_at, r.expires_at, r.revoked_at,
                    tuple(json.loads(r.scopes)) if r.scopes else None, r.last_used_at,
-                   r.approval_id)
+                   r.approval_id, r.owner_id)
 
     def state(self, now: datetime) -> str:
         if self.revoked_at:
@@ -106,16 +108,21 @@ class ApiKeyService:
 
     def create(self, name: str, role: str = DEFAULT_ROLE, days: int | None = None,
                scopes: list[str] | None = None, *, by: Principal | None = None,
-               authority: dict[str, Any] | None = None) -> tuple[ApiKey, str]:
+               authority: dict[str, Any] | None = None,
+               owner_id: str | None = None) -> tuple[ApiKey, str]:
         """Create a key; returns it and the token, which is never retrievable again. Every
-        key expires: after ``days`` (at most the maximum), or after the default."""
+        key expires: after ``days`` (at most the maximum), or after the default.
+        ``owner_id``: the staff user who holds it (reviewed with them, revoked when they
+        leave); by default the staff user creating it, who is shown the secret."""
         with self.db.write() as conn:
-            return self.create_in(conn, name, role, days, scopes, by=by, authority=authority)
+            return self.create_in(conn, name, role, days, scopes, by=by, authority=authority,
+                                  owner_id=owner_id)
 
     def create_in(self, conn: Connection, name: str, role: str = DEFAULT_ROLE,
                   days: int | None = None, scopes: list[str] | None = None, *,
                   by: Principal | None = None, authority: dict[str, Any] | None = None,
-                  approval_id: str | None = None) -> tuple[ApiKey, str]:
+                  approval_id: str | None = None,
+                  owner_id: str | None = None) -> tuple[ApiKey, str]:
         """As :meth:`create`, in the caller's transaction. With ``approval_id`` the key
         authenticates only once that approval is granted (:meth:`activate_in`)."""
         self.check(name, role, days, scopes)
@@ -125,17 +132,19 @@ class ApiKeyService:
         lifetime = timedelta(days=days if days is not None else min(self.default_days,
                                                                     self.max_days))
         expires = now + lifetime
+        if owner_id is None and by is not None and by.is_person:
+            owner_id = by.id  # whoever is shown the secret holds the key
         key = ApiKey(key_id, name, role, now, expires, None,
-                     tuple(scopes) if scopes else None, None, approval_id)
+                     tuple(scopes) if scopes else None, None, approval_id, owner_id)
         conn.execute(api_keys.insert(), [{
             "id": key.id, "name": key.name, "role": key.role, "secret_hash": _hash(secret),
             "created_at": key.created_at, "expires_at": key.expires_at,
             "scopes": json.dumps(list(key.scopes)) if key.scopes else None,
-            "approval_id": approval_id,
+            "approval_id": approval_id, "owner_id": owner_id,
         }])
         self.audit.append(conn, self.audit.event(
             _actor(by), "apikey.create",
-            details={"key_id": key.id, "name": name, "role": role,
+            details={"key_id": key.id, "name": name, "role": role, "owner_id": owner_id,
                      "scopes": list(key.scopes or []), "expires_at": iso(expires),
                      **(authority or {"authority": "operator"})}))
         return key, f"{PREFIX}_{key_id}_{secret}"
@@ -177,16 +186,31 @@ class ApiKeyService:
             rows = conn.execute(sa.select(api_keys).order_by(api_keys.c.created_at)).all()
         return [ApiKey.from_row(r) for r in rows]
 
-    def revoke(self, key_id: str, by: Principal | None = None) -> None:
+    def revoke(self, key_id: str, by: Principal | None = None, **details: Any) -> bool:
+        """Revoke at once; ``details`` (why: a leaver, a review) go into the audit event.
+        False: it was revoked before."""
         if not isinstance(key_id, str) or not _KEY_ID.match(key_id):
             raise NotFound(f"API key {key_id} not found", code="api_key_not_found")
         with self.db.write() as conn:
-            done = conn.execute(
-                api_keys.update().where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
-                .values(revoked_at=self.clock.now()))
-            if done.rowcount == 0:
-                exists = conn.execute(sa.select(api_keys.c.id).where(api_keys.c.id == key_id))
-                if exists.first() is None:
-                    raise NotFound(f"API key {key_id} not found", code="api_key_not_found")
-            self.audit.append(conn, self.audit.event(_actor(by), "apikey.revoke",
-                                                     details={"key_id": key_id}))
+            return self.revoke_in(conn, key_id, by, **details)
+
+    def revoke_in(self, conn: Connection, key_id: str, by: Principal | None = None,
+                  **details: Any) -> bool:
+        """As :meth:`revoke`, in the caller's transaction; False if it was revoked before."""
+        done = conn.execute(
+            api_keys.update().where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=self.clock.now()))
+        if done.rowcount == 0:
+            exists = conn.execute(sa.select(api_keys.c.id).where(api_keys.c.id == key_id))
+            if exists.first() is None:
+                raise NotFound(f"API key {key_id} not found", code="api_key_not_found")
+        self.audit.append(conn, self.audit.event(_actor(by), "apikey.revoke",
+                                                 details={"key_id": key_id, **details}))
+        return done.rowcount == 1
+
+    def owned_by(self, user_id: str) -> list[ApiKey]:
+        """The keys a staff user holds, revoked ones included."""
+        with self.db.read() as conn:
+            rows = conn.execute(sa.select(api_keys).where(api_keys.c.owner_id == user_id)
+                                .order_by(api_keys.c.created_at)).all()
+        return [ApiKey.from_row(r) for r in rows]

@@ -8,17 +8,25 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from fiduciary.access.apikeys import ApiKeyService
 from fiduciary.access.policy import PolicyEngine
 from fiduciary.access.users import UserService
 from fiduciary.clock import Clock, iso
 from fiduciary.errors import FieldProblem, InvalidInput, NotFound
+from fiduciary.principal import Principal
 from fiduciary.storage import Database
 from fiduciary.storage.schema import access_reviews
 
 UNUSED_DAYS = 90
 REVIEW_DAYS = 365
+
+
+def certification_overdue(last_certified: datetime | None, now: datetime) -> bool:
+    """NYDFS 500.7(a)(4): an active account is certified at least every 365 days (one never
+    certified is overdue)."""
+    return last_certified is None or last_certified < now - timedelta(days=REVIEW_DAYS)
 
 
 @dataclass(frozen=True)
@@ -102,7 +110,7 @@ class AccessReviewService:
             if (last_used or created) < now - timedelta(days=UNUSED_DAYS):
                 flags.append(f"unused_{UNUSED_DAYS}d")
             reviewed = decision.at if decision and decision.decision == "certified" else None
-            if reviewed is None or reviewed < now - timedelta(days=REVIEW_DAYS):
+            if certification_overdue(reviewed, now):
                 flags.append(f"not_reviewed_{REVIEW_DAYS}d")
             if mfa is False:
                 flags.append("no_mfa")
@@ -140,17 +148,33 @@ class AccessReviewService:
                 self.users.set_disabled(name, True)
             else:
                 self.api_keys.revoke(account_id)
-        d = ReviewDecision(kind, account_id, name, decision, reviewer, note, self.clock.now())
         with self.db.write() as conn:
-            conn.execute(access_reviews.insert(), [{
-                "account_kind": d.account_kind, "account_id": d.account_id,
-                "account_name": d.account_name, "decision": d.decision, "reviewer": d.reviewer,
-                "note": d.note, "at": d.at}])
-            audit = self.users.audit
-            audit.append(conn, audit.event(None, "access.review", details={
-                "account_kind": kind, "account_id": account_id, "account": name,
-                "decision": decision, "reviewer": reviewer}))
+            return self.record_in(conn, kind, account_id, name, decision, reviewer, note)
+
+    def record_in(self, conn: Connection, kind: str, account_id: str, name: str,
+                  decision: str, reviewer: str, note: str | None = None,
+                  by: Principal | None = None, **details: Any) -> ReviewDecision:
+        """Record a decision on an account (``certified`` restarts its 365 days), audited
+        as ``access.review``; ``by`` None: the operator."""
+        d = ReviewDecision(kind, account_id, name, decision, reviewer, note, self.clock.now())
+        conn.execute(access_reviews.insert(), [{
+            "account_kind": d.account_kind, "account_id": d.account_id,
+            "account_name": d.account_name, "decision": d.decision, "reviewer": d.reviewer,
+            "note": d.note, "at": d.at}])
+        audit = self.users.audit
+        audit.append(conn, audit.event(by, "access.review", details={
+            "account_kind": kind, "account_id": account_id, "account": name,
+            "decision": decision, "reviewer": reviewer, **details}))
         return d
+
+    def last_certified(self) -> dict[str, datetime]:
+        """account id -> when it was last certified."""
+        with self.db.read() as conn:
+            rows = conn.execute(sa.select(access_reviews.c.account_id,
+                                          sa.func.max(access_reviews.c.at))
+                                .where(access_reviews.c.decision == "certified")
+                                .group_by(access_reviews.c.account_id)).all()
+        return {r[0]: r[1] for r in rows}
 
     def history(self) -> list[ReviewDecision]:
         with self.db.read() as conn:

@@ -23,7 +23,8 @@ import json
 import re
 import secrets
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -72,6 +73,8 @@ _TOUCH_SECONDS = 30  # last_seen is refreshed at most this often: idle timeout, 
 UNUSABLE_PASSWORD = "!"  # noqa: S105 (a marker, not a password)
 #: Usernames: ASCII letters, digits, ``.``, ``_``, ``-`` (no look-alike characters).
 USERNAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+#: HR's employee ids: ASCII letters, digits and ``.`` ``_`` ``-`` ``/``.
+EMPLOYEE_ID = re.compile(r"[A-Za-z0-9._/-]{1,64}")
 _LOGIN_FAILED = "invalid username, password or code"
 _ENROL_FAILED = "invalid username or enrolment code"
 
@@ -89,12 +92,16 @@ class User:
     must_change_password: bool
     #: False until the user has enrolled (chosen a password, received a TOTP secret).
     enrolled: bool = True
+    #: The manager's user id (reviews this user's access), and HR's id for the user.
+    manager_id: str | None = None
+    employee_id: str | None = None
 
     @classmethod
     def from_row(cls, r: Any) -> User:
         return cls(r.id, r.username, tuple(json.loads(r.roles)), tuple(json.loads(r.regions)),
                    r.disabled_at, r.created_at, r.last_login_at, r.mfa_enrolled_at,
-                   bool(r.must_change_password), r.password_hash != UNUSABLE_PASSWORD)
+                   bool(r.must_change_password), r.password_hash != UNUSABLE_PASSWORD,
+                   r.manager_id, r.employee_id)
 
 
 @dataclass(frozen=True)
@@ -127,6 +134,80 @@ class TrainingRecord:
     course: str
     completed_at: date
     expires_at: date
+    #: The course version completed (None: recorded before versions; counts as current).
+    course_version: str | None = None
+    #: ``assessment`` (passed through the API) or ``external`` (recorded with evidence).
+    source: str | None = None
+    evidence: str | None = None
+
+
+#: A course's state for one person.
+CURRENT, EXPIRED, MISSING = "current", "expired", "missing"
+
+
+@dataclass(frozen=True)
+class CourseState:
+    status: str  # CURRENT, EXPIRED or MISSING
+    #: Of the latest completion (of any version); None when missing.
+    expires_at: date | None = None
+    #: Completed, but of a version the catalogue has since replaced (material change).
+    refresher_due: bool = False
+
+
+@dataclass(frozen=True)
+class TrainingRequirements:
+    """What the training gate asks, as plain data: the catalogue that declares it lives in
+    ``fiduciary.workforce``, above this layer, and the runtime hands it over."""
+
+    #: Each encrypted classification -> the courses it needs, all current.
+    unlocks: Mapping[str, tuple[str, ...]]
+    #: Course -> its current version (a completion of another version is due for refresher).
+    versions: Mapping[str, str] = field(default_factory=dict)
+    #: Course -> days a completion is valid.
+    validity_days: Mapping[str, int] = field(default_factory=dict)
+    #: New accounts reach ``grace_classes`` without the courses for this many days.
+    grace_days: int = 0
+    grace_classes: frozenset[str] = frozenset()
+
+    @classmethod
+    def baseline_only(cls, courses: tuple[str, ...]) -> TrainingRequirements:
+        """Without a catalogue: every encrypted class needs the baseline courses, no grace."""
+        return cls({c: courses for c in ("personal", "financial", "government_id",
+                                         "special_category")})
+
+    def state(self, records: list[TrainingRecord], course: str, today: date) -> CourseState:
+        """A course's state from the person's completions of it (any order)."""
+        done = [r for r in records if r.course == course]
+        if not done:
+            return CourseState(MISSING)
+        latest = max(done, key=lambda r: r.expires_at)
+        version = self.versions.get(course)
+        valid = [r for r in done if r.course_version in (None, version) or version is None]
+        if valid and max(r.expires_at for r in valid) > today:
+            return CourseState(CURRENT, max(r.expires_at for r in valid))
+        return CourseState(EXPIRED, latest.expires_at,
+                           refresher_due=not valid and latest.expires_at > today)
+
+    def blocked(self, records: list[TrainingRecord], created_at: datetime, now: datetime
+                ) -> dict[str, str]:
+        """Classification -> ``training_missing``/``training_expired`` for each class the
+        person may not see yet; a missing course outranks an expired one."""
+        today = now.date()
+        in_grace = now - created_at < timedelta(days=self.grace_days)
+        states: dict[str, CourseState] = {}
+        out: dict[str, str] = {}
+        for cls, courses in self.unlocks.items():
+            if in_grace and cls in self.grace_classes:
+                continue
+            for c in courses:
+                if c not in states:
+                    states[c] = self.state(records, c, today)
+            found = {states[c].status for c in courses}
+            if MISSING in found:
+                out[cls] = Reason.TRAINING_MISSING
+            elif EXPIRED in found:
+                out[cls] = Reason.TRAINING_EXPIRED
+        return out
 
 
 @dataclass(frozen=True)
@@ -140,6 +221,11 @@ class BreakGlassGrant:
     reviewed_at: datetime | None
     reviewed_by: str | None = None
     review_outcome: str | None = None
+
+
+def _training_record(r: Any) -> TrainingRecord:
+    return TrainingRecord(r.course, r.completed_at, r.expires_at, r.course_version, r.source,
+                          r.evidence)
 
 
 def valid_username(username: str) -> bool:
@@ -169,7 +255,8 @@ class UserService:
     def __init__(self, db: Database, clock: Clock, keyring: Keyring, policy: PolicyEngine,
                  audit: AuditLog, passwords: Passwords | None = None,
                  issuer: str = "Fiduciary", throttle: LoginThrottle | None = None,
-                 enrolment_hours: int = ENROLMENT_HOURS) -> None:
+                 enrolment_hours: int = ENROLMENT_HOURS,
+                 training: TrainingRequirements | None = None) -> None:
         self.db = db
         self.audit = audit
         self.clock = clock
@@ -179,6 +266,8 @@ class UserService:
         self.issuer = issuer
         self.throttle = throttle or LoginThrottle(30, 300, 60.0)
         self.enrolment_hours = enrolment_hours
+        self.training_rules = training or TrainingRequirements.baseline_only(
+            self.settings.required_training)
         self._totp_key = keyring.derive_key("credentials/totp")
         self._pepper = keyring.derive_key("credentials/recovery-codes")
         self._enrol_key = keyring.derive_key("credentials/enrolment-codes")
@@ -203,12 +292,63 @@ class UserService:
 
     def create(self, username: str, roles: list[str], regions: list[str] | None = None, *,
                by: Principal | None = None, issue_code: bool = True,
-               authority: dict[str, Any] | None = None) -> NewUser:
+               authority: dict[str, Any] | None = None, manager: str | None = None,
+               employee_id: str | None = None) -> NewUser:
         """Create a user at once (the operator's CLI; an approved or data-free API request).
-        With ``issue_code`` the one-time enrolment code is returned, to be shown once."""
+        With ``issue_code`` the one-time enrolment code is returned, to be shown once;
+        ``manager`` (a username) reviews the user's access, ``employee_id`` is HR's id."""
         with self.db.write() as conn:
-            return self.create_in(conn, username, roles, regions, by=by, issue_code=issue_code,
-                                  authority=authority)
+            made = self.create_in(conn, username, roles, regions, by=by,
+                                  issue_code=issue_code, authority=authority)
+            if employee_id is not None:
+                self.set_employee_id_in(conn, username, employee_id, by)
+            if manager is not None:
+                self.set_manager_in(conn, username, manager, by)
+            if employee_id is None and manager is None:
+                return made
+            return NewUser(self._user(conn, username), made.enrolment_code,
+                           made.enrolment_expires_at)
+
+    def set_manager(self, username: str, manager: str | None,
+                    by: Principal | None = None) -> User:
+        with self.db.write() as conn:
+            return self.set_manager_in(conn, username, manager, by)
+
+    def set_manager_in(self, conn: Connection, username: str, manager: str | None,
+                       by: Principal | None = None, **details: Any) -> User:
+        """``manager`` (a username; None: none) reviews the user's access; never the user."""
+        user = self._user(conn, username)
+        manager_id = None
+        if manager is not None:
+            row = conn.execute(sa.select(users.c.id).where(users.c.username == manager)).first()
+            if row is None:
+                raise InvalidInput("unknown manager", [FieldProblem("manager", "no such user")])
+            if row.id == user.id:
+                raise InvalidInput("a user is not their own manager",
+                                   [FieldProblem("manager", "the user themselves")])
+            manager_id = row.id
+        conn.execute(users.update().where(users.c.id == user.id).values(manager_id=manager_id))
+        self._admin_event(conn, "user.set_manager", user, by, manager=manager,
+                          previous_manager_id=user.manager_id, **details)
+        return self._user(conn, username)
+
+    def set_employee_id_in(self, conn: Connection, username: str, employee_id: str,
+                           by: Principal | None = None, **details: Any) -> User:
+        """HR's id for the user: unique, so the HR feed names one account."""
+        if not isinstance(employee_id, str) or not EMPLOYEE_ID.fullmatch(employee_id):
+            raise InvalidInput("invalid employee id", [FieldProblem(
+                "employee_id", "1 to 64 ASCII letters, digits or . _ - /")])
+        user = self._user(conn, username)
+        taken = conn.execute(sa.select(users.c.id).where(
+            users.c.employee_id == employee_id, users.c.id != user.id)).first()
+        if taken is not None:
+            raise InvalidInput("employee id already belongs to another user",
+                               [FieldProblem("employee_id", "belongs to another user")])
+        conn.execute(users.update().where(users.c.id == user.id).values(
+            employee_id=employee_id))
+        self._admin_event(conn, "user.set_employee_id", user, by, employee_id=employee_id,
+                          **details)
+        return self._user(conn, username)
 
     def create_in(self, conn: Connection, username: str, roles: list[str],
                   regions: list[str] | None = None, *, by: Principal | None = None,
@@ -254,15 +394,22 @@ class UserService:
             raise NotFound(f"user {username} not found", code="user_not_found")
         return User.from_row(row)
 
-    def set_disabled(self, username: str, disabled: bool, by: Principal | None = None) -> User:
+    def set_disabled(self, username: str, disabled: bool, by: Principal | None = None,
+                     **details: Any) -> User:
+        """Disable (ending every session) or enable a user; ``details`` (why: a leaver, a
+        dormant account, a review) go into the audit event."""
         with self.db.write() as conn:
-            user = self._user(conn, username)
-            conn.execute(users.update().where(users.c.id == user.id).values(
-                disabled_at=self.clock.now() if disabled else None))
-            if disabled:
-                self._revoke_sessions(conn, user.id)
-            self._admin_event(conn, "user.disable" if disabled else "user.enable", user, by)
-            return self._user(conn, username)
+            return self.set_disabled_in(conn, username, disabled, by, **details)
+
+    def set_disabled_in(self, conn: Connection, username: str, disabled: bool,
+                        by: Principal | None = None, **details: Any) -> User:
+        user = self._user(conn, username)
+        conn.execute(users.update().where(users.c.id == user.id).values(
+            disabled_at=self.clock.now() if disabled else None))
+        ended = self._revoke_sessions(conn, user.id) if disabled else 0
+        self._admin_event(conn, "user.disable" if disabled else "user.enable", user, by,
+                          **({"sessions_ended": ended} if disabled else {}), **details)
+        return self._user(conn, username)
 
     def set_roles(self, username: str, roles: list[str], by: Principal | None = None,
                   authority: dict[str, Any] | None = None) -> User:
@@ -691,7 +838,7 @@ class UserService:
                     or row.expires_at <= now
                     or now - row.last_seen_at > timedelta(minutes=self.settings.idle_minutes)):
                 raise failure
-            training_ok = self._training_current(conn, row.id, now.date())
+            records = self._training_in(conn, row.id)
             glass = self._active_break_glass(conn, row.id, now)
         if (now - row.last_seen_at).total_seconds() > _TOUCH_SECONDS:
             with self.db.write() as conn:
@@ -701,16 +848,32 @@ class UserService:
         return Principal(id=row.id, kind="user", username=row.username, roles=roles,
                          regions=tuple(json.loads(row.regions)),
                          permissions=self.policy.permissions(roles),
-                         training_current=training_ok,
+                         training_current=self._training_current(records, now.date()),
+                         training_blocked=self.training_rules.blocked(
+                             records, row.created_at, now),
                          must_change_password=bool(row.must_change_password),
                          break_glass=glass)
 
     # -- training ------------------------------------------------------------------------------
     def record_training(self, username: str, course: str, completed: date,
-                        expires: date | None = None) -> TrainingRecord:
+                        expires: date | None = None, *, evidence: str | None = None,
+                        source: str = "external", version: str | None = None,
+                        by: Principal | None = None) -> TrainingRecord:
+        """Record a completion: an external one (the operator's CLI, with its evidence
+        reference) or a passed assessment. It counts for the course's current version unless
+        ``version`` says otherwise."""
+        rules = self.training_rules
+        problems = []
         if not course.strip():
-            raise InvalidInput("course is required", [FieldProblem("course", "required")])
-        expires = expires or completed + timedelta(days=self.settings.training_validity_days)
+            problems.append(FieldProblem("course", "required"))
+        elif rules.versions and course not in rules.versions:
+            problems.append(FieldProblem("course", "not a course of the training catalogue"))
+        if evidence is not None and not (0 < len(evidence.strip()) <= 256):
+            problems.append(FieldProblem("evidence", "1 to 256 characters"))
+        if problems:
+            raise InvalidInput.from_problems(problems)
+        expires = expires or completed + timedelta(
+            days=rules.validity_days.get(course, self.settings.training_validity_days))
         if expires <= completed:
             raise InvalidInput("training must expire after it was completed",
                                [FieldProblem("expires", "on or before the completion date")])
@@ -718,29 +881,47 @@ class UserService:
             raise InvalidInput("training cannot be completed in the future",
                                [FieldProblem("completed", "in the future")])
         with self.db.write() as conn:
-            user = self._user(conn, username)
-            conn.execute(training_records.insert(), [{
-                "user_id": user.id, "course": course, "completed_at": completed,
-                "expires_at": expires, "recorded_at": self.clock.now()}])
-            self._admin_event(conn, "training.record", user, course=course,
-                              completed=completed.isoformat(), expires=expires.isoformat())
-        return TrainingRecord(course, completed, expires)
+            return self.record_training_in(conn, self._user(conn, username), course,
+                                           completed, expires, evidence=evidence,
+                                           source=source, version=version, by=by)
+
+    def record_training_in(self, conn: Connection, user: User, course: str, completed: date,
+                           expires: date, *, evidence: str | None, source: str,
+                           version: str | None, by: Principal | None) -> TrainingRecord:
+        """The completion's row and audit event, in the caller's transaction (a passed
+        assessment writes it with its attempt)."""
+        version = version or self.training_rules.versions.get(course)
+        conn.execute(training_records.insert(), [{
+            "user_id": user.id, "course": course, "completed_at": completed,
+            "expires_at": expires, "recorded_at": self.clock.now(),
+            "course_version": version, "source": source, "evidence": evidence}])
+        self._admin_event(conn, "training.record", user, by, course=course, version=version,
+                          source=source, evidence=evidence, completed=completed.isoformat(),
+                          expires=expires.isoformat())
+        return TrainingRecord(course, completed, expires, version, source, evidence)
 
     def training(self, user_id: str) -> list[TrainingRecord]:
         with self.db.read() as conn:
-            rows = conn.execute(sa.select(training_records).where(
-                training_records.c.user_id == user_id).order_by(training_records.c.completed_at))
-            return [TrainingRecord(r.course, r.completed_at, r.expires_at) for r in rows]
+            return self._training_in(conn, user_id)
 
-    def _training_current(self, conn: Connection, user_id: str, today: date) -> bool:
-        required = self.settings.required_training
-        if not required:
-            return True
-        current = {r.course for r in conn.execute(
-            sa.select(training_records.c.course).where(
-                training_records.c.user_id == user_id, training_records.c.course.in_(required),
-                training_records.c.expires_at > today))}
-        return current >= set(required)
+    def training_of_all(self) -> dict[str, list[TrainingRecord]]:
+        """Every user's completions (user id -> records), in one read."""
+        out: dict[str, list[TrainingRecord]] = {}
+        with self.db.read() as conn:
+            for r in conn.execute(sa.select(training_records).order_by(
+                    training_records.c.completed_at, training_records.c.id)):
+                out.setdefault(r.user_id, []).append(_training_record(r))
+        return out
+
+    def _training_in(self, conn: Connection, user_id: str) -> list[TrainingRecord]:
+        rows = conn.execute(sa.select(training_records).where(
+            training_records.c.user_id == user_id).order_by(
+            training_records.c.completed_at, training_records.c.id))
+        return [_training_record(r) for r in rows]
+
+    def _training_current(self, records: list[TrainingRecord], today: date) -> bool:
+        return all(self.training_rules.state(records, c, today).status == CURRENT
+                   for c in self.settings.required_training)
 
     # -- break-glass ---------------------------------------------------------------------------
     def break_glass(self, principal: Principal, subject_ids: list[str], justification: str,

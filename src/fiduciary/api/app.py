@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute
 
 from fiduciary import __version__, logs
 from fiduciary.api import bench, errors
-from fiduciary.api.middleware import RequestContextMiddleware, RequestGuard
+from fiduciary.api.middleware import SPEAKUP_PREFIX, RequestContextMiddleware, RequestGuard
 from fiduciary.api.routes import (
     admin,
     alerts,
@@ -28,7 +28,10 @@ from fiduciary.api.routes import (
     ops,
     privacy,
     records,
+    reviews,
+    speakup,
     subjects,
+    training,
 )
 from fiduciary.config import Settings
 from fiduciary.runtime import Runtime, open_runtime
@@ -45,11 +48,12 @@ def create_app(rt: Runtime | None = None) -> FastAPI:
                   docs_url=None, redoc_url=None, swagger_ui_oauth2_redirect_url=None)
     app.state.runtime = rt
     errors.install(app)
+    logs.quiet_access_log(SPEAKUP_PREFIX)  # no line of a speak-up request: address, time
     # Added last, runs first: the request context (and its 500s) wraps the input guard.
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     for feature in (ops, auth, subjects, records, audit, privacy, admin, break_glass, alerts,
-                    incidents):
+                    incidents, speakup, reviews, training):
         app.include_router(feature.router)
     app.include_router(metrics.router)  # Prometheus scrape; not in /openapi.json
     if settings.bench_endpoints:

@@ -1,5 +1,5 @@
-"""CLI: service API keys, staff users, training records, access reviews, approvals and
-break-glass review.
+"""CLI: service API keys, staff users, access reviews, approvals and break-glass review
+(training: ``cli/training.py``).
 
 The CLI is the operator on the server's own host (it holds the keyring anyway): what it grants
 takes effect at once, and its audit events name the operator. Proposals made through the API
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import getpass
 import json
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -24,7 +24,6 @@ from fiduciary.principal import SYSTEM
 
 apikeys_app = group("Service API keys.")
 users_app = group("Staff users (password + TOTP).")
-training_app = group("Security-awareness training records.")
 access_app = group("Access reviews and break-glass review.")
 
 
@@ -93,9 +92,16 @@ LastNameOpt = Annotated[str | None, typer.Option(
     "--last-name", help="The user's surname, kept only as a digest (same-surname alerts)")]
 
 
+ManagerOpt = Annotated[str | None, typer.Option(
+    "--manager", help="The username of the user's manager (reviews their access)")]
+EmployeeIdOpt = Annotated[str | None, typer.Option(
+    "--employee-id", help="HR's id for the user (fiduciary users sync-hr)")]
+
+
 @users_app.command("create")
 def users_create(username: str, role: RoleOpt, region: RegionOpt = None,
                  subject_id: SubjectIdOpt = None, last_name: LastNameOpt = None,
+                 manager: ManagerOpt = None, employee_id: EmployeeIdOpt = None,
                  data_dir: DataDir = None, json_out: JsonFlag = False) -> None:
     """Create a staff user (in force at once); prints their one-time enrolment code, for the
     user alone: they choose a password and get their TOTP secret with POST /v1/auth/enrol."""
@@ -106,7 +112,8 @@ def users_create(username: str, role: RoleOpt, region: RegionOpt = None,
             rt.profiles.surname_digest(last_name)
         if subject_id is not None and not is_id(subject_id):
             raise InvalidInput("not a subject id", [FieldProblem("subject_id", "a subject id")])
-        c = rt.users.create(username, role, region or [])
+        c = rt.users.create(username, role, region or [], manager=manager,
+                            employee_id=employee_id)
         try:
             if subject_id is not None:
                 rt.profiles.link_subject(SYSTEM, username, subject_id)
@@ -236,25 +243,6 @@ def users_reset_password(username: str, data_dir: DataDir = None,
         print(json.dumps({"username": username, "password": password}))
     else:
         out.print(f"one-time password for {username}: {password}", markup=False)
-
-
-@training_app.command("record")
-def training_record(
-    username: str, course: str,
-    completed: Annotated[str, typer.Option(help="Completion date, YYYY-MM-DD")],
-    expires: Annotated[str | None, typer.Option(help="Expiry date [default: +validity]")] = None,
-    data_dir: DataDir = None,
-) -> None:
-    """Record a completed training course."""
-    try:
-        done = date.fromisoformat(completed)
-        until = date.fromisoformat(expires) if expires else None
-    except ValueError:
-        out.print("dates are YYYY-MM-DD")
-        raise typer.Exit(code=2) from None
-    with runtime(data_dir) as rt:
-        rec = rt.users.record_training(username, course, done, until)
-    out.print(f"{username}: {rec.course} completed {rec.completed_at}, expires {rec.expires_at}")
 
 
 @access_app.command("review")

@@ -8,7 +8,20 @@ import os
 import typer
 
 from fiduciary.audit.events import RequestContext, request_context
-from fiduciary.cli import access, audit, dsr, incidents, monitor, privacy, ropa, server, vault
+from fiduciary.cli import (
+    access,
+    audit,
+    dsr,
+    incidents,
+    monitor,
+    privacy,
+    reviews,
+    ropa,
+    server,
+    speakup,
+    training,
+    vault,
+)
 
 app = typer.Typer(help="Fiduciary: customer-data vault for insurers.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -31,8 +44,9 @@ app.add_typer(vault.datamap_app, name="datamap")
 app.add_typer(vault.keys_app, name="keys")
 app.add_typer(access.apikeys_app, name="apikeys")
 app.add_typer(access.users_app, name="users")
-app.add_typer(access.training_app, name="training")
+app.add_typer(training.training_app, name="training")
 app.add_typer(access.access_app, name="access")
+app.add_typer(reviews.reviews_app, name="reviews")  # and users sync-hr|set-manager|…
 app.add_typer(audit.audit_app, name="audit")
 app.add_typer(dsr.dsr_app, name="dsr")
 app.add_typer(dsr.consent_app, name="consent")
@@ -42,6 +56,7 @@ app.add_typer(monitor.monitor_app, name="monitor")
 app.add_typer(monitor.alerts_app, name="alerts")
 app.add_typer(monitor.watchlist_app, name="watchlist")
 app.add_typer(incidents.incidents_app, name="incidents")
+app.add_typer(speakup.speakup_app, name="speakup")
 
 if __name__ == "__main__":
     app()

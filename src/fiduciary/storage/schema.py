@@ -110,6 +110,9 @@ api_keys = sa.Table(
     sa.Column("last_used_at", UTCDateTime(), nullable=True),
     #: The approval a key with a data role waits for; it authenticates only once this is null.
     sa.Column("approval_id", ID, nullable=True),
+    #: The staff user the key belongs to (who was shown its secret): reviewed with them,
+    #: revoked when they leave. Null: a service key nobody holds personally.
+    sa.Column("owner_id", ID, nullable=True, index=True),
 )
 
 users = sa.Table(
@@ -133,6 +136,9 @@ users = sa.Table(
     sa.Column("subject_id", ID, nullable=True, index=True),
     #: The surname only as a blind-index digest of ``persons.last_name`` (same_surname).
     sa.Column("surname_digest", sa.LargeBinary, nullable=True),
+    #: The user's manager (reviews their access in campaigns) and HR's id for them (HR sync).
+    sa.Column("manager_id", ID, nullable=True, index=True),
+    sa.Column("employee_id", sa.String(64), nullable=True, unique=True),
 )
 
 #: Failed logins by username, known or not, so lockout reveals nothing about which exist.
@@ -172,6 +178,12 @@ training_records = sa.Table(
     sa.Column("completed_at", sa.Date, nullable=False),
     sa.Column("expires_at", sa.Date, nullable=False),
     sa.Column("recorded_at", UTCDateTime(), nullable=False),
+    # Migration 0013 (workforce training): the course version passed (null: recorded before
+    # versions, counted as the current one), ``assessment`` or ``external``, and an external
+    # completion's evidence reference.
+    sa.Column("course_version", sa.String(32), nullable=True),
+    sa.Column("source", sa.String(16), nullable=True),
+    sa.Column("evidence", sa.String(256), nullable=True),
 )
 
 break_glass_grants = sa.Table(
@@ -598,9 +610,129 @@ letter_batches = sa.Table(
 
 
 # --- Workforce: training (migration 0013) ---
+#: Every graded assessment attempt (never the answers given): the evidence of training and
+#: the count behind the attempt limit.
+training_attempts = sa.Table(
+    "training_attempts",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("user_id", ID, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("course", sa.String(64), nullable=False),
+    sa.Column("course_version", sa.String(32), nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("passed", sa.Boolean, nullable=False),
+    sa.Column("attempted_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_training_attempts_user_course", "user_id", "course", "attempted_at"),
+    sa.Index("ix_training_attempts_attempted_at", "attempted_at"),
+)
+
+#: Reminders sent: one per (user, course, expiry, threshold), whichever process runs them.
+training_reminders = sa.Table(
+    "training_reminders",
+    metadata,
+    sa.Column("user_id", ID, sa.ForeignKey("users.id"), primary_key=True),
+    sa.Column("course", sa.String(64), primary_key=True),
+    sa.Column("expires_at", sa.Date, primary_key=True),
+    sa.Column("threshold_days", sa.Integer, primary_key=True),
+    sa.Column("sent_at", UTCDateTime(), nullable=False),
+)
 
 
 # --- Workforce: speak-up (migration 0014) ---
 
+#: Speak-up cases (EU Directive 2019/1937). Text, category, identity and outcome are sealed
+#: (``workforce.speakup``); times are UTC days, never the moment of intake; no address.
+speakup_cases = sa.Table(
+    "speakup_cases",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    #: Argon2id of the receipt under a keyed salt: the case is found from the receipt alone.
+    sa.Column("receipt_index", sa.String(64), nullable=False, unique=True),
+    #: The KDF parameters the index was computed with (``argon2id$t=3$m=65536$p=1``).
+    sa.Column("kdf", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("received_on", UTCDateTime(), nullable=False),
+    sa.Column("acknowledge_by", UTCDateTime(), nullable=False),
+    sa.Column("feedback_by", UTCDateTime(), nullable=False),
+    sa.Column("acknowledged_at", UTCDateTime(), nullable=True),
+    sa.Column("feedback_at", UTCDateTime(), nullable=True),
+    sa.Column("closed_at", UTCDateTime(), nullable=True),
+    sa.Column("report_sealed", sa.LargeBinary, nullable=False),
+    sa.Column("category_sealed", sa.LargeBinary, nullable=True),
+    sa.Column("identity_sealed", sa.LargeBinary, nullable=True),
+    sa.Column("outcome_sealed", sa.LargeBinary, nullable=True),
+    #: Intake is audited in a later batch, once its day is over (no event at its moment).
+    sa.Column("audited", sa.Boolean, nullable=False),
+)
+
+#: The thread between reporter and handlers; ``seq`` orders it, ``sent_on`` is a UTC day.
+speakup_messages = sa.Table(
+    "speakup_messages",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("case_id", ID, sa.ForeignKey("speakup_cases.id"), nullable=False, index=True),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("author", sa.String(16), nullable=False),  # reporter | handler
+    sa.Column("text_sealed", sa.LargeBinary, nullable=False),
+    sa.Column("sent_on", UTCDateTime(), nullable=False),
+    sa.Column("audited", sa.Boolean, nullable=False),
+)
+
+#: The retaliation watch's ethics-only queue: what happened is sealed (it names the reporter).
+speakup_alerts = sa.Table(
+    "speakup_alerts",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("case_id", ID, sa.ForeignKey("speakup_cases.id"), nullable=False, index=True),
+    #: Keyed digest of (case, audit event): one alert per event, however often it is read.
+    sa.Column("dedup_key", sa.String(64), nullable=False, unique=True),
+    sa.Column("raised_on", UTCDateTime(), nullable=False),
+    sa.Column("details_sealed", sa.LargeBinary, nullable=False),
+)
+
+
 
 # --- Workforce: access review campaigns and HR sync (migration 0015) ---
+
+#: An access review campaign (NYDFS 500.7(a)(4)): every entitlement of the accounts in scope,
+#: snapshotted as items when it opens.
+review_campaigns = sa.Table(
+    "review_campaigns",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    #: ``all`` or ``role:NAME``.
+    sa.Column("scope", sa.String(80), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),  # open | complete
+    sa.Column("created_by", sa.String(128), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("due_at", UTCDateTime(), nullable=False),
+    sa.Column("completed_at", UTCDateTime(), nullable=True),
+)
+
+#: One entitlement of one account in a campaign, its reviewer and the decision.
+review_items = sa.Table(
+    "review_items",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("campaign_id", ID, sa.ForeignKey("review_campaigns.id"), nullable=False,
+              index=True),
+    sa.Column("account_kind", sa.String(16), nullable=False),  # user | api_key
+    sa.Column("account_id", sa.String(64), nullable=False, index=True),
+    sa.Column("account_name", sa.String(128), nullable=False),
+    #: role | region | assignment | api_key
+    sa.Column("kind", sa.String(16), nullable=False),
+    #: The role or region name, ``collection/record id`` of an assignment, or the key's id.
+    sa.Column("entitlement", sa.String(128), nullable=False),
+    #: JSON: the context the reviewer decides on (last use, MFA, training, scopes, field).
+    sa.Column("context", sa.Text, nullable=False, server_default="{}"),
+    #: The manager's user id; null: the pool of ``reviewer_role`` holders decides.
+    sa.Column("reviewer_id", ID, nullable=True, index=True),
+    sa.Column("reviewer_role", sa.String(64), nullable=True),
+    sa.Column("decision", sa.String(8), nullable=True),  # keep | revoke
+    sa.Column("decided_by", sa.String(128), nullable=True),
+    sa.Column("decided_at", UTCDateTime(), nullable=True),
+    #: The reviewer's note, sealed (it may name people); the trail keeps a digest.
+    sa.Column("note_sealed", sa.LargeBinary, nullable=True),
+    #: What a revocation did (``role removed``, ``key revoked``, ``already gone``…).
+    sa.Column("effect", sa.String(64), nullable=True),
+)
