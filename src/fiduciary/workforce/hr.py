@@ -159,9 +159,8 @@ class HrSync:
             problems.append(FieldProblem("username", "required"))
         elif user is None:
             problems.append(FieldProblem("username", "no such user"))
-        elif username in seen:
+        elif username in seen:  # rejected (a leaver still leaves)
             problems.append(FieldProblem("username", "named on an earlier line"))
-            user = None  # the earlier line decides
         seen.add(username)
         status = v.get("status", "").lower()
         if status not in STATUSES:
