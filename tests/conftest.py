@@ -111,9 +111,10 @@ class Staff:
 def make_staff(rt: Runtime, clock: FixedClock, username: str, roles: list[str],
                regions: list[str] | None = None, trained: bool = True) -> Staff:
     made = rt.users.create(username, roles, regions or [])
-    if trained:
-        rt.users.record_training(username, "data-protection",
-                                 clock.now().date() - timedelta(days=10))
+    if trained:  # every course of the catalogue: each data class open to the role
+        for course in rt.training.catalogue.courses:
+            rt.users.record_training(username, course.id,
+                                     clock.now().date() - timedelta(days=10))
     client = TestClient(create_app(rt), raise_server_exceptions=False)
     # The user enrols with the one-time code (choosing the password), then logs in.
     r = client.post("/v1/auth/enrol", json={"username": username,
@@ -127,3 +128,12 @@ def make_staff(rt: Runtime, clock: FixedClock, username: str, roles: list[str],
     assert r.status_code == 200, r.text
     client.headers["Authorization"] = f"Bearer {r.json()['token']}"
     return Staff(username, client, creds["totp_secret"], STRONG, creds["recovery_codes"])
+
+
+def log_in(staff: Staff, clock: FixedClock) -> None:
+    """A new session for ``staff`` (after the clock moved past the idle timeout)."""
+    r = staff.client.post("/v1/auth/login", json={
+        "username": staff.username, "password": staff.password,
+        "totp": pyotp.TOTP(staff.totp_secret).at(clock.now())})
+    assert r.status_code == 200, r.text
+    staff.client.headers["Authorization"] = f"Bearer {r.json()['token']}"

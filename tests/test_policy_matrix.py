@@ -23,8 +23,8 @@ from tests.test_canary import canary
 PACK = yaml.safe_load(resources.files("fiduciary.access").joinpath("default_policy.yaml")
                       .read_text())
 DM = load_default()
-PRIORITY = ["training_expired", "consent_required", "purpose_not_allowed", "condition_failed",
-            "field_not_permitted"]
+PRIORITY = ["training_expired", "training_missing", "consent_required", "purpose_not_allowed",
+            "condition_failed", "field_not_permitted"]
 REVEAL = {"redact": 0, "token": 1, "partial": 2, "clear": 3}
 SENSITIVE_VALUES: set[str] = set()
 

@@ -12,7 +12,8 @@
      ├── IntegrityFailure      stored ciphertext that does not authenticate (tampered or moved)
      ├── VerificationFailed    the audit trail does not verify (the message names where)
      ├── DataMapInvalid        a data-map file that does not validate (names its place)
-     │    └── PolicyInvalid    a policy pack that does not validate
+     │    ├── PolicyInvalid    a policy pack that does not validate
+     │    └── CatalogueInvalid a training catalogue that does not validate
      ├── RateLimited           too many attempts in a window (``retry_after`` seconds)
      └── ConfigurationError    settings or a keyring that cannot be used
 
@@ -38,6 +39,9 @@ class Reason(StrEnum):
     PURPOSE_NOT_ALLOWED = "purpose_not_allowed"
     PROCESSING_RESTRICTED = "processing_restricted"
     TRAINING_EXPIRED = "training_expired"
+    #: The course that unlocks a data class was never completed (by a person past the grace
+    #: period, or for a sensitive class).
+    TRAINING_MISSING = "training_missing"
     LEGAL_HOLD = "legal_hold"
     PASSWORD_CHANGE_REQUIRED = "password_change_required"  # noqa: S105 (a code)
     ACCOUNT_LOCKED = "account_locked"
@@ -166,6 +170,13 @@ class PolicyInvalid(DataMapInvalid):
     """A policy pack did not validate; ``fields`` carries ``file: roles.R.grants[i]: reason``."""
 
     code = "policy_invalid"
+
+
+class CatalogueInvalid(DataMapInvalid):
+    """A training catalogue did not validate; ``fields`` carries
+    ``file: courses[id].field: reason``."""
+
+    code = "catalogue_invalid"
 
 
 class DetectionsInvalid(DataMapInvalid):

@@ -3,7 +3,7 @@ conditions, with which masking — and the one decision every data path asks for
 
 A field without a grant is denied. Reasons (stable codes shown to callers):
 ``purpose_not_allowed``, ``field_not_permitted``, ``condition_failed``, ``training_expired``,
-``consent_required``.
+``training_missing``, ``consent_required``.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ PERMISSIONS = frozenset(Permission)
 DEFAULT_POLICY = "default_policy.yaml"
 
 # Reasons, most telling first: the one a fully denied request reports.
-REASON_PRIORITY = ("training_expired", "consent_required", "purpose_not_allowed",
-                   "condition_failed", "field_not_permitted")
+REASON_PRIORITY = ("training_expired", "training_missing", "consent_required",
+                   "purpose_not_allowed", "condition_failed", "field_not_permitted")
 
 
 class FieldDecision(NamedTuple):
@@ -59,6 +59,8 @@ class Actor(Protocol):
     def is_system(self) -> bool: ...
     @property
     def training_current(self) -> bool: ...
+    @property
+    def training_blocked(self) -> Mapping[str, str]: ...
     @property
     def scopes(self) -> frozenset[str] | None: ...
     def break_glass_covers(self, subject_id: str) -> bool: ...
@@ -556,8 +558,10 @@ class PolicyEngine:
                 out[name] = FieldDecision(None, "purpose_not_allowed", partial)
                 continue
             sensitive = f.classification.rank > Classification.INTERNAL.rank
-            if sensitive and actor.is_person and not actor.training_current:
-                out[name] = FieldDecision(None, "training_expired", partial)
+            # The training gate, per data class: a person's untrained classes stay sealed.
+            untrained = actor.training_blocked.get(f.classification) if sensitive else None
+            if untrained is not None and actor.is_person:
+                out[name] = FieldDecision(None, untrained, partial)
                 continue
             if purpose_spec.consent_required and not precheck:
                 if consent_ok is None:

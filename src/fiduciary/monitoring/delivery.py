@@ -18,6 +18,10 @@ Each channel is served by its own thread, which starts no send once ``timeout`` 
 the round: a blackholed receiver costs its channel one timeout per round and the other
 channels nothing.
 
+Notices (a training reminder) are the small non-alert kind: :meth:`AlertDelivery.send_notice`
+sends one at once on the webhook (``{"kind": …}``, signed the same way) and by e-mail, once,
+without the outbox; whoever calls it keeps its own record of what was sent (an audit event).
+
 Wire formats: the webhook body is :func:`alert_message` as compact JSON with sorted keys;
 syslog is one RFC 5424 message (``siem.alert_syslog``, or ``siem.alert_cef_syslog`` for CEF)
 per UDP datagram, or per TCP connection with RFC 6587 octet counting; e-mail is plain text.
@@ -255,17 +259,41 @@ class AlertDelivery:
                         claimed.id, claimed.channel, claimed.alert["id"], claimed.attempts,
                         MAX_ATTEMPTS, error)
 
+    # -- notices -------------------------------------------------------------------------------
+    def send_notice(self, notice: dict[str, Any], subject: str, text: str) -> list[str]:
+        """Send a non-alert message (``notice["kind"]`` names it) on the webhook and e-mail
+        channels, once each, now; returns the channels that took it. A failure is logged
+        (value-free) and not retried."""
+        sent = []
+        for channel in self.channels():
+            try:
+                if channel == WEBHOOK:
+                    self._post(notice, f"notice:{notice['kind']}")
+                elif channel == EMAIL:
+                    self._mail(subject, text, "notice")
+                else:
+                    continue  # syslog carries security events, not reminders
+            except Exception as exc:
+                log.warning("%s notice on %s failed: %s", notice["kind"], channel,
+                            _short_error(exc))
+            else:
+                sent.append(channel)
+        return sent
+
     # -- the channels --------------------------------------------------------------------------
     def _send_webhook(self, delivery_id: int, alert: dict[str, Any]) -> None:
-        """POST the alert as JSON, signed over the exact body bytes; any answer but 2xx (a
+        self._post(alert, str(delivery_id))
+
+    def _post(self, payload: dict[str, Any], delivery: str) -> None:
+        """POST ``payload`` as JSON, signed over the exact body bytes; any answer but 2xx (a
         redirect included) is a failure."""
         url = self.settings.alert_webhook_url or ""
         if urlsplit(url).scheme not in ("http", "https"):
             raise DeliveryFailed("webhook URL is not http(s)")
-        body = json.dumps(alert, separators=(",", ":"), sort_keys=True).encode()
+        body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
         headers = {"Content-Type": "application/json",
                    "User-Agent": f"Fiduciary/{__version__}",
-                   "X-Fiduciary-Delivery": str(delivery_id)}
+                   "X-Fiduciary-Delivery": delivery}
         secret = self.settings.alert_webhook_secret
         if secret is not None:
             mac = hmac.new(secret.get_secret_value().encode(), body, hashlib.sha256)
@@ -302,17 +330,21 @@ class AlertDelivery:
             sock.sendto(message, address)
 
     def _send_email(self, _delivery_id: int, alert: dict[str, Any]) -> None:
+        self._mail(f"[Fiduciary] {alert['severity']} alert: {alert['detection']}",
+                   _email_body(alert), "alert")
+
+    def _mail(self, subject: str, text: str, kind: str) -> None:
         """A plain-text e-mail through the SMTP relay (no TLS or login: a relay on the host
         or the internal network)."""
         sender = self.settings.alert_email_from
         msg = EmailMessage()
-        msg["Subject"] = f"[Fiduciary] {alert['severity']} alert: {alert['detection']}"
+        msg["Subject"] = subject
         msg["From"] = sender
         msg["To"] = ", ".join(self.recipients())
         msg["Date"] = format_datetime(self.clock.now())
         # An explicit domain: make_msgid would otherwise ask DNS for this host's name.
-        msg["Message-ID"] = make_msgid("alert", domain=sender.rpartition("@")[2] or "localhost")
-        msg.set_content(_email_body(alert))
+        msg["Message-ID"] = make_msgid(kind, domain=sender.rpartition("@")[2] or "localhost")
+        msg.set_content(text)
         with smtplib.SMTP(self.settings.alert_smtp_host or "", self.settings.alert_smtp_port,
                           timeout=self.timeout) as smtp:
             smtp.send_message(msg)
