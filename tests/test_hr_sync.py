@@ -161,10 +161,15 @@ def test_the_cli_reports_and_exits_1_on_rejected_rows(rt: Runtime, tmp_path: Pat
     env = {"FIDUCIARY_DATA_DIR": str(s.data_dir),
            "FIDUCIARY_DATABASE_URL": s.resolved_database_url(),
            "FIDUCIARY_ARGON2_TIME_COST": "1", "FIDUCIARY_ARGON2_MEMORY_KIB": "8192"}
+    r = CliRunner().invoke(cli_app, ["apikeys", "create", "--name", "leo-script", "--owner",
+                                     "leo", "--json"], env=env)
+    assert r.exit_code == 0, r.stdout + r.stderr
+    key_id = json.loads(r.stdout)["id"]
     path = feed(tmp_path, "E-1,leo,leaver,,,", "E-2,nobody,active,,,")
     r = CliRunner().invoke(cli_app, ["users", "sync-hr", str(path), "--json"], env=env)
     assert r.exit_code == 1, r.stdout + r.stderr
     doc = json.loads(r.stdout)
+    assert doc["keys_revoked"] == [key_id]
     assert doc["disabled"] == ["leo"] and doc["errors"] == [
         {"line": 3, "errors": [{"field": "username", "reason": "no such user"}]}]
     assert rt.users.get("leo").disabled_at is not None

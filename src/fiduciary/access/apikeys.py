@@ -200,12 +200,14 @@ class ApiKeyService:
         done = conn.execute(
             api_keys.update().where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
             .values(revoked_at=self.clock.now()))
-        if done.rowcount == 0:
-            exists = conn.execute(sa.select(api_keys.c.id).where(api_keys.c.id == key_id))
-            if exists.first() is None:
-                raise NotFound(f"API key {key_id} not found", code="api_key_not_found")
-        self.audit.append(conn, self.audit.event(_actor(by), "apikey.revoke",
-                                                 details={"key_id": key_id, **details}))
+        owner = conn.execute(sa.select(api_keys.c.owner_id).where(api_keys.c.id == key_id)
+                             ).first()
+        if owner is None:
+            raise NotFound(f"API key {key_id} not found", code="api_key_not_found")
+        # The holder too: a key's revocation is a change to that person's access.
+        self.audit.append(conn, self.audit.event(_actor(by), "apikey.revoke", details={
+            "key_id": key_id, **({"owner_id": owner.owner_id} if owner.owner_id else {}),
+            **details}))
         return done.rowcount == 1
 
     def owned_by(self, user_id: str) -> list[ApiKey]:

@@ -37,12 +37,16 @@ def apikeys_create(
     days: Annotated[int | None, typer.Option(
         help="Expire after this many days [default and maximum: FIDUCIARY_API_KEY_DEFAULT_DAYS, "
              "FIDUCIARY_API_KEY_MAX_DAYS]")] = None,
+    owner: Annotated[str | None, typer.Option(
+        help="The staff user who holds the key (reviewed with them, revoked when they "
+             "leave) [default: nobody]")] = None,
     data_dir: DataDir = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Create an API key (shown once)."""
     with runtime(data_dir) as rt:
-        key, token = rt.api_keys.create(name, role, days, scope)
+        owner_id = rt.users.get(owner).id if owner is not None else None
+        key, token = rt.api_keys.create(name, role, days, scope, owner_id=owner_id)
     if json_out:
         print(json.dumps({"id": key.id, "name": key.name, "role": key.role, "api_key": token,
                           "scopes": list(key.scopes) if key.scopes else None,
