@@ -252,3 +252,13 @@ def test_bad_campaign_requests_name_the_field(rt: Runtime, office: dict[str, Any
     assert {i["account"]["name"] for i in scoped} == {"ursula"}
     r = decide(office["sam"], scoped[0], "maybe")
     assert r.status_code == 422
+
+
+def test_a_managers_items_go_to_the_pool_when_the_manager_leaves(
+        rt: Runtime, office: dict[str, Any]) -> None:
+    role = item(rt, "adam", "role", "underwriter")
+    assert decide(office["sam"], role, "keep").status_code == 403  # mia's, while she is here
+    rt.users.set_disabled("mia", True, reason="leaver")
+    assert item(rt, "adam", "role", "underwriter")["reviewer"]["role"] == "security_analyst"
+    r = decide(office["sam"], role, "keep")
+    assert r.status_code == 200 and r.json()["decided_by"] == "sam"

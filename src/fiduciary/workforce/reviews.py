@@ -10,7 +10,8 @@ HIPAA 164.308(a)(4)(ii)(C)): every entitlement goes to a person who keeps or rev
                            ├─ each record assigned to it     (revoke: assignment ended)
                            └─ each API key it holds          (revoke: key revoked)
         active API key nobody holds ── the key               (revoke: key revoked)
-        reviewer: the account's active manager; else the pool (any ``security_analyst``)
+        reviewer: the account's active manager; else the pool (any ``security_analyst``);
+        a manager disabled later (a leaver) hands their undecided items to the pool
     decide(item, keep | revoke, note)           note required to revoke
         ├─ never an item about one's own access          403 separation_of_duties
         ├─ only an item assigned to oneself               403 field_not_permitted
@@ -157,6 +158,13 @@ class Overview:
     campaigns: list[Campaign]
     items: list[ReviewItem]
     uncertified: list[Uncertified] | None
+
+
+@dataclass(frozen=True)
+class _Reviewers:
+    names: dict[str, str]
+    #: Disabled users: their items go to the pool.
+    inactive: set[str]
 
 
 @dataclass(frozen=True)
@@ -349,8 +357,8 @@ class ReviewCampaigns:
         if item.account_id == by.id:
             raise Forbidden("an item about your own access is decided by someone else",
                             reason=Reason.SEPARATION_OF_DUTIES)
-        mine = (item.reviewer_id == by.id if item.reviewer_id is not None
-                else item.reviewer_role in by.roles)
+        mine = item.reviewer_id == by.id or (item.reviewer_role is not None
+                                             and item.reviewer_role in by.roles)
         if not mine:
             raise Forbidden("this review item is not assigned to you",
                             reason=Reason.FIELD_NOT_PERMITTED)
@@ -435,19 +443,20 @@ class ReviewCampaigns:
             q = q.where(review_items.c.campaign_id == campaign_id)
         if not decided:
             q = q.where(review_items.c.decision.is_(None))
+        reviewers = self._reviewers()
         if not reader:
             assigned = review_items.c.reviewer_id == viewer.id
             if POOL_ROLE in viewer.roles:
                 assigned = assigned | (review_items.c.reviewer_id.is_(None)
                                        & (review_items.c.reviewer_role == POOL_ROLE))
+                assigned = assigned | review_items.c.reviewer_id.in_(reviewers.inactive)
             q = q.where(assigned, review_items.c.account_id != viewer.id)
         with self.db.read() as conn:
             rows = conn.execute(q.order_by(review_campaigns.c.created_at,
                                            review_items.c.account_name,
                                            review_items.c.kind,
                                            review_items.c.entitlement)).all()
-        names = self._names()
-        items = [self._view(r, names) for r in rows]
+        items = [self._view(r, reviewers) for r in rows]
         mine = {i.campaign_id for i in items}
         campaigns = [c for c in self.campaigns() if reader or c.id in mine]
         return Overview(campaigns, items, self.uncertified() if reader else None)
@@ -499,17 +508,21 @@ class ReviewCampaigns:
         if row is None:
             raise NotFound(f"review item {item_id} not found in campaign {campaign_id}",
                            code="review_item_not_found")
-        return self._view(row, self._names())
+        return self._view(row, self._reviewers())
 
-    def _names(self) -> dict[str, str]:
-        return {u.id: u.username for u in self.users.all()}
+    def _reviewers(self) -> _Reviewers:
+        every = self.users.all()
+        return _Reviewers({u.id: u.username for u in every},
+                          {u.id for u in every if u.disabled_at is not None})
 
-    def _view(self, r: Any, names: dict[str, str]) -> ReviewItem:
-        reviewer = names.get(r.reviewer_id) if r.reviewer_id is not None else None
+    def _view(self, r: Any, reviewers: _Reviewers) -> ReviewItem:
+        reviewer = reviewers.names.get(r.reviewer_id) if r.reviewer_id is not None else None
+        # A manager disabled since the campaign opened (a leaver) hands their items to the pool.
+        role = POOL_ROLE if r.reviewer_id in reviewers.inactive else r.reviewer_role
         note = self.notes.open(r.note_sealed, "review", r.id) if r.note_sealed else None
         return ReviewItem(r.id, r.campaign_id, r.account_kind, r.account_id, r.account_name,
                           r.kind, r.entitlement, json.loads(r.context), r.reviewer_id,
-                          reviewer, r.reviewer_role, r.due_at,
+                          reviewer, role, r.due_at,
                           r.decision is None and r.due_at < self.clock.now(), r.decision,
                           r.decided_by, r.decided_at, note, r.effect)
 
