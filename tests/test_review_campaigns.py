@@ -262,3 +262,36 @@ def test_a_managers_items_go_to_the_pool_when_the_manager_leaves(
     assert item(rt, "adam", "role", "underwriter")["reviewer"]["role"] == "security_analyst"
     r = decide(office["sam"], role, "keep")
     assert r.status_code == 200 and r.json()["decided_by"] == "sam"
+
+
+def test_the_operator_runs_campaigns_from_the_cli(rt: Runtime) -> None:
+    from typer.testing import CliRunner
+
+    from fiduciary.cli.main import app as cli_app
+
+    rt.users.create("mia", ["underwriter"])
+    rt.users.create("adam", ["claims_adjuster"], regions=["west"], manager="mia")
+    s = rt.settings
+    env = {"FIDUCIARY_DATA_DIR": str(s.data_dir),
+           "FIDUCIARY_DATABASE_URL": s.resolved_database_url()}
+
+    def cli(*args: str) -> Any:
+        r = CliRunner().invoke(cli_app, list(args), env=env)
+        assert r.exit_code == 0, r.stdout + r.stderr
+        return r.stdout
+
+    bad = CliRunner().invoke(cli_app, ["reviews", "start", "--scope", "role:astronaut"],
+                             env=env)
+    assert bad.exit_code == 2 and "scope" in bad.stderr
+    started = json.loads(cli("reviews", "start", "--scope", "role:claims_adjuster", "--json"))
+    assert started["items"] == 2 and started["completion"] == 0.0
+    listed = json.loads(cli("reviews", "list", "--json"))
+    region = next(i for i in listed["items"] if i["kind"] == "region")
+    assert region["reviewer"]["name"] == "mia"
+    assert {u["name"] for u in listed["uncertified"]} == {"mia", "adam"}
+    out = cli("reviews", "decide", started["id"], region["id"], "revoke", "--note",
+              "no longer covers the west")
+    assert "region removed" in out
+    assert rt.users.get("adam").regions == ()
+    table = cli("reviews", "list")
+    assert "Not certified within 365 days" in table and "50.0%" in table
