@@ -96,6 +96,25 @@ def attempt(staff: Staff, course: str, answers: list[Any]) -> Any:
     return staff.client.post(f"/v1/training/{course}/attempts", json={"answers": answers})
 
 
+def default_catalogue() -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load(Path(__file__).parents[1].joinpath(
+        "src/fiduciary/workforce", DEFAULT_CATALOGUE).read_text())
+    return doc
+
+
+def course_in(doc: dict[str, Any], course_id: str) -> dict[str, Any]:
+    found: dict[str, Any] = next(c for c in doc["courses"] if c["id"] == course_id)
+    return found
+
+
+def insurers_runtime(settings: Settings, clock: FixedClock, doc: dict[str, Any],
+                     tmp_path: Path) -> Runtime:
+    """A runtime over the same store with the insurer's own catalogue."""
+    path = tmp_path / "catalogue.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return open_runtime(settings.model_copy(update={"training_catalogue": path}), clock=clock)
+
+
 def attempts_stored(rt: Runtime) -> int:
     return len(table_rows(rt, "training_attempts"))
 
@@ -276,14 +295,12 @@ def test_version_change_makes_completions_due_for_refresher(
         rt: Runtime, clock: FixedClock, settings: Settings, tmp_path: Path) -> None:
     adj = make_staff(rt, clock, "adj", ["claims_adjuster"])
     _, _, medical = customer(rt, "adj")
-    doc = yaml.safe_load(Path(__file__).parents[1].joinpath(
-        "src/fiduciary/workforce", DEFAULT_CATALOGUE).read_text())
-    hp = next(c for c in doc["courses"] if c["id"] == "health-privacy")
-    hp["version"] = "2027.1"  # a material change (HIPAA 164.530(b)(2)(i)(C))
-    path = tmp_path / "catalogue.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    rt2 = open_runtime(settings.model_copy(update={"training_catalogue": path}), clock=clock)
+    doc = default_catalogue()
+    course_in(doc, "health-privacy")["version"] = "2027.1"  # a material change
+    rt2 = insurers_runtime(settings, clock, doc, tmp_path)
     try:
+        # The new catalogue's taking effect is on the audit trail.
+        assert events(rt2, "config.changed")[-1]["details"]["changed"] == ["catalogue_sha256"]
         with TestClient(create_app(rt2), raise_server_exceptions=False) as c:
             c.headers.update(adj.client.headers)
             body = c.get(f"/v1/collections/medical_records/records/{medical}"
@@ -308,6 +325,23 @@ def test_version_change_makes_completions_due_for_refresher(
     versions = {r["course_version"] for r in table_rows(rt, "training_records")
                 if r["course"] == "health-privacy"}
     assert versions == {"2026.1", "2027.1"}
+
+
+def test_a_role_outside_a_courses_audience_is_named(rt: Runtime, clock: FixedClock,
+                                                    settings: Settings, tmp_path: Path) -> None:
+    make_staff(rt, clock, "adj", ["claims_adjuster"], trained=False)
+    assert rt.training.audience_gaps() == []
+    doc = default_catalogue()
+    course_in(doc, "health-privacy")["audience"] = ["underwriter", "dpo"]
+    rt2 = insurers_runtime(settings, clock, doc, tmp_path)
+    try:
+        assert rt2.training.audience_gaps() == [
+            "role claims_adjuster reaches special_category data but is not in the audience "
+            "of course health-privacy"]
+    finally:
+        rt2.close()
+    code, out, _ = cli(settings, "training", "catalogue", "--json")
+    assert code == 0 and json.loads(out)["gaps"] == []
 
 
 # -- reminders -----------------------------------------------------------------------------------
@@ -472,8 +506,7 @@ def test_cli_catalogue_status_and_record_needs_evidence(rt: Runtime, clock: Fixe
 ])
 def test_an_invalid_catalogue_is_refused_naming_course_and_field(change: Any, named: str,
                                                                  tmp_path: Path) -> None:
-    text = Path(__file__).parents[1].joinpath("src/fiduciary/workforce",
-                                              DEFAULT_CATALOGUE).read_text()
+    text = yaml.safe_dump(default_catalogue())
     roles = ["underwriter", "claims_adjuster", "call_center_agent", "fraud_investigator",
              "actuary", "dpo"]
     parse_catalogue(text, "mine.yaml", roles)  # the packaged one is valid

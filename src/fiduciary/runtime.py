@@ -139,6 +139,8 @@ class Runtime:
         if hours > 0:  # accounts unused for dormant_disable_days are disabled
             self._spawn("dormant-accounts", self.hr.run_forever, SYSTEM, self._stop,
                         hours * 3600)
+        for gap in self.training.audience_gaps():  # staff who could never take a course
+            log.warning("training catalogue: %s", gap)
         hours = self.settings.training_reminder_interval_hours
         if hours > 0:
             self._spawn("training-reminders", self.training.run_forever, self._stop,
@@ -272,7 +274,7 @@ def open_runtime(settings: Settings, *, create: bool = False,
     training = TrainingService(db, clock, audit, users, catalogue, delivery,
                                attempts_per_day=settings.training_attempts_per_day,
                                home_page=settings.training_xapi_home_page)
-    _record_configuration(db, audit, datamap, policy)
+    _record_configuration(db, audit, datamap, policy, catalogue)
     return Runtime(settings, datamap, db, keyring, vault, api_keys, users, policy, reviews,
                    audit, trail, consent, dsr, holds, restriction, eraser, retention, packager,
                    ropa, approvals, ConsentDesk(consent, vault), detections, monitor, alerts,
@@ -290,10 +292,12 @@ def _training_requirements(catalogue: Catalogue, settings: Settings) -> Training
 
 
 def _record_configuration(db: Database, audit: AuditLog, datamap: DataMap,
-                          policy: PolicyEngine) -> None:
-    """A changed data map or policy pack leaves an audit event when it first takes effect."""
+                          policy: PolicyEngine, catalogue: Catalogue) -> None:
+    """A changed data map, policy pack or training catalogue leaves an audit event when it
+    first takes effect (a new course version is a material change: HIPAA 164.530(b))."""
     digest = {**configuration_digests(datamap, policy),
-              "datamap_source": datamap.source, "policy_source": policy.pack.source}
+              "datamap_source": datamap.source, "policy_source": policy.pack.source,
+              "catalogue_sha256": catalogue.digest(), "catalogue_source": catalogue.source}
     value = json.dumps(digest, sort_keys=True)
     with db.write() as conn:
         current = conn.execute(sa.select(system_state.c.value).where(
@@ -306,7 +310,7 @@ def _record_configuration(db: Database, audit: AuditLog, datamap: DataMap,
         else:
             conn.execute(system_state.update().where(system_state.c.key == "configuration")
                          .values(value=value))
-        changed = [k for k in ("datamap_sha256", "policy_sha256")
+        changed = [k for k in ("datamap_sha256", "policy_sha256", "catalogue_sha256")
                    if previous.get(k) != digest[k]]
         audit.append(conn, audit.event(None, "config.changed", details={
             **digest, "changed": changed, "previous": previous or None}))

@@ -26,6 +26,7 @@ def training_catalogue(data_dir: DataDir = None, json_out: JsonFlag = False) -> 
     """The courses: who takes them, what they unlock, validity and pass mark (never the key)."""
     with runtime(data_dir) as rt:
         cat = rt.training.catalogue
+        gaps = rt.training.audience_gaps()
     rows: list[dict[str, Any]] = [{
         "id": c.id, "title": c.title, "version": c.version, "audience": list(c.audience),
         "unlocks": [u.value for u in c.unlocks], "baseline": c.id == cat.baseline,
@@ -34,7 +35,7 @@ def training_catalogue(data_dir: DataDir = None, json_out: JsonFlag = False) -> 
     if json_out:
         print(json.dumps({"source": cat.source, "baseline": cat.baseline,
                           "grace_classes": [g.value for g in cat.grace_classes],
-                          "courses": rows}))
+                          "courses": rows, "gaps": gaps}))
         return
     table = Table("course", "version", "unlocks", "audience", "valid (days)", "pass mark",
                   "questions", title=f"{cat.source} — baseline: {cat.baseline}")
@@ -44,6 +45,8 @@ def training_catalogue(data_dir: DataDir = None, json_out: JsonFlag = False) -> 
         table.add_row(r["id"], r["version"], unlocks, ", ".join(r["audience"]),
                       str(r["validity_days"]), f"{r['pass_mark']:.0%}", str(r["questions"]))
     out.print(table)
+    for gap in gaps:
+        out.print(f"[yellow]warning:[/yellow] {gap}", highlight=False)
 
 
 @training_app.command("status")

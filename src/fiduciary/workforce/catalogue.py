@@ -42,7 +42,8 @@ from typing import Any, NoReturn
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from fiduciary.datamap import Classification
+from fiduciary.access.policy import PolicyPack
+from fiduciary.datamap import Classification, DataMap
 from fiduciary.errors import CatalogueInvalid, FieldProblem
 
 DEFAULT_CATALOGUE = "default_catalogue.yaml"
@@ -117,6 +118,33 @@ class Catalogue(_Strict):
 
     def validity(self) -> dict[str, int]:
         return {c.id: c.validity_days for c in self.courses}
+
+    def digest(self) -> str:
+        """SHA-256 of the catalogue's content (not where it was read from)."""
+        return hashlib.sha256(self.model_dump_json(exclude={"source"}).encode()).hexdigest()
+
+
+def audience_gaps(catalogue: Catalogue, pack: PolicyPack, datamap: DataMap,
+                  staff_roles: Collection[str]) -> list[str]:
+    """Staff roles whose grants reach a data class needing a course they are not the audience
+    of: their people are unlocked only by an external completion. Said, not refused (an
+    insurer may train those roles elsewhere)."""
+    needs = catalogue.unlocks()
+    gaps = []
+    for role in pack.roles.values():
+        if role.name not in staff_roles:
+            continue
+        reached = {f.classification.value for g in role.grants for c in g.collections
+                   if c in datamap.collections
+                   for f in datamap.collections[c].fields.values()
+                   if g.fields is None or f.name in g.fields}
+        for cls in sorted(reached & needs.keys()):
+            for course_id in needs[cls]:
+                course = catalogue.course(course_id)
+                if course is not None and role.name not in course.audience:
+                    gaps.append(f"role {role.name} reaches {cls} data but is not in the "
+                                f"audience of course {course_id}")
+    return gaps
 
 
 def load_catalogue(path: Path | None, roles: Collection[str]) -> Catalogue:

@@ -42,7 +42,13 @@ from fiduciary.monitoring.delivery import AlertDelivery
 from fiduciary.principal import SYSTEM, Permission, Principal, require_permission
 from fiduciary.storage import Database
 from fiduciary.storage.schema import training_attempts, training_records, training_reminders, users
-from fiduciary.workforce.catalogue import Catalogue, Course, Question, answer_digest
+from fiduciary.workforce.catalogue import (
+    Catalogue,
+    Course,
+    Question,
+    answer_digest,
+    audience_gaps,
+)
 
 log = logging.getLogger("fiduciary.workforce")
 
@@ -269,6 +275,12 @@ class TrainingService:
         channels = self.delivery.send_notice(
             notice, f"[Fiduciary] training expires in {days} days: {course.id}", text)
         return {**notice, "channels": channels}
+
+    def audience_gaps(self) -> list[str]:
+        """Roles staff hold that reach a data class whose course they cannot take."""
+        held = {r for u in self._active_users() for r in u.roles}
+        return audience_gaps(self.catalogue, self.users.policy.pack,
+                             self.users.policy.datamap, held)
 
     # -- helpers -------------------------------------------------------------------------------
     def _staff_only(self, principal: Principal) -> None:
