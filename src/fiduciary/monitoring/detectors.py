@@ -10,7 +10,7 @@ import hashlib
 import json
 import statistics
 from collections import defaultdict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -32,7 +32,14 @@ from fiduciary.storage.schema import (
 #: Accesses to a customer: each names the subjects it touched.
 TOUCHES = frozenset({"record.read", "subject.read", "subject.records", "record.search",
                      "records.export", "record.update", "record.verify"})
+#: Every action some detection reads; any other event matters only when it is a refusal
+#: (``DENIED`` in its canonical JSON), or when its actor is not a known staff user (an API
+#: key's every use counts): the monitor parses no other.
+OBSERVED = TOUCHES | {"auth.login", "auth.login_failed", "auth.break_glass",
+                      "break_glass.review"}
+DENIED = '"decision":"deny"'
 _CHUNK = 500
+_NO_HOURS = (0,) * 24
 _KEY_STATE = "monitor.key:"
 
 
@@ -142,8 +149,10 @@ class Detectors:
         self._peer_day: dict[tuple[str, str], float] = {}
         self._usual: dict[tuple[str, str], tuple[list[bool], str, int]] = {}
         self._week_before: dict[tuple[str, str], int] = {}
-        #: principal id -> their latest sign-in seen (dormant_account)
-        self._last_login: dict[str, datetime] = {}
+        #: principal id -> their latest sign-in seen, None for none (dormant_account)
+        self._last_login: dict[str, datetime | None] = {}
+        #: UTC hour of an event's time -> its local (day, hour, weekday) in the pack's zone
+        self._local: dict[str, tuple[str, int, int] | None] = {}
         #: surname digest -> share of persons with it (same_surname keeps to rare ones)
         self._surname_share: dict[bytes, float] = {}
         self._fired: set[str] = set()
@@ -168,17 +177,37 @@ class Detectors:
         self._handlers.clear()
 
     # -- prefetch --------------------------------------------------------------------------
-    def prefetch(self, events: list[dict[str, Any]]) -> None:
+    def prefetch(self, events: list[dict[str, Any]], first_leaf: int | None = None) -> None:
         """Subject attributes (watch list) and surname digests for the subjects staff touch
-        in this batch, in a few queries rather than one per event."""
+        in this batch, and the sign-in before the batch of those signing in for the first
+        time this monitor sees: a few queries rather than one per event."""
         surnamed: set[str] = set()
+        signing_in: set[str] = set()
         staff = self.profiles.staff
         for ev in events:
-            if ev["action"] in TOUCHES and ev["actor"]["kind"] == "user":
+            action = ev["action"]
+            if action in TOUCHES and ev["actor"]["kind"] == "user":
                 s = staff.get(ev["actor"]["id"])
                 if s is not None and s[2] is not None:
                     surnamed.update(ev["subject_ids"])
+            elif action == "auth.login" and ev["actor"]["kind"] == "user" \
+                    and ev["actor"]["id"] not in self._last_login:
+                signing_in.add(ev["actor"]["id"])
         with self.db.read() as conn:
+            if signing_in and first_leaf is not None and not self.warming \
+                    and "dormant_account" in self.on:
+                ids = sorted(signing_in)
+                for i in range(0, len(ids), _CHUNK):
+                    part = ids[i:i + _CHUNK]
+                    for pid in part:
+                        self._last_login[pid] = None
+                    for r in conn.execute(
+                            sa.select(audit_events.c.actor, sa.func.max(audit_events.c.at))
+                            .where(audit_events.c.actor.in_(part),
+                                   audit_events.c.leaf_index < first_leaf,
+                                   audit_events.c.action == "auth.login")
+                            .group_by(audit_events.c.actor)):
+                        self._last_login[r[0]] = r[1]
             if self._watched is None:
                 self._watched = self._watched_by_attribute(conn)
             need = [s for s in surnamed if s not in self._surnames]
@@ -265,8 +294,7 @@ class Detectors:
             p = self._principals[actor["id"]] = _Principal(kind, actor["id"], actor["name"],
                                                            role)
             self._role_of[p.id] = role
-        local = at.astimezone(self.zone)
-        day = local.date().isoformat()
+        hour, weekday, day = self._local_time(ev["time"], at)
         decision = ev["decision"]
         if kind == "api_key":
             self._api_key(p, ev, at, out)
@@ -276,7 +304,7 @@ class Detectors:
         if action in ("record.search", "record.verify", "record.search.attempt"):
             self._search(p, ev, at, out)
         if action == "auth.login" and kind == "user":
-            self._hour(p, ev, local, day, at, out)
+            self._hour(p, ev, hour, weekday, day, out)
             self._dormant(p, ev, at, out)
         elif action == "auth.break_glass":
             self._break_glass(p, ev, at, out)
@@ -284,13 +312,33 @@ class Detectors:
             self._break_glass_review(p, ev, out)
         if action in TOUCHES and decision != "deny" and ev["subject_ids"]:
             if kind == "user":
-                self._hour(p, ev, local, day, at, out)
+                self._hour(p, ev, hour, weekday, day, out)
                 # Pseudonymised data (analytics) shows nobody who the customer is.
                 if ev.get("purpose") not in self._pseudonymised:
                     self._subjects(p, ev, day, out)
                 self._volume(p, ev, day, at, out)
             self._bulk(p, ev, at, out)
-        return self._keep(out)
+        return self._keep(out) if out else out
+
+    def _local_time(self, text: str, at: datetime) -> tuple[int, int, str]:
+        """(local hour, weekday, local day) of an event, from a cache per UTC hour when the
+        zone's offset is whole hours and does not change within that hour."""
+        key = text[:13] if text.endswith("Z") else ""
+        got = self._local.get(key)
+        if got is None and key and key not in self._local:
+            start = at.replace(minute=0, second=0, microsecond=0)
+            first = start.astimezone(self.zone)
+            offset = first.utcoffset()
+            if offset is not None and offset.total_seconds() % 3600 == 0 and offset == (
+                    start + timedelta(minutes=59, seconds=59)).astimezone(self.zone).utcoffset():
+                got = (first.date().isoformat(), first.hour, first.weekday())
+            if len(self._local) > 10_000:
+                self._local.clear()
+            self._local[key] = got
+        if got is None:
+            local = at.astimezone(self.zone)
+            return local.hour, local.weekday(), local.date().isoformat()
+        return got[1], got[2], got[0]
 
     def _keep(self, out: list[Finding]) -> list[Finding]:
         if self.warming or not out:
@@ -365,30 +413,34 @@ class Detectors:
                     "handling their file", [ev["id"]], [sid], action=ev["action"]))
 
     # -- volume ----------------------------------------------------------------------------
-    def _hour(self, p: _Principal, ev: dict[str, Any], local: datetime, day: str,
-              at: datetime, out: list[Finding]) -> None:
+    def _hour(self, p: _Principal, ev: dict[str, Any], hour: int, weekday: int, day: str,
+              out: list[Finding]) -> None:
         hours = self._live_hours[p.id].get(day)
         if hours is None:
             hours = self._live_hours[p.id][day] = [0] * 24
             self._live[p.id].setdefault(day, set())
-        hours[local.hour] += 1
+        hours[hour] += 1
         if not self.warming:
             self._dirty.add((p.id, day))
-        if "off_hours" in self.on and not self.warming:
-            self._off_hours(p, ev, local, day, out)
+            if "off_hours" in self.on:
+                self._off_hours(p, ev, hour, weekday, day, out)
 
-    def _history(self, pid: str, role: str, day: str, span: int) -> dict[str, tuple[int,
-                                                                                   list[int]]]:
+    def _history(self, pid: str, role: str, day: str, span: int
+                 ) -> dict[str, tuple[int, Sequence[int]]]:
         """The principal's past days within ``span`` days before ``day``."""
         self._load_role(role)
         first = (date.fromisoformat(day) - timedelta(days=span)).isoformat()
-        out = {d: v for d, v in self._days.get(pid, {}).items() if first <= d < day}
+        out: dict[str, tuple[int, Sequence[int]]] = {
+            d: v for d, v in self._days.get(pid, {}).items() if first <= d < day}
         hours = self._live_hours.get(pid, {})
         for d, seen in self._live.get(pid, {}).items():
             if first <= d < day:
+                stored = out.get(d)
+                live_hours = hours.get(d, _NO_HOURS)
+                if stored is None:
+                    out[d] = (len(seen), live_hours)
+                    continue
                 # A day rebuilt at start may cover only its tail: the larger count is right.
-                stored = out.get(d, (0, [0] * 24))
-                live_hours = hours.get(d, [0] * 24)
                 out[d] = (max(stored[0], len(seen)),
                           [max(a, b) for a, b in zip(stored[1], live_hours, strict=True)])
         return out
@@ -402,14 +454,13 @@ class Detectors:
                 self._days[r.principal_id].setdefault(r.day, (r.subjects, json.loads(r.hours)))
                 self._role_members[role].add(r.principal_id)
 
-    def _off_hours(self, p: _Principal, ev: dict[str, Any], local: datetime, day: str,
+    def _off_hours(self, p: _Principal, ev: dict[str, Any], h: int, weekday: int, day: str,
                    out: list[Finding]) -> None:
         key = (p.id, day)
         usual = self._usual.get(key)
         if usual is None:
-            usual = self._usual[key] = self._usual_hours(p, day, local.weekday())
+            usual = self._usual[key] = self._usual_hours(p, day, weekday)
         hours, basis, known = usual
-        h = local.hour
         if not hours[h]:
             out.append(self._finding(
                 "off_hours", p, f"{p.id}:{day}", f"access at {h:02d}:00 local time, outside "
@@ -421,24 +472,21 @@ class Detectors:
         (once per principal and day: the past does not change during the day)."""
         spec = self.d.off_hours
         past = self._history(p.id, p.role, day, spec.history_days)
-        total = [0] * 24
-        days_at = [0] * 24  # on how many past days each hour saw them
-        for _, hours in past.values():
-            for h, n in enumerate(hours):
-                total[h] += n
-                days_at[h] += n > 0
+        columns = list(zip(*(hours for _, hours in past.values()), strict=True)) or [()] * 24
+        total = [sum(c) for c in columns]
+        days_at = [len(c) - c.count(0) for c in columns]  # past days each hour saw them
         n_all = sum(total)
         learned = len(past) >= spec.min_history_days and n_all > 0
         wh = self.pack.settings.working_hours
-        out = []
-        for h in range(24):
-            near = [(h + d) % 24 for d in (-1, 0, 1)]
-            # Hours they have worked on two days or more are theirs, however new they are.
-            seen = sum(days_at[x] for x in near) >= 2
-            if learned:
-                out.append(seen or any(total[x] / n_all >= spec.min_hour_share for x in near))
-            else:
-                out.append(seen or (wh.start <= h < wh.end and weekday in wh.weekdays))
+        # Hours they have worked on two days or more are theirs, however new they are.
+        seen = [days_at[h - 1] + days_at[h] + days_at[(h + 1) % 24] >= 2 for h in range(24)]
+        if learned:
+            common = [t / n_all >= spec.min_hour_share for t in total]
+            out = [seen[h] or common[h - 1] or common[h] or common[(h + 1) % 24]
+                   for h in range(24)]
+        else:
+            workday = weekday in wh.weekdays
+            out = [seen[h] or (wh.start <= h < wh.end and workday) for h in range(24)]
         basis = "their usual hours" if learned else \
             "working hours (too little history to learn theirs)"
         return out, basis, len(past)
@@ -477,7 +525,9 @@ class Detectors:
                     v[0] for v in self._history(p.id, p.role, day, drip.window_days - 1).values())
             week = count + earlier
             if week >= drip.min_subjects:
-                limit = self._peer_week_limit(p.role, day)
+                key = (p.role, day)
+                limit = self._peer_week[key] if key in self._peer_week \
+                    else self._peer_week_limit(p.role, day)
                 if limit is not None and week > limit:
                     iso = date.fromisoformat(day).isocalendar()
                     out.append(self._finding(
@@ -663,8 +713,8 @@ class Detectors:
             self._last_login[p.id] = at
             return
         spec = self.d.dormant_account
-        if p.id in self._last_login:
-            before: datetime | None = self._last_login[p.id]
+        if p.id in self._last_login:  # seen, or looked up by prefetch
+            before = self._last_login[p.id]
         else:  # first sign-in this monitor sees of them: the trail knows the one before
             with self.db.read() as conn:
                 before = conn.execute(sa.select(sa.func.max(audit_events.c.at)).where(

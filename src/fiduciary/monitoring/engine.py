@@ -22,7 +22,13 @@ from fiduciary.clock import Clock
 from fiduciary.datamap import DataMap
 from fiduciary.monitoring.alerts import Finding, insert_finding
 from fiduciary.monitoring.delivery import AlertDelivery
-from fiduciary.monitoring.detectors import Detectors, Profiles, Suppression
+from fiduciary.monitoring.detectors import (
+    DENIED,
+    OBSERVED,
+    Detectors,
+    Profiles,
+    Suppression,
+)
 from fiduciary.monitoring.pack import DetectionPack
 from fiduciary.storage import Database
 from fiduciary.storage.schema import (
@@ -83,15 +89,11 @@ class Monitor:
                 cursor = self._cursor()
                 det = self._state(cursor, profiles, fresh)
                 fresh = False
-                with self.db.read() as conn:
-                    rows = conn.execute(
-                        sa.select(audit_events.c.leaf_index, audit_events.c.event)
-                        .where(audit_events.c.leaf_index >= cursor)
-                        .order_by(audit_events.c.leaf_index).limit(self.batch_size)).all()
+                rows = self._batch(cursor, None)
                 if not rows:
                     break
-                parsed = [json.loads(r.event) for r in rows if r.event is not None]
-                det.prefetch(parsed)
+                parsed = _parse(det, rows)
+                det.prefetch(parsed, rows[0].leaf_index)
                 findings: list[Finding] = []
                 for ev in parsed:
                     findings.extend(det.observe(ev))
@@ -173,20 +175,28 @@ class Monitor:
         det.warming = True
         at = int(start)
         while at < cursor:
-            with self.db.read() as conn:
-                rows = conn.execute(
-                    sa.select(audit_events.c.leaf_index, audit_events.c.event)
-                    .where(audit_events.c.leaf_index >= at, audit_events.c.leaf_index < cursor)
-                    .order_by(audit_events.c.leaf_index).limit(self.batch_size)).all()
+            rows = self._batch(at, cursor)
             if not rows:
                 break
-            parsed = [json.loads(r.event) for r in rows if r.event is not None]
+            parsed = _parse(det, rows)
             det.prefetch(parsed)
             for ev in parsed:
                 det.observe(ev)
             at = rows[-1].leaf_index + 1
         det.warming = False
         det.clean()
+
+    def _batch(self, start: int, stop: int | None) -> list[Any]:
+        """The next batch of sequenced events from ``start`` (before ``stop``), leaf order."""
+        where = [audit_events.c.leaf_index >= start]
+        if stop is not None:
+            where.append(audit_events.c.leaf_index < stop)
+        with self.db.read() as conn:
+            return list(conn.execute(
+                sa.select(audit_events.c.leaf_index, audit_events.c.action,
+                          audit_events.c.actor, audit_events.c.event)
+                .where(*where).order_by(audit_events.c.leaf_index).limit(self.batch_size))
+                .all())
 
     def _commit(self, cursor: int, end: int, findings: list[Finding], det: Detectors
                 ) -> tuple[int, int]:
@@ -232,3 +242,12 @@ class Monitor:
                              .values(value=str(end)))
         det.clean()
         return made, held
+
+
+def _parse(det: Detectors, rows: list[Any]) -> list[dict[str, Any]]:
+    """The events of a batch that can matter to a detection, parsed (pruned ones are gone):
+    an action no detection reads, by a known staff user, and no refusal, is not parsed."""
+    loads = json.loads
+    staff = det.profiles.staff
+    return [loads(text) for _, action, actor, text in rows if text is not None
+            and (action in OBSERVED or actor not in staff or DENIED in text)]
