@@ -46,7 +46,7 @@ from tests.conftest import make_staff
 #: Generated cases per operation and generation mode (positive, negative).
 MAX_EXAMPLES = 4
 #: Staff roles the pass runs as, besides the service API key.
-STAFF_ROLES = ("call_center_agent", "dpo", "admin", "security_analyst")
+STAFF_ROLES = ("call_center_agent", "dpo", "admin", "security_analyst", "ethics_officer")
 #: Operations that end or weaken the caller's own session run last, so that the rest of the
 #: pass runs authenticated.
 LAST = ("change_password", "logout")

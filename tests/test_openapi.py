@@ -39,7 +39,12 @@ OPERATIONS = {
     "list_reviews", "start_review_campaign", "decide_review_item",
     "my_training", "attempt_training", "training_status", "training_statements",
 }
-PUBLIC = {"healthz", "login", "enrol"}
+# The speak-up channel: the reporter has no login (the receipt is the credential).
+OPERATIONS |= {"submit_speakup_report", "get_speakup_thread", "post_speakup_message",
+               "list_speakup_reports", "get_speakup_report", "acknowledge_speakup_report",
+               "give_speakup_feedback", "close_speakup_report", "list_speakup_alerts"}
+PUBLIC = {"healthz", "login", "enrol", "submit_speakup_report", "get_speakup_thread",
+          "post_speakup_message"}
 PA = "policy_administration"
 
 

@@ -63,6 +63,30 @@ def _frames(kind: type[BaseException], tb: TracebackType | None) -> str:
     return "\n".join(lines)
 
 
+class WithoutPaths(logging.Filter):
+    """Drops uvicorn's access-log lines for requests under ``prefix`` (their client address
+    and exact time would identify a speak-up reporter)."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # uvicorn.access: (client, method, path with query, HTTP version, status).
+        args = record.args if isinstance(record.args, tuple) else ()
+        path = str(args[2]) if len(args) > 2 else ""
+        return not (path == self.prefix or path.startswith((self.prefix + "/",
+                                                            self.prefix + "?")))
+
+
+def quiet_access_log(prefix: str) -> None:
+    """No access-log line for requests under ``prefix``, whoever configured the handlers
+    (``fiduciary serve``, or ``uvicorn`` with its own logging configuration)."""
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, WithoutPaths) and f.prefix == prefix for f in access.filters):
+        access.addFilter(WithoutPaths(prefix))
+
+
 #: Loggers whose records reach handlers other than ours (uvicorn's own configuration).
 _SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.asgi")
 _FILTER = ValueFreeTracebacks()

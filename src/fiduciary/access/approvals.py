@@ -50,9 +50,11 @@ USER_CREATE, USER_SET_ROLES, USER_RE_ENROL, APIKEY_CREATE = (
 #: Permissions that reach customer data as much as a grant does — or that approve such
 #: access (an administrator must not make itself an approver), or that decide what becomes
 #: of misuse findings and breaches (an administrator must not make itself the one who
-#: dismisses alerts or runs incidents).
+#: dismisses alerts or runs incidents), or that read whistleblowers' reports (an
+#: administrator must not make itself the reader of the speak-up channel).
 SENSITIVE_PERMISSIONS = frozenset({Permission.PRIVACY_MANAGE, Permission.APPROVALS_DECIDE,
-                                   Permission.ALERTS_MANAGE, Permission.INCIDENTS_MANAGE})
+                                   Permission.ALERTS_MANAGE, Permission.INCIDENTS_MANAGE,
+                                   Permission.SPEAKUP_MANAGE})
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,14 @@ from fiduciary.api.errors import (
 from fiduciary.audit.events import RequestContext, request_context
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+#: The speak-up channel: its requests leave no client address in the request context (so in
+#: no audit event), take no caller-chosen request id, are not access-logged, and a fault
+#: there is logged as its reference alone.
+SPEAKUP_PREFIX = "/v1/speakup"
+
+
+def is_speakup(path: str) -> bool:
+    return path == SPEAKUP_PREFIX or path.startswith(SPEAKUP_PREFIX + "/")
 
 #: Nothing loads, runs, connects, frames or submits. The two HTML pages (records of processing,
 #: access package) each carry one inline style sheet, which is all they need; with no source
@@ -57,9 +65,10 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = Headers(scope=scope).get("x-request-id", "")
+        quiet = is_speakup(scope["path"])
+        given = "" if quiet else Headers(scope=scope).get("x-request-id", "")
         request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
-        client = scope.get("client")
+        client = None if quiet else scope.get("client")
         started = False
 
         async def send_with_headers(message: Message) -> None:
@@ -82,7 +91,8 @@ class RequestContextMiddleware:
             # The only path of a 500: logged as type and reference, answered with the error
             # body, and not re-raised — the server would log a traceback whose messages can
             # quote SQL parameters. Once a response has started, the server closes it.
-            response = fault_response(scope["method"], scope["path"], exc)
+            response = (fault_response("-", SPEAKUP_PREFIX, exc) if quiet
+                        else fault_response(scope["method"], scope["path"], exc))
             if not started:
                 await response(scope, receive, send_with_headers)
         finally:
