@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -289,6 +290,23 @@ def test_answers_cannot_be_brute_forced(rt: Runtime, clock: FixedClock) -> None:
     log_in(agent, clock)
     r = attempt(agent, "data-protection", right_answers(cat, "data-protection"))
     assert r.status_code == 200 and r.json()["passed"] is True
+
+
+def test_parallel_attempts_cannot_outrun_the_limit(rt: Runtime, clock: FixedClock) -> None:
+    """Ten answers sent at once: five are graded, the rest refused."""
+    agent = make_staff(rt, clock, "agent", ["call_center_agent"], ["west"], trained=False)
+    answers = wrong_answers(rt.training.catalogue, "data-protection")
+    app = create_app(rt)
+
+    def one(_: int) -> int:
+        c = TestClient(app, raise_server_exceptions=False)
+        c.headers.update(agent.client.headers)
+        return attempt(Staff("agent", c, "", "", []), "data-protection", answers).status_code
+
+    with ThreadPoolExecutor(10) as pool:
+        codes = sorted(pool.map(one, range(10)))
+    assert codes == [200] * 5 + [429] * 5
+    assert attempts_stored(rt) == 5
 
 
 def test_version_change_makes_completions_due_for_refresher(
