@@ -360,6 +360,8 @@ def test_the_watch_alerts_the_ethics_officer_on_adverse_changes_and_coworker_rea
     officer = make_staff(rt, clock, "eve.ethics", ["ethics_officer"])
     report(anon, identify_as="rita.reporter")
     report(anon, identify_as="not-a-username")
+    ritas_key, _ = rt.api_keys.create("rita's", owner_id=rt.users.get("rita.reporter").id)
+    umas_key, _ = rt.api_keys.create("uma's", owner_id=rt.users.get("uma.unrelated").id)
     assert rt.speakup_watch.run_once().alerts == 0
 
     r = coworker.get(f"/v1/collections/persons/records/{rita_record}?purpose=legal_obligation")
@@ -368,15 +370,17 @@ def test_the_watch_alerts_the_ethics_officer_on_adverse_changes_and_coworker_rea
     client.get(f"/v1/collections/persons/records/{rita_record}?purpose={PA}")  # an application
     rt.users.set_roles("uma.unrelated", ["call_center_agent"], by=SYSTEM)
     rt.users.set_roles("rita.reporter", ["call_center_agent"], by=SYSTEM)
+    rt.api_keys.revoke(ritas_key.id, by=SYSTEM)
+    rt.api_keys.revoke(umas_key.id, by=SYSTEM)
     rt.users.set_disabled("rita.reporter", True, by=SYSTEM)
-    assert rt.speakup_watch.run_once().alerts == 3
+    assert rt.speakup_watch.run_once().alerts == 4
     assert rt.speakup_watch.run_once().alerts == 0  # read once, raised once
 
     r = officer.client.get("/v1/speakup/alerts")
     assert r.status_code == 200, r.text
     alerts = r.json()["items"]
-    assert sorted(a["kind"] for a in alerts) == ["account_disabled", "record_access",
-                                                 "roles_removed"]
+    assert sorted(a["kind"] for a in alerts) == ["account_disabled", "api_key_revoked",
+                                                 "record_access", "roles_removed"]
     assert {a["username"] for a in alerts} == {"rita.reporter"}
     [read] = [a for a in alerts if a["kind"] == "record_access"]
     assert read["actor"] == "dora.dpo" and read["action"] == "record.read"

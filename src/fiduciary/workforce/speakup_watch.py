@@ -7,7 +7,7 @@ It reads the audit trail in leaf order from a cursor (``system_state``), as the 
 and raises for events on or after the day of the report:
 
 - ``user.set_roles`` that removes a role, ``user.disable``, ``apikey.revoke`` of a key the
-  event attributes to the user: adverse changes to the account;
+  user holds (``api_keys.owner_id``): adverse changes to the account;
 - any staff user's action on the reporter's own customer record (``users.subject_id``):
   reads, searches, writes, attempts refused — everyone's but the reporter's own.
 
@@ -36,6 +36,7 @@ from fiduciary.ids import new_id
 from fiduciary.principal import ActorKind
 from fiduciary.storage import Database
 from fiduciary.storage.schema import (
+    api_keys,
     audit_events,
     speakup_alerts,
     speakup_cases,
@@ -58,6 +59,8 @@ class Watched:
     username: str
     subject_id: str | None
     since: datetime
+    #: The API keys the user holds.
+    key_ids: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -87,14 +90,19 @@ class RetaliationWatch:
                 speakup_cases.c.identity_sealed.is_not(None))).all()
             staff = {r.username: r for r in conn.execute(
                 sa.select(users.c.id, users.c.username, users.c.subject_id))}
-        out = []
-        for case in cases:
-            identity = self.sealer.open(case.identity_sealed, case.id, "identity").strip()
-            user = staff.get(identity) or staff.get(identity.lower())
-            if user is not None:
-                out.append(Watched(case.id, user.id, user.username, user.subject_id,
-                                   case.received_on))
-        return out
+            found = []
+            for case in cases:
+                identity = self.sealer.open(case.identity_sealed, case.id, "identity").strip()
+                user = staff.get(identity) or staff.get(identity.lower())
+                if user is not None:
+                    found.append((case, user))
+            keys: dict[str, set[str]] = {}
+            if found:
+                for k in conn.execute(sa.select(api_keys.c.id, api_keys.c.owner_id).where(
+                        api_keys.c.owner_id.in_({u.id for _, u in found}))):
+                    keys.setdefault(k.owner_id, set()).add(k.id)
+        return [Watched(case.id, user.id, user.username, user.subject_id, case.received_on,
+                        frozenset(keys.get(user.id, ()))) for case, user in found]
 
     def run_once(self, sequence: bool = True) -> WatchRun:
         """Read every sequenced event after the cursor; raise what the watch finds. Also
@@ -151,7 +159,8 @@ class RetaliationWatch:
                                                                          or []))
                 if removed:
                     what = {"kind": "roles_removed", "roles_removed": removed}
-            elif about_user and action == "apikey.revoke":
+            elif action == "apikey.revoke" and (about_user
+                                                or details.get("key_id") in w.key_ids):
                 what = {"kind": "api_key_revoked", "key_id": details.get("key_id")}
             elif (w.subject_id is not None and w.subject_id in event.get("subject_ids", ())
                   and action.startswith(_RECORD_ACTIONS)
