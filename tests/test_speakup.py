@@ -268,6 +268,22 @@ def test_an_administrator_can_neither_read_reports_nor_grant_itself_the_channel(
     assert r.status_code == 403
 
 
+def test_a_fault_on_the_channel_is_logged_as_its_reference_alone(
+        rt: Runtime, anon: TestClient, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("a driver message quoting " + REPORT)
+
+    monkeypatch.setattr(rt.speakup, "submit", broken)
+    r = anon.post("/v1/speakup/reports", json={"text": REPORT},
+                  headers={"User-Agent": UA, "X-Request-ID": "reporter-chosen-id-4242"})
+    assert r.status_code == 500
+    ref = re.search(r"reference ([0-9a-f]{12})", r.json()["error"]["message"])
+    assert ref is not None
+    [line] = [rec.getMessage() for rec in caplog.records if "internal error" in rec.getMessage()]
+    assert line == f"internal error ref={ref.group(1)} on - /v1/speakup: RuntimeError"
+
+
 # -- guessing receipts ------------------------------------------------------------------------
 def test_a_wrong_receipt_costs_a_full_kdf_and_gets_the_one_answer(
         rt: Runtime, anon: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
