@@ -251,7 +251,11 @@ def test_bad_campaign_requests_name_the_field(rt: Runtime, office: dict[str, Any
     scoped = [i for i in items(office["sam"], campaign=r.json()["id"])]
     assert {i["account"]["name"] for i in scoped} == {"ursula"}
     r = decide(office["sam"], scoped[0], "maybe")
-    assert r.status_code == 422
+    assert r.status_code == 422 and r.json()["error"]["fields"][0]["field"] == "decision"
+    r = decide(office["sam"], scoped[0], "revoke", "   ")
+    assert r.status_code == 422 and r.json()["error"]["fields"][0]["field"] == "note"
+    r = decide(office["sam"], scoped[0], "keep", "")  # a keep needs no note
+    assert r.status_code == 200 and r.json()["note"] is None
 
 
 def test_a_managers_items_go_to_the_pool_when_the_manager_leaves(

@@ -204,7 +204,7 @@ class HrSync:
             report.applied += 1
         why = {"authority": "hr_sync", "line": row.line}
         keys = [k.id for k in self.api_keys.owned_by(user.id) if k.revoked_at is None]
-        with self.db.write() as conn:
+        with self.db.read() if dry_run else self.db.write() as conn:
             if row.leaver:
                 if user.disabled_at is None:
                     report.disabled.append(user.username)

@@ -310,6 +310,8 @@ class ReviewCampaigns:
         if decision not in tuple(Decision):
             raise InvalidInput.from_problems([FieldProblem("decision", "keep or revoke")],
                                              "decision")
+        if decision == Decision.KEEP and not (note or "").strip():
+            note = None  # a blank note on a keep is no note
         text = free_text("note", note, required=decision == Decision.REVOKE, limit=NOTE_LIMIT)
         item = self._row(campaign_id, item_id)
         self._may_decide(by, item)
