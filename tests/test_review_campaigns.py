@@ -287,6 +287,10 @@ def test_the_operator_runs_campaigns_from_the_cli(rt: Runtime) -> None:
     bad = CliRunner().invoke(cli_app, ["reviews", "start", "--scope", "role:astronaut"],
                              env=env)
     assert bad.exit_code == 2 and "scope" in bad.stderr
+    bad = CliRunner().invoke(cli_app, ["users", "create", "eve", "--role", "underwriter",
+                                       "--manager", "ghost"], env=env)
+    assert bad.exit_code == 2 and "manager" in bad.stderr
+    assert "eve" not in {u.username for u in rt.users.all()}  # nothing of it stored
     started = json.loads(cli("reviews", "start", "--scope", "role:claims_adjuster", "--json"))
     assert started["items"] == 2 and started["completion"] == 0.0
     listed = json.loads(cli("reviews", "list", "--json"))
@@ -297,5 +301,7 @@ def test_the_operator_runs_campaigns_from_the_cli(rt: Runtime) -> None:
               "no longer covers the west")
     assert "region removed" in out
     assert rt.users.get("adam").regions == ()
+    people = {u["username"]: u for u in json.loads(cli("users", "list", "--json"))["items"]}
+    assert people["adam"]["manager"] == "mia" and people["mia"]["manager"] is None
     table = cli("reviews", "list")
     assert "Not certified within 365 days" in table and "50.0%" in table

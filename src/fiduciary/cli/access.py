@@ -168,20 +168,22 @@ def users_list(data_dir: DataDir = None, json_out: JsonFlag = False) -> None:
     """List staff users."""
     with runtime(data_dir) as rt:
         users = rt.users.all()
+    names = {u.id: u.username for u in users}
     rows = [{"username": u.username, "roles": list(u.roles), "regions": list(u.regions),
              "state": "disabled" if u.disabled_at else "active",
              "enrolled": u.enrolled,
              "mfa_enrolled": u.mfa_enrolled_at is not None,
-             "last_login_at": u.last_login_at.isoformat() if u.last_login_at else None}
+             "last_login_at": u.last_login_at.isoformat() if u.last_login_at else None,
+             "manager": names.get(u.manager_id or ""), "employee_id": u.employee_id}
             for u in users]
     if json_out:
         print(json.dumps({"items": rows}))
         return
-    table = Table("username", "roles", "regions", "state", "MFA", "last login")
+    table = Table("username", "roles", "regions", "state", "MFA", "last login", "manager")
     for u, r in zip(users, rows, strict=True):
         table.add_row(str(r["username"]), ", ".join(u.roles), ", ".join(u.regions),
                       str(r["state"]), "yes" if r["mfa_enrolled"] else "no",
-                      str(r["last_login_at"] or ""))
+                      str(r["last_login_at"] or ""), str(r["manager"] or ""))
     out.print(table)
 
 
