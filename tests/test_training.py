@@ -256,8 +256,10 @@ def test_bad_answer_lists_are_refused_naming_the_question(rt: Runtime,
         "field": "answers[1] (question phishing-link)", "reason": "unknown choice: 0 to 2"}]
     r = attempt(agent, "data-protection", [[0, 1], *good[1:]])  # two picks, one right choice
     assert r.status_code == 422 and "pretext-call" in r.json()["error"]["fields"][0]["field"]
-    r = attempt(agent, "data-protection", ["yes", *good[1:]])
-    assert r.status_code == 422
+    for odd in ("yes", "1", True, 1.5):  # an index, not text, a flag or a fraction
+        r = attempt(agent, "data-protection", [odd, *good[1:]])
+        assert r.status_code == 422 and r.json()["error"]["fields"][0]["field"].startswith(
+            "answers"), odd
     assert attempts_stored(rt) == 0 and table_rows(rt, "training_records") == []
     # A course not for the role, and one that does not exist.
     assert attempt(agent, "health-privacy", [0, 0, [0]]).status_code == 403

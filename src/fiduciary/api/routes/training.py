@@ -11,7 +11,7 @@ from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 
 from fiduciary.api.deps import Context, Ctx, OneHopRoute, requires
 from fiduciary.api.errors import documented
@@ -52,7 +52,7 @@ class MyCourses(BaseModel):
 
 
 class Answers(BaseModel):
-    answers: list[int | list[int]] = Field(
+    answers: list[StrictInt | list[StrictInt]] = Field(
         description="One per question, in order: the index of the choice (from 0), or a "
                     "list of indexes for a question with `multiple`")
 
