@@ -43,7 +43,7 @@ from fiduciary.access.reviews import AccessReviewService, certification_overdue
 from fiduciary.access.users import User, UserService
 from fiduciary.audit.events import AuditLog, audit_actor, request_context
 from fiduciary.clock import Clock, iso, iso_or_none
-from fiduciary.datamap.values import validate
+from fiduciary.datamap.values import ValueRejected, validate
 from fiduciary.errors import (
     FieldProblem,
     Forbidden,
@@ -298,7 +298,10 @@ class ReviewCampaigns:
         f = spec.fields.get(field)
         if f is None or not f.searchable:
             return []  # found through the blind index only: the pack's fields are searchable
-        digest = self.vault.codec.digest(spec, field, validate(f, username))
+        try:
+            digest = self.vault.codec.digest(spec, field, validate(f, username))
+        except ValueRejected:  # no value of the field can be this username: nothing assigned
+            return []
         return [r.id for r in store.search_rows(conn, collection, [(field, digest)],
                                                 MAX_ASSIGNMENTS)]
 
