@@ -11,6 +11,7 @@ from fiduciary.audit.events import RequestContext, request_context
 from fiduciary.cli import (
     access,
     audit,
+    compliance,
     dsr,
     incidents,
     monitor,
@@ -57,6 +58,7 @@ app.add_typer(monitor.alerts_app, name="alerts")
 app.add_typer(monitor.watchlist_app, name="watchlist")
 app.add_typer(incidents.incidents_app, name="incidents")
 app.add_typer(speakup.speakup_app, name="speakup")
+app.add_typer(compliance.compliance_app, name="compliance")
 
 if __name__ == "__main__":
     app()
