@@ -736,3 +736,9 @@ review_items = sa.Table(
     #: What a revocation did (``role removed``, ``key revoked``, ``already gone``…).
     sa.Column("effect", sa.String(64), nullable=True),
 )
+
+
+# --- Compliance: control results and attestations (migration 0016) ---
+
+
+# --- Compliance: filings (migration 0017) ---

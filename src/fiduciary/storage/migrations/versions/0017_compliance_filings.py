@@ -1,0 +1,21 @@
+"""Compliance filings: NYDFS certifications kept five years.
+
+Revision ID: 0017
+Revises: 0016
+Create Date: 2026-11-26
+"""
+
+from alembic import op  # noqa: F401
+
+revision = "0017"
+down_revision = "0016"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
