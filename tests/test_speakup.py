@@ -29,7 +29,7 @@ from fiduciary.runtime import Runtime
 from fiduciary.storage.schema import metadata
 from fiduciary.workforce.speakup import Receipts, add_months
 from tests.conftest import Staff, make_staff, table_rows
-from tests.pgserver import _free_port
+from tests.pgserver import PostgresServer, _free_port
 
 BIN = Path(sys.executable).parent
 PA = "policy_administration"
@@ -434,18 +434,39 @@ def _until(probe: Any, timeout: float = 15.0) -> None:
     raise AssertionError("the server did not start")
 
 
-def _cli(*args: str) -> Any:
+def _cli(env: dict[str, str], *args: str) -> Any:
     r = subprocess.run([str(BIN / "fiduciary"), *args, "--json"], capture_output=True,
-                       text=True, check=True)
+                       text=True, check=True, env=env)
     return json.loads(r.stdout)
 
 
-def test_a_real_server_keeps_no_address_agent_or_cookie_of_a_reporter(tmp_path: Path) -> None:
+def _database_files(backend: str, database_url: str, request: pytest.FixtureRequest
+                    ) -> list[Path]:
+    """Where PostgreSQL keeps this test's database: its relation files, the WAL, its log."""
+    if backend != "postgresql":
+        return []
+    server: PostgresServer = request.getfixturevalue("postgres")
+    server.checkpoint()
+    name = database_url.rsplit("/", 1)[1]
+    engine = sa.create_engine(server.url())
+    with engine.connect() as conn:
+        oid = conn.execute(sa.text("SELECT oid FROM pg_database WHERE datname = :n"),
+                           {"n": name}).scalar_one()
+    engine.dispose()
+    return [*(server.data / "base" / str(oid)).iterdir(),
+            *(p for p in (server.data / "pg_wal").iterdir() if p.is_file()),
+            server.root / "server.log"]
+
+
+def test_a_real_server_keeps_no_address_agent_or_cookie_of_a_reporter(
+        tmp_path: Path, backend: str, database_url: str, request: pytest.FixtureRequest
+) -> None:
     data = tmp_path / "data"
-    _cli("init", "--data-dir", str(data))
-    port = _free_port()
-    env = {**os.environ, "FIDUCIARY_SPEAKUP_KDF_MEMORY_KIB": "8192",
+    env = {**os.environ, "FIDUCIARY_DATABASE_URL": database_url,
+           "FIDUCIARY_SPEAKUP_KDF_MEMORY_KIB": "8192",
            "FIDUCIARY_SPEAKUP_WATCH_INTERVAL_SECONDS": "0.5", "FIDUCIARY_LOG_LEVEL": "debug"}
+    _cli(env, "init", "--data-dir", str(data))
+    port = _free_port()
     proc = subprocess.Popen([str(BIN / "fiduciary"), "serve", "--data-dir", str(data),
                              "--port", str(port)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
@@ -484,23 +505,35 @@ def test_a_real_server_keeps_no_address_agent_or_cookie_of_a_reporter(tmp_path: 
     assert b"/v1/speakup" not in output
     files = [p for p in data.rglob("*") if p.is_file()]
     assert any(p.name == "fiduciary.log" for p in files)
+    files += _database_files(backend, database_url, request)
     for path in files:
         blob = path.read_bytes()
         for canary in canaries:
             assert canary not in blob, (path, canary)
+    engine = sa.create_engine(database_url)  # and every column of every row
+    with engine.connect() as conn:
+        rows = [v if isinstance(v, bytes) else str(v).encode()
+                for table in metadata.sorted_tables for row in conn.execute(sa.select(table))
+                for v in row]
+    engine.dispose()
+    assert b"argon2id$t=3$m=8192$p=1" in rows  # the case's row is among them
+    for canary in canaries:
+        assert not [v for v in rows if canary in v], canary
 
     # The CLI handles the case as the ethics officer's operator.
-    [case] = _cli("speakup", "list", "--data-dir", str(data))["items"]
+    [case] = _cli(env, "speakup", "list", "--data-dir", str(data))["items"]
     assert case["messages"] == 1 and case["status"] == "received"
-    shown = _cli("speakup", "show", case["id"], "--data-dir", str(data))
+    shown = _cli(env, "speakup", "show", case["id"], "--data-dir", str(data))
     assert shown["report"] == REPORT
-    _cli("speakup", "acknowledge", case["id"], "--data-dir", str(data))
-    replied = _cli("speakup", "reply", case["id"], "--text", FEEDBACK, "--data-dir", str(data))
+    _cli(env, "speakup", "acknowledge", case["id"], "--data-dir", str(data))
+    replied = _cli(env, "speakup", "reply", case["id"], "--text", FEEDBACK,
+                   "--data-dir", str(data))
     assert replied["thread"][-1] == {"from": "handler", "sent_on": replied["received_on"],
                                      "text": FEEDBACK}
-    closed = _cli("speakup", "close", case["id"], "--outcome", OUTCOME, "--data-dir", str(data))
+    closed = _cli(env, "speakup", "close", case["id"], "--outcome", OUTCOME,
+                  "--data-dir", str(data))
     assert closed["status"] == "closed"
-    assert _cli("speakup", "watch", "--data-dir", str(data))["alerts"] == 0
+    assert _cli(env, "speakup", "watch", "--data-dir", str(data))["alerts"] == 0
 
 
 def test_deadlines_helper_adds_calendar_months() -> None:
