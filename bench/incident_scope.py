@@ -66,6 +66,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from _common import CpuWatch, emit, import_encrypted, log, machine, make_row, wait_for_quiet
+from _staff import train_fully
 from dsr import FillerPersons
 
 from fiduciary.clock import iso
@@ -151,8 +152,7 @@ def make_staff(rt: Runtime, n: int, subjects: int, rng: random.Random) -> list[S
     for i, role in enumerate(roles):
         username = f"{role.split('_')[0]}.{i:04d}"
         user = rt.users.create(username, [role], REGIONS, issue_code=False).user
-        for course in rt.policy.pack.settings.required_training:
-            rt.users.record_training(username, course, rt.clock.now().date())
+        train_fully(rt, username)
         principal = Principal(id=user.id, kind="user", username=username, roles=(role,),
                               regions=tuple(REGIONS))
         purpose = ROLES[role][1]

@@ -32,6 +32,7 @@ from _common import CpuWatch, machine, wait_for_quiet
 
 from fiduciary.access.policy import PolicyEngine, load_policy
 from fiduciary.datamap import load_default
+from fiduciary.datamap.model import Classification
 from fiduciary.principal import Principal
 
 ADJUSTER, UNDERWRITER = "adj", "uw"
@@ -117,12 +118,17 @@ def main() -> None:
     dm = load_default()
     engine = PolicyEngine(load_policy(None, dm), dm)
     usernames = {"claims_adjuster": ADJUSTER, "underwriter": UNDERWRITER}
-    principals = [
-        Principal(id=f"u-{role}", kind="api_key" if role == "service" else "user",
-                  username=usernames.get(role, role), roles=(role,),
-                  regions=("west",), training_current=rng.random() > 0.05)
-        for role in engine.pack.roles
-    ]
+    # About one principal in twenty has lapsed training: every data class above internal is
+    # then withheld from them, as the gate decides it.
+    lapsed = {c.value: "training_expired" for c in Classification
+              if c.rank > Classification.INTERNAL.rank}
+    principals = []
+    for role in engine.pack.roles:
+        trained = rng.random() > 0.05
+        principals.append(Principal(
+            id=f"u-{role}", kind="api_key" if role == "service" else "user",
+            username=usernames.get(role, role), roles=(role,), regions=("west",),
+            training_current=trained, training_blocked={} if trained else lapsed))
     specs = list(dm.collections.values())
     purposes = list(dm.purposes)
     actions = ["read"] * 6 + ["search", "write", "export", "verify"]
