@@ -541,8 +541,20 @@ class Simulation:
             m.surname = target.last_name
             # Nobody calls about the relative by chance (the insider would have met them first).
             self.plain_by_region[target.region].remove(target)
-            inst.variant = "relative"
-            self.extra[day].append((inst, self._reads_during(inst, m, day, [target])))
+            # Checked on, not glanced at once: one or two more looks on days at work within
+            # two weeks (before the first when the period ends first). Drawn from a generator
+            # of their own, so the rest of the world is the same as with a single look.
+            own = random.Random(f"{self.seed}:same_surname:{i}")
+            later = [d for d in range(day + 1, min(self.days, day + 15))
+                     if self.weekday(d) < 5 and d not in m.absent]
+            if not later:
+                later = [d for d in range(max(0, day - 14), day)
+                         if self.weekday(d) < 5 and d not in m.absent]
+            looks = sorted({day, *own.sample(later, min(len(later), own.randint(1, 2)))})
+            inst.variant = f"relative, {len(looks)} looks"
+            for d in looks:
+                self.extra[d].append((inst, self._reads_during(
+                    inst, m, d, [target], None if d == day else own)))
         elif name == "slow_drip":
             extra = max(6, round(BASE_VISITS[m.role] * m.factor * self.intensity
                                  * rng.uniform(0.8, 1.2)))
@@ -578,12 +590,12 @@ class Simulation:
         return {m.username for m in self.members if m.desk and c.region in m.regions}
 
     # scenario action builders: each returns a thunk producing that day's actions
-    def _reads_during(self, inst: Instance, m: Member, day: int, targets: list[Customer]
-                      ) -> Callable[[], list[Action]]:
+    def _reads_during(self, inst: Instance, m: Member, day: int, targets: list[Customer],
+                      rng: random.Random | None = None) -> Callable[[], list[Action]]:
         def make() -> list[Action]:
             out = []
             for c in targets:
-                t = self.at(day, m.start_hour + self.rng.uniform(1.0, 6.5))
+                t = self.at(day, m.start_hour + (rng or self.rng).uniform(1.0, 6.5))
                 inst.touch(t)
                 out.append(self._action(t, m, "read", ("persons", c.person_id, m.purpose)))
             return out

@@ -4,6 +4,7 @@ legitimate work; the cursor never skips or repeats, across runs and restarts."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from fiduciary.monitoring.pack import load_detections, parse_detections
 from fiduciary.principal import SYSTEM
 from fiduciary.runtime import Runtime, open_runtime
 from fiduciary.storage.schema import alerts
-from tests.conftest import Staff, make_staff
+from tests.conftest import Staff, log_in, make_staff
 from tests.test_insider_attacks import customer
 
 CH = "claims_handling"
@@ -103,6 +104,72 @@ def test_an_adjuster_sharing_a_surname_with_their_assigned_claimant_is_not_flagg
     adj = make_staff(rt, clock, "adj", ["claims_adjuster"])
     rt.profiles.set_surname(SYSTEM, "adj", "Ortiz-CLM-7")
     assert read(adj, mine["person"], CH) == 200
+    assert found(rt, "same_surname") == []
+
+
+def _namesakes(rt: Runtime, n: int, last_name: str) -> list[dict[str, str]]:
+    """``n`` customers of the west region sharing a surname (more than the rare count)."""
+    out = []
+    for i in range(n):
+        s = rt.vault.create_subject(SYSTEM).id
+        rec = rt.vault.create_record(SYSTEM, "persons", s, {
+            "first_name": f"Ann{i}", "last_name": last_name, "region": "west",
+            "email": f"namesake{i}@example.org"}, "legal_obligation")
+        out.append({"subject": s, "person": rec.id})
+    return out
+
+
+def test_a_relative_with_a_common_surname_is_found_when_checked_on_again(
+        settings: Settings, clock: FixedClock) -> None:
+    rt = open_runtime(settings, create=True, clock=clock)
+    relative, *others = _namesakes(rt, 7, "Jensen")  # 7 of 7 customers: common by any rule
+    agent = make_staff(rt, clock, "agent", ["call_center_agent"], ["west"])
+    rt.profiles.set_surname(SYSTEM, "agent", "Jensen")
+    assert read(agent, relative["person"], CS) == 200
+    assert read(agent, others[0]["person"], CS) == 200
+    # One look at a customer with a common surname is a coincidence, not a finding.
+    assert found(rt, "same_surname") == []
+    token = agent.client.headers["Authorization"]
+    rt.close()
+    # Two days later, after a restart of the monitor: the relative's record again.
+    _set(clock, clock.now() + timedelta(days=2))
+    rt = open_runtime(settings, create=True, clock=clock)
+    try:
+        from fastapi.testclient import TestClient
+
+        from fiduciary.api.app import create_app
+        client = TestClient(create_app(rt), raise_server_exceptions=False)
+        client.headers["Authorization"] = token
+        log_in(Staff("agent", client, agent.totp_secret, agent.password,
+                     agent.recovery_codes), clock)
+        r = client.get(f"/v1/collections/persons/records/{relative['person']}?purpose={CS}")
+        assert r.status_code == 200
+        hits = found(rt, "same_surname")
+        assert [(a["principal"]["username"], a["subject_ids"]) for a in hits] == [
+            ("agent", [relative["subject"]])]
+        assert hits[0]["details"]["common_surname"] is True and hits[0]["details"]["days"] == 2
+        assert len(hits[0]["event_ids"]) == 2 and hits[0]["severity"] == "low"
+        assert "Jensen" not in str(hits[0])
+    finally:
+        rt.close()
+
+
+def test_serving_namesake_callers_and_searching_the_surname_raise_nothing(
+        rt: Runtime, clock: FixedClock) -> None:
+    callers = _namesakes(rt, 7, "Jensen")
+    agent = make_staff(rt, clock, "agent", ["call_center_agent"], ["west"])
+    rt.profiles.set_surname(SYSTEM, "agent", "Jensen")
+    search = f"/v1/collections/persons/search?purpose={CS}"
+    for day, caller in enumerate(callers[:3]):
+        # A different caller each day, found by the surname (the list shows every namesake).
+        _set(clock, clock.now() + timedelta(days=1))
+        log_in(agent, clock)
+        r = agent.client.post(search, json={"where": {"last_name": "Jensen"}})
+        assert r.status_code == 200 and len(r.json()["items"]) == 7, day
+        assert read(agent, caller["person"], CS) == 200
+    assert found(rt, "same_surname") == []
+    # A second look on the same day is still one day.
+    assert read(agent, callers[2]["person"], CS) == 200
     assert found(rt, "same_surname") == []
 
 
@@ -329,6 +396,13 @@ detections:
     assert "settings.timezone" in where
     assert "detections.watchlist_subject.severity" in where
     assert "detections.self_access" in where  # missing
+    # One look at a namesake is not a repeat: the pack cannot make every common surname alert.
+    shipped = resources.files("fiduciary.monitoring").joinpath("default_detections.yaml")
+    text = shipped.read_text("utf-8").replace("common_repeat_days: 2", "common_repeat_days: 1")
+    with pytest.raises(DetectionsInvalid) as err:
+        parse_detections(text, "pack.yaml", datamap)
+    assert [p.field for p in err.value.fields] == [
+        "pack.yaml: detections.same_surname.common_repeat_days"]
 
 
 def test_an_analyst_cannot_suppress_findings_about_themselves(

@@ -22,6 +22,7 @@ from fiduciary.monitoring.pack import DetectionPack, Severity
 from fiduciary.storage import Database
 from fiduciary.storage.schema import (
     audit_events,
+    audit_subjects,
     blind_index,
     monitor_days,
     records,
@@ -110,6 +111,12 @@ class _KeyState:
     hour: str = ""
     in_hour: int = 0
     dirty: bool = False
+
+
+def _opens(action: str, subject_ids: Sequence[str]) -> bool:
+    """Whether an access opened a customer's record: a search's list of several matches
+    shows who bears a name, not one customer's file."""
+    return action != "record.search" or len(subject_ids) == 1
 
 
 def _percentile(values: list[int], pct: float) -> float:
@@ -405,12 +412,68 @@ class Detectors:
                     "one of its handlers", [ev["id"]], [sid], category=category,
                     action=ev["action"]))
             if "same_surname" in self.on and surname is not None \
-                    and surname in self._surnames.get(sid, ()) \
-                    and self._rare(surname) and p.name not in self._handlers_of(sid):
-                out.append(self._finding(
-                    "same_surname", p, f"{p.id}:{sid}",
-                    "a staff member accessed a customer who shares their surname, without "
-                    "handling their file", [ev["id"]], [sid], action=ev["action"]))
+                    and surname in self._surnames.get(sid, ()):
+                self._same_surname(p, ev, sid, surname, day, out)
+
+    def _same_surname(self, p: _Principal, ev: dict[str, Any], sid: str, surname: bytes,
+                      day: str, out: list[Finding]) -> None:
+        """A rare shared surname is enough; a common one (Smith) is a coincidence until the
+        customer's record is opened again on another day (a relative checked on, not a
+        caller served), within the pack's window."""
+        key = f"{p.id}:{sid}"
+        if f"same_surname:{key}" in self._fired:
+            return
+        rare = self._rare(surname)
+        if not rare and (self.warming or not _opens(ev["action"], ev["subject_ids"])):
+            return
+        if p.name in self._handlers_of(sid):
+            return
+        if rare:
+            out.append(self._finding(
+                "same_surname", p, key,
+                "a staff member accessed a customer who shares their surname, without "
+                "handling their file", [ev["id"]], [sid], action=ev["action"]))
+            return
+        spec = self.d.same_surname
+        days = self._days_opened(p.id, sid, ev, spec.common_window_days)
+        days.pop(day, None)  # today counts once, with this event
+        if len(days) + 1 >= spec.common_repeat_days:
+            out.append(self._finding(
+                "same_surname", p, key,
+                f"a staff member opened the record of a customer who shares their (common) "
+                f"surname on {len(days) + 1} days within {spec.common_window_days} days, "
+                "without handling their file", [*days.values(), ev["id"]], [sid],
+                action=ev["action"], days=len(days) + 1, common_surname=True))
+
+    def _days_opened(self, pid: str, sid: str, ev: dict[str, Any], window: int
+                     ) -> dict[str, str]:
+        """Local day -> first event id, of the days before ``ev`` (within ``window`` days) on
+        which the principal opened the customer's record, from the trail (a restart or a
+        second monitor knows them too)."""
+        at = datetime.fromisoformat(ev["time"])
+        out: dict[str, str] = {}
+        rows: list[Any] = []
+        with self.db.read() as conn:
+            # The customer's events (by their key), then the principal's among them: a filter
+            # on the actor would make the planner walk all of the principal's events.
+            ids = [e for e in conn.execute(sa.select(audit_subjects.c.event_id).where(
+                audit_subjects.c.subject_id == sid)).scalars() if e != ev["id"]]
+            for i in range(0, len(ids), _CHUNK):
+                rows += [r for r in conn.execute(
+                    sa.select(audit_events.c.event_id, audit_events.c.at, audit_events.c.actor,
+                              audit_events.c.action, audit_events.c.subject_ids,
+                              audit_events.c.event)
+                    .where(audit_events.c.event_id.in_(ids[i:i + _CHUNK])))
+                    if r.actor == pid and r.action in TOUCHES
+                    and at - timedelta(days=window) <= r.at <= at]
+        rows.sort(key=lambda r: r.at)
+        for r in rows:
+            if r.event is None or DENIED in r.event \
+                    or not _opens(r.action, r.subject_ids.split()) \
+                    or json.loads(r.event).get("purpose") in self._pseudonymised:
+                continue
+            out.setdefault(r.at.astimezone(self.zone).date().isoformat(), r.event_id)
+        return out
 
     # -- volume ----------------------------------------------------------------------------
     def _hour(self, p: _Principal, ev: dict[str, Any], hour: int, weekday: int, day: str,

@@ -57,6 +57,11 @@ class SameSurname(Detection):
     max_share: float = Field(0.0005, gt=0, le=1)
     #: ... or at most this many customers, whatever the share.
     rare_count: int = Field(5, ge=1)
+    #: A common surname counts when the same customer's record is opened on this many
+    #: distinct days ...
+    common_repeat_days: int = Field(2, ge=2, le=31)
+    #: ... within this many days.
+    common_window_days: int = Field(30, ge=1, le=365)
 
 
 class VolumeSpike(Detection):
