@@ -492,15 +492,20 @@ class SpeakUpService:
         the trail learns that they happened and on which day, not when in the day nor next
         to which other event. Returns how many it covered."""
         today = day_of(self.clock.now())
+        cases_due = sa.select(speakup_cases.c.id, speakup_cases.c.received_on).where(
+            speakup_cases.c.audited.is_(False), speakup_cases.c.received_on < today
+        ).order_by(speakup_cases.c.id)
+        messages_due = sa.select(speakup_messages.c.id, speakup_messages.c.case_id).where(
+            speakup_messages.c.audited.is_(False), speakup_messages.c.sent_on < today)
+        with self.db.read() as conn:  # every handler action asks: no write lock for nothing
+            if (conn.execute(cases_due.limit(1)).first() is None
+                    and conn.execute(messages_due.limit(1)).first() is None):
+                return 0
         with self.db.write() as conn:
-            cases = conn.execute(sa.select(speakup_cases.c.id, speakup_cases.c.received_on)
-                                 .where(speakup_cases.c.audited.is_(False),
-                                        speakup_cases.c.received_on < today)
-                                 .order_by(speakup_cases.c.id)).all()
-            messages = conn.execute(sa.select(speakup_messages.c.id, speakup_messages.c.case_id)
-                                    .where(speakup_messages.c.audited.is_(False),
-                                           speakup_messages.c.sent_on < today)).all()
-            if not cases and not messages:
+            # Locked (PostgreSQL): two processes flushing at once audit each row once.
+            cases = conn.execute(cases_due.with_for_update()).all()
+            messages = conn.execute(messages_due.with_for_update()).all()
+            if not cases and not messages:  # another process audited them meanwhile
                 return 0
             by_case: dict[str, int] = {}
             for m in messages:
