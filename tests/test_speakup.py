@@ -517,6 +517,7 @@ def test_a_real_server_keeps_no_address_agent_or_cookie_of_a_reporter(
                 for v in row]
     engine.dispose()
     assert b"argon2id$t=3$m=8192$p=1" in rows  # the case's row is among them
+    assert b"speakup.watch.cursor" in rows  # and serve ran the retaliation watch
     for canary in canaries:
         assert not [v for v in rows if canary in v], canary
 
