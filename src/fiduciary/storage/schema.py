@@ -740,5 +740,41 @@ review_items = sa.Table(
 
 # --- Compliance: control results and attestations (migration 0016) ---
 
+#: Each run of a control (``fiduciary.compliance.posture``): its status and the facts behind
+#: it (staff usernames and counts, never a customer value), kept as the posture's history.
+control_results = sa.Table(
+    "control_results",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    #: One id per run of the whole catalogue.
+    sa.Column("run_id", ID, nullable=False, index=True),
+    sa.Column("control_id", sa.String(64), nullable=False),
+    #: Title and sections as the catalogue said at the time (it may change later).
+    sa.Column("title", sa.String(200), nullable=False),
+    sa.Column("sections", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("facts", sa.Text, nullable=False),
+    #: Space-separated audit event ids the facts rest on.
+    sa.Column("event_ids", sa.Text, nullable=False, server_default=""),
+    sa.Column("checked_at", UTCDateTime(), nullable=False, index=True),
+    sa.Index("ix_control_results_control_checked", "control_id", "checked_at"),
+)
+
+#: A named person vouches for a document Fiduciary does not hold (incident response plan,
+#: risk assessment, asset inventory); the control passes until ``document_date + every_days``.
+compliance_attestations = sa.Table(
+    "compliance_attestations",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("control_id", sa.String(64), nullable=False, index=True),
+    sa.Column("reference", sa.String(200), nullable=False),
+    sa.Column("document_date", sa.Date, nullable=False),
+    sa.Column("attested_by", sa.String(128), nullable=False),
+    #: Who recorded it (the caller), and when.
+    sa.Column("recorded_by", sa.String(128), nullable=False),
+    sa.Column("recorded_at", UTCDateTime(), nullable=False),
+)
+
 
 # --- Compliance: filings (migration 0017) ---
