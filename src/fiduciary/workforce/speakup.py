@@ -102,8 +102,8 @@ def day_of(moment: datetime) -> datetime:
 
 
 def add_months(day: datetime, months: int) -> datetime:
-    """The same day ``months`` later, or the month's last day (31 Nov → 30 Nov): the
-    calendar months of art. 9(1)(f)."""
+    """The same day ``months`` later, or that month's last day (31 January + 3 months →
+    30 April): the calendar months of art. 9(1)(f)."""
     month = day.month - 1 + months
     year, month = day.year + month // 12, month % 12 + 1
     for last in (31, 30, 29, 28):
