@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from fiduciary.clock import FixedClock
 from fiduciary.principal import SYSTEM
 from fiduciary.runtime import Runtime
 from fiduciary.storage.schema import metadata
-from fiduciary.workforce.speakup import Receipts, add_months
+from fiduciary.workforce.speakup import Receipts
 from tests.conftest import Staff, make_staff, table_rows
 from tests.pgserver import PostgresServer, _free_port
 
@@ -155,7 +155,6 @@ def test_acknowledge_and_feedback_clocks_and_overdue_lists(
     assert overdue("acknowledge") == 1
 
     clock._at = datetime(2026, 4, 30, 0, 1, tzinfo=UTC)
-    assert add_months(datetime(2026, 1, 31, tzinfo=UTC), 3).day == 30
     assert overdue("feedback") == 2
     c.post(f"/v1/speakup/reports/{second['id']}/feedback", json={"text": "looking into it"})
     # Feedback also acknowledges (late, and the audit trail says so).
@@ -535,11 +534,3 @@ def test_a_real_server_keeps_no_address_agent_or_cookie_of_a_reporter(
                   "--data-dir", str(data))
     assert closed["status"] == "closed"
     assert _cli(env, "speakup", "watch", "--data-dir", str(data))["alerts"] == 0
-
-
-def test_deadlines_helper_adds_calendar_months() -> None:
-    day = datetime(2026, 11, 30, tzinfo=UTC)
-    assert add_months(day, 3) == datetime(2027, 2, 28, tzinfo=UTC)
-    assert add_months(datetime(2027, 11, 30, tzinfo=UTC), 3) == datetime(2028, 2, 29,
-                                                                          tzinfo=UTC)
-    assert add_months(day, 1) - day == timedelta(days=30)

@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -60,6 +60,7 @@ from fiduciary.errors import (
 from fiduciary.ids import is_id, new_id
 from fiduciary.monitoring.alerts import free_text
 from fiduciary.principal import SYSTEM, Permission, Principal, require_permission
+from fiduciary.privacy.deadlines import add_months
 from fiduciary.storage import Database
 from fiduciary.storage.schema import speakup_alerts, speakup_cases, speakup_messages
 
@@ -97,21 +98,11 @@ class Overdue(StrEnum):
 def day_of(moment: datetime) -> datetime:
     """The UTC day a moment falls on (its midnight): the only time the channel keeps of a
     reporter's action."""
-    moment = moment.astimezone(UTC)
-    return datetime(moment.year, moment.month, moment.day, tzinfo=UTC)
+    return midnight(moment.astimezone(UTC).date())
 
 
-def add_months(day: datetime, months: int) -> datetime:
-    """The same day ``months`` later, or that month's last day (31 January + 3 months →
-    30 April): the calendar months of art. 9(1)(f)."""
-    month = day.month - 1 + months
-    year, month = day.year + month // 12, month % 12 + 1
-    for last in (31, 30, 29, 28):
-        try:
-            return day.replace(year=year, month=month, day=min(day.day, last))
-        except ValueError:
-            continue
-    raise AssertionError("unreachable")
+def midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 # -- the receipt -------------------------------------------------------------------------------
@@ -265,7 +256,8 @@ class SpeakUpService:
         case_id = new_id()
         received = day_of(self.clock.now())
         acknowledge_by = received + timedelta(days=ACKNOWLEDGE_DAYS)
-        feedback_by = add_months(received, FEEDBACK_MONTHS)
+        # Calendar months, clamped to a shorter month's end: 31 January → 30 April.
+        feedback_by = midnight(add_months(received.date(), FEEDBACK_MONTHS))
         seal_ = self.sealer.seal
         with self.db.write() as conn:
             conn.execute(speakup_cases.insert(), [{
