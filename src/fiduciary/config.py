@@ -46,6 +46,14 @@ class Settings(BaseSettings):
     audit_retention_days: int = 2191
     #: Dates that are not business days (CCPA acknowledgement), comma-separated YYYY-MM-DD.
     dsr_holidays: str = ""
+    #: Statutory periods (``fiduciary.privacy.deadlines``) count the days of this IANA time
+    #: zone: a request is received on its local day and falls due at the end of a local day.
+    controller_timezone: str = "UTC"
+    #: Public-holiday calendars (``holidays`` package codes: ``IE``, ``DE-BY``), comma-
+    #: separated, whose days are not working days for GDPR periods (Regulation 1182/71 Art.
+    #: 3(4)) and for CCPA business days; ``dsr_holidays`` are closed on top of them.
+    gdpr_holiday_calendars: str = ""
+    ccpa_holiday_calendars: str = "US-CA"
     #: ``fiduciary serve`` runs the retention job this often (hours); 0 turns it off (then run
     #: ``fiduciary retention run`` from cron).
     retention_interval_hours: float = 24.0
@@ -129,6 +137,16 @@ class Settings(BaseSettings):
     #: ``fiduciary serve`` runs the retaliation watch this often (seconds); 0 turns it off
     #: (then run ``fiduciary speakup watch`` from cron).
     speakup_watch_interval_seconds: float = Field(60.0, ge=0)
+
+    #: A controls-catalogue YAML replacing the packaged one (``fiduciary.compliance``).
+    compliance_controls: Path | None = None
+    #: ``fiduciary serve`` runs every control this often (hours; the first run one interval
+    #: after the start); 0 turns it off (then run ``fiduciary compliance check`` from cron).
+    compliance_check_interval_hours: float = Field(24.0, ge=0)
+    #: The key-encryption key is due for rotation after this many days (control kek-rotation).
+    kek_rotation_days: int = Field(365, ge=1)
+    #: An alert still open (not triaged) after this many hours fails control alerts-triaged.
+    alert_triage_hours: int = Field(24, ge=1)
 
     def resolved_database_url(self) -> str:
         if self.database_url:

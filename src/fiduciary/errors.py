@@ -13,7 +13,8 @@
      ├── VerificationFailed    the audit trail does not verify (the message names where)
      ├── DataMapInvalid        a data-map file that does not validate (names its place)
      │    ├── PolicyInvalid    a policy pack that does not validate
-     │    └── CatalogueInvalid a training catalogue that does not validate
+     │    ├── CatalogueInvalid a training catalogue that does not validate
+ │    └── ControlsInvalid  a compliance controls catalogue that does not validate
      ├── RateLimited           too many attempts in a window (``retry_after`` seconds)
      └── ConfigurationError    settings or a keyring that cannot be used
 
@@ -177,6 +178,13 @@ class CatalogueInvalid(DataMapInvalid):
     ``file: courses[id].field: reason``."""
 
     code = "catalogue_invalid"
+
+
+class ControlsInvalid(DataMapInvalid):
+    """A compliance controls catalogue did not validate; ``fields`` carries
+    ``file: controls[id].field: reason``."""
+
+    code = "controls_invalid"
 
 
 class DetectionsInvalid(DataMapInvalid):

@@ -50,6 +50,11 @@ class Permission(StrEnum):
     #: The speak-up channel's cases: read reports and threads, acknowledge, give feedback,
     #: close; and its retaliation watch's alerts (the ethics officer alone).
     SPEAKUP_MANAGE = "speakup:manage"
+    #: The compliance posture: every control's result and history; recording an attestation
+    #: (a document Fiduciary does not hold: incident response plan, risk assessment, asset
+    #: inventory).
+    COMPLIANCE_READ = "compliance:read"
+    COMPLIANCE_ATTEST = "compliance:attest"
 
 
 class Scope(StrEnum):

@@ -23,6 +23,8 @@ from fiduciary.access.users import TrainingRequirements, UserService
 from fiduciary.audit.events import AuditLog
 from fiduciary.audit.trail import AuditTrail
 from fiduciary.clock import Clock, SystemClock
+from fiduciary.compliance.catalogue import load_controls
+from fiduciary.compliance.posture import PostureService
 from fiduciary.config import Settings
 from fiduciary.crypto.keyring import KEYRING_FILE, FileKeyring, open_file_keyring
 from fiduciary.crypto.keystore import SubjectKeyStore
@@ -41,6 +43,7 @@ from fiduciary.monitoring.profiles import StaffProfiles
 from fiduciary.principal import SYSTEM
 from fiduciary.privacy.access_package import AccessPackager
 from fiduciary.privacy.consent import ConsentDesk, ConsentLedger
+from fiduciary.privacy.deadlines import statutory_calendar
 from fiduciary.privacy.dsr import DsrService
 from fiduciary.privacy.erasure import Eraser
 from fiduciary.privacy.gates import PrivacyGate, Restriction
@@ -109,6 +112,8 @@ class Runtime:
     speakup: SpeakUpService
     #: The speak-up channel's retaliation watch (its own alert queue).
     speakup_watch: RetaliationWatch
+    #: The compliance posture: controls checked, results kept, attestations.
+    posture: PostureService
     clock: Clock = field(default_factory=SystemClock)
     _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _threads: list[threading.Thread] = field(default_factory=list, init=False, repr=False)
@@ -145,6 +150,9 @@ class Runtime:
         if hours > 0:
             self._spawn("training-reminders", self.training.run_forever, self._stop,
                         hours * 3600)
+        hours = self.settings.compliance_check_interval_hours
+        if hours > 0:  # every control, daily by default
+            self._spawn("compliance-check", self.posture.run_forever, self._stop, hours * 3600)
         hours = self.settings.records_check_interval_hours
         if hours > 0:  # no silent rollback: rows against their latest write events
             self._spawn("records-check", rollback.run_forever, self.vault, self._stop,
@@ -200,6 +208,7 @@ def open_runtime(settings: Settings, *, create: bool = False,
     detections = load_detections(settings.detections, datamap)
     breach_rules = load_rules(settings.breach_rules)
     catalogue = load_catalogue(settings.training_catalogue, pack.roles)
+    controls = load_controls(settings.compliance_controls)
     check_settings(settings)  # alert channels, before anything opens
     master = settings.master_key.get_secret_value() if settings.master_key else None
     keyring = open_file_keyring(data_dir, master, create)
@@ -249,7 +258,8 @@ def open_runtime(settings: Settings, *, create: bool = False,
     retention = RetentionService(db, datamap, clock, audit, consent, eraser.shred,
                                  eraser.finish, sweep=eraser.destroy_leftover_keys)
     dsr = DsrService(db, clock, audit, restriction, consent, packager=packager, eraser=eraser,
-                     holidays=settings.holidays(), two_person=settings.privacy_two_person)
+                     calendar=statutory_calendar(settings),
+                     two_person=settings.privacy_two_person)
     ropa = RopaService(datamap, policy, keyring, settings, clock, audit)
     delivery = AlertDelivery(db, clock, settings)
     monitor = Monitor(db, clock, audit, trail, detections, datamap, delivery)
@@ -274,13 +284,15 @@ def open_runtime(settings: Settings, *, create: bool = False,
     training = TrainingService(db, clock, audit, users, catalogue, delivery,
                                attempts_per_day=settings.training_attempts_per_day,
                                home_page=settings.training_xapi_home_page)
+    posture = PostureService(db, clock, audit, controls, settings, datamap, policy, users,
+                             trail, keyring, delivery)
     _record_configuration(db, audit, datamap, policy, catalogue)
     return Runtime(settings, datamap, db, keyring, vault, api_keys, users, policy, reviews,
                    audit, trail, consent, dsr, holds, restriction, eraser, retention, packager,
                    ropa, approvals, ConsentDesk(consent, vault), detections, monitor, alerts,
                    delivery, profiles, incidents, letters, campaigns=campaigns, hr=hr,
                    training=training, speakup=speakup,
-                   speakup_watch=speakup_watch, clock=clock)
+                   speakup_watch=speakup_watch, posture=posture, clock=clock)
 
 
 def _training_requirements(catalogue: Catalogue, settings: Settings) -> TrainingRequirements:

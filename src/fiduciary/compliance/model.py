@@ -32,6 +32,8 @@ class Control:
     attestation: str | None = None
     every_days: int | None = None
     description: str = ""
+    #: Of the alert raised when the control turns from pass to fail (monitoring severities).
+    severity: str = "medium"
 
 
 @dataclass(frozen=True)

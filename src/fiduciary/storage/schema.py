@@ -774,7 +774,27 @@ compliance_attestations = sa.Table(
     #: Who recorded it (the caller), and when.
     sa.Column("recorded_by", sa.String(128), nullable=False),
     sa.Column("recorded_at", UTCDateTime(), nullable=False),
+    #: The audit event that recorded it (the evidence pack proves it).
+    sa.Column("event_id", ID, nullable=False),
 )
 
 
 # --- Compliance: filings (migration 0017) ---
+
+#: Drafts of the annual filings (NYDFS 500.17(b)), kept five years after the later of their
+#: creation and the due date (500.17(b)(2)).
+compliance_filings = sa.Table(
+    "compliance_filings",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("kind", sa.String(32), nullable=False),  # nydfs_500_17b
+    sa.Column("year", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),  # certification | acknowledgment
+    #: The draft as canonical JSON (controls, failing sections, facts; no customer value).
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("body_sha256", sa.String(64), nullable=False),
+    sa.Column("created_by", sa.String(128), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("retain_until", UTCDateTime(), nullable=False, index=True),
+    sa.Index("ix_compliance_filings_kind_year", "kind", "year"),
+)

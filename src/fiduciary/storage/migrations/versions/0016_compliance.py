@@ -42,6 +42,7 @@ def upgrade() -> None:
         sa.Column("attested_by", sa.String(128), nullable=False),
         sa.Column("recorded_by", sa.String(128), nullable=False),
         sa.Column("recorded_at", TS, nullable=False),
+        sa.Column("event_id", ID, nullable=False),
     )
 
 
