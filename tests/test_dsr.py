@@ -72,7 +72,8 @@ def test_creation_sets_statutory_deadlines(dpo: TestClient, rt: Runtime) -> None
     s = person(rt)
     gdpr = open_request(dpo, s, "access", "gdpr", channel="email")
     assert gdpr["status"] == "received"
-    assert gdpr["due_at"] == "2026-02-28T23:59:59.999999Z"
+    # One month ends on Saturday 28 February, so on Monday 2 March (Regulation 1182/71 3(4)).
+    assert gdpr["due_at"] == "2026-03-02T23:59:59.999999Z"
     assert gdpr["acknowledge_by"] is None and gdpr["overdue"] == []
     ccpa = open_request(dpo, s, "know", "ccpa", "2026-01-30T16:00:00Z")  # a Friday
     assert ccpa["due_at"] == "2026-03-16T23:59:59.999999Z"
@@ -175,15 +176,15 @@ def test_gdpr_extension_needs_a_reason_happens_once_and_only_before_the_due_date
     assert step(dpo, rid, "extend", 422, reason="")["error"]["fields"][0]["field"] == "reason"
     extended = step(dpo, rid, "extend", reason="Complex: records across five lines")
     assert extended["due_at"] == "2026-04-28T23:59:59.999999Z"
-    assert extended["original_due_at"] == "2026-02-28T23:59:59.999999Z"
+    assert extended["original_due_at"] == "2026-03-02T23:59:59.999999Z"
     assert extended["extended"] is True
     again = step(dpo, rid, "extend", 409, reason="Still complex")
     assert again["error"]["reason"] == "already_extended"
     late = open_request(dpo, s, "portability")["id"]
-    clock.advance(days=29)  # 1 March 2026: the original due date (28 February) has passed
+    clock.advance(days=31)  # 3 March 2026: the original due date (Monday 2 March) has passed
     refused = step(dpo, late, "extend", 409, reason="Complex")
     assert refused["error"]["reason"] == "original_due_passed"
-    assert dpo.get(f"/v1/dsr/{late}").json()["due_at"].startswith("2026-02-28")
+    assert dpo.get(f"/v1/dsr/{late}").json()["due_at"].startswith("2026-03-02")
 
 
 def test_ccpa_extension_stops_at_ninety_days(dpo: TestClient, rt: Runtime) -> None:
@@ -196,7 +197,7 @@ def test_ccpa_extension_stops_at_ninety_days(dpo: TestClient, rt: Runtime) -> No
 def test_overdue_and_due_soon_lists_move_with_the_clock(dpo: TestClient, rt: Runtime,
                                                         clock: FixedClock) -> None:
     s = person(rt)
-    gdpr = open_request(dpo, s, "access", "gdpr")["id"]  # due 28 Feb
+    gdpr = open_request(dpo, s, "access", "gdpr")["id"]  # due Mon 2 Mar (28 Feb: a Sat)
     ccpa = open_request(dpo, s, "know", "ccpa")["id"]  # acknowledge by 13 Feb, due 17 Mar
 
     def ids(query: str) -> list[str]:
@@ -215,9 +216,10 @@ def test_overdue_and_due_soon_lists_move_with_the_clock(dpo: TestClient, rt: Run
     assert dpo.get(f"/v1/dsr/{ccpa}").json()["overdue"] == ["acknowledgement"]
     step(dpo, ccpa, "acknowledge")
     assert ids("overdue=true") == []
-    assert ids("due_within_days=14") == [gdpr]
+    assert ids("due_within_days=15") == []
+    assert ids("due_within_days=16") == [gdpr]
 
-    clock.advance(days=15)  # 1 March: the GDPR answer is late
+    clock.advance(days=17)  # 3 March: the GDPR answer is late
     assert ids("overdue=true") == [gdpr]
     assert dpo.get("/v1/dsr?overdue=true").json()["items"][0]["overdue"] == ["response"]
     assert ids("due_within_days=30") == [ccpa]
@@ -225,7 +227,7 @@ def test_overdue_and_due_soon_lists_move_with_the_clock(dpo: TestClient, rt: Run
     assert ids("overdue=true") == []
     assert ids("status=denied") == [gdpr]
     assert ids(f"subject_id={s}") == [gdpr, ccpa]
-    clock.advance(days=17)  # 18 March
+    clock.advance(days=15)  # 18 March
     assert ids("overdue=true") == [ccpa]
 
 
@@ -407,6 +409,12 @@ def test_holidays_from_configuration(tmp_path: Path) -> None:
     runtime = open_runtime(settings, create=True, clock=FixedClock(
         datetime(2026, 1, 31, 12, 0, tzinfo=UTC)))
     try:
-        assert runtime.dsr.holidays == {date(2026, 2, 2), date(2026, 2, 3)}
+        subject = runtime.vault.create_subject(SYSTEM).id
+        req = runtime.dsr.create(SYSTEM, subject, "know", "ccpa",
+                                 datetime(2026, 1, 30, 16, 0, tzinfo=UTC))
+        # 2 and 3 February closed by the setting, 16 February Presidents' Day (US-CA, the
+        # default CCPA calendar): the tenth business day after Friday 30 January is 18 February.
+        assert req.acknowledge_by == datetime(2026, 2, 18, 23, 59, 59, 999999, tzinfo=UTC)
+        assert date(2026, 2, 2) in runtime.dsr.calendar.gdpr_closed  # closed for GDPR too
     finally:
         runtime.close()

@@ -18,8 +18,8 @@ most generous reading, never later. Business days are counted on the calendar of
 ``timezone`` (a local business day, not a UTC one, which could end hours after the local one):
 the Nth working day after the anchor's local day, Monday to Friday, skipping the row's
 ``holiday_calendar`` (a country or ``US-XX`` state calendar of the ``holidays`` package) and the
-``holidays`` passed to :func:`derive`, at the anchor's local time of day — the counting of
-:func:`fiduciary.privacy.deadlines.add_business_days`, which this module reuses.
+``holidays`` passed to :func:`derive`, at the anchor's local time of day — the counting and
+the holiday calendars of :mod:`fiduciary.privacy.deadlines`, which this module reuses.
 ``days_after_year_end`` falls at the end of that day after 31 December of the anchor's year (the
 HIPAA annual log: 1 March, or 29 February when the next year is a leap year).
 
@@ -37,13 +37,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
-from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import holidays as holiday_calendars
 import yaml
 from pydantic import (
     AfterValidator,
@@ -56,7 +54,7 @@ from pydantic import (
 
 from fiduciary.datamap import Classification
 from fiduciary.errors import FieldProblem, RulesInvalid
-from fiduciary.privacy.deadlines import add_business_days
+from fiduciary.privacy.deadlines import HolidayCalendar, add_business_days, public_holidays
 
 DEFAULT_RULES = "default_rules.yaml"
 
@@ -253,8 +251,8 @@ class Rule(_Strict):
     def _calendar(cls, v: str | None) -> str | None:
         if v is not None:
             try:
-                _closed_days(v, (2026,))
-            except (NotImplementedError, ValueError):
+                public_holidays(v, 2026)
+            except ValueError:
                 raise ValueError(f"unknown holiday calendar {v!r} (a country or country-"
                                  "subdivision of the holidays package, such as US-LA)") from None
         return v
@@ -480,10 +478,8 @@ def due_at(row: Rule, anchor: datetime, holidays: frozenset[date] = frozenset()
     zone = ZoneInfo(row.timezone)
     local = start.astimezone(zone)
     if row.business_days is not None:
-        closed = set(holidays)
-        if row.holiday_calendar is not None:
-            # At most 60 business days: this year's and next year's holidays cover them.
-            closed |= _closed_days(row.holiday_calendar, (local.year, local.year + 1))
+        closed = HolidayCalendar((row.holiday_calendar,) if row.holiday_calendar else (),
+                                 holidays)
         day = add_business_days(local.date(), row.business_days, closed)
         return datetime.combine(day, local.time(), zone).astimezone(UTC)
     if row.days_after_year_end is not None:
@@ -491,9 +487,3 @@ def due_at(row: Rule, anchor: datetime, holidays: frozenset[date] = frozenset()
         return datetime.combine(day, time.max, zone).astimezone(UTC)
     return None
 
-
-@lru_cache(maxsize=64)
-def _closed_days(calendar: str, years: tuple[int, ...]) -> frozenset[date]:
-    country, _, subdivision = calendar.partition("-")
-    return frozenset(holiday_calendars.country_holidays(country, subdiv=subdivision or None,
-                                                       years=years))

@@ -18,9 +18,9 @@ import builtins
 import hashlib
 import json
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -48,11 +48,12 @@ from fiduciary.privacy.deadlines import (
     CCPA,
     GDPR,
     REGIMES,
+    StatutoryCalendar,
     deadlines,
     end_of_day,
     extended_due,
     extension_refusal,
-    utc_day,
+    local_day,
 )
 from fiduciary.privacy.gates import Restriction
 from fiduciary.storage import Database
@@ -220,7 +221,8 @@ class DsrService:
 
     def __init__(self, db: Database, clock: Clock, audit: AuditLog, restriction: Restriction,
                  consent: ConsentLedger, packager: AccessPackager | None = None,
-                 eraser: Eraser | None = None, holidays: Iterable[date] = (),
+                 eraser: Eraser | None = None,
+                 calendar: StatutoryCalendar = StatutoryCalendar(),
                  two_person: bool = True) -> None:
         self.db = db
         self.clock = clock
@@ -229,8 +231,8 @@ class DsrService:
         self.consent = consent
         self.packager = packager
         self.eraser = eraser
-        #: Days that are not business days for the CCPA acknowledgement (besides weekends).
-        self.holidays = frozenset(holidays)
+        #: The controller's time zone and holidays, which the statutory periods count.
+        self.calendar = calendar
         #: Erasure and the release of a package need someone other than the verifier.
         self.two_person = two_person
 
@@ -260,7 +262,7 @@ class DsrService:
             problems.append(FieldProblem("received_at", "in the future"))
         if problems:
             raise InvalidInput.from_problems(problems)
-        due = deadlines(regime, received, self.holidays)
+        due = deadlines(regime, received, self.calendar)
         request_id = str(uuid.uuid4())
         row = {"id": request_id, "subject_id": subject_id, "type": type, "regime": regime,
                "channel": channel, "status": RECEIVED, "received_at": received,
@@ -323,9 +325,10 @@ class DsrService:
             if refusal is not None:
                 raise WorkflowConflict(
                     f"request {request_id}: the original due date "
-                    f"{utc_day(req.original_due_at)} has passed; an extension must be decided "
-                    "before it", reason=refusal)
-            due_at = extended_due(req.regime, req.received_at, req.original_due_at)
+                    f"{local_day(req.original_due_at, self.calendar.zone)} has passed; an "
+                    "extension must be decided before it", reason=refusal)
+            due_at = extended_due(req.regime, req.received_at, req.original_due_at,
+                                  self.calendar)
             return self._record_step(conn, principal, req, "extend", {
                 "due_at": due_at, "extension_reason": text,
             }, {"due_at": iso(due_at), **text_digest("reason", text)})
@@ -513,7 +516,8 @@ class DsrService:
         if overdue:
             q = q.where(sa.or_(r.due_at < now, sa.and_(unacknowledged, r.acknowledge_by < now)))
         if due_within_days is not None:
-            horizon = end_of_day(utc_day(now) + timedelta(days=due_within_days))
+            zone = self.calendar.zone
+            horizon = end_of_day(local_day(now, zone) + timedelta(days=due_within_days), zone)
             q = q.where(sa.or_(r.due_at.between(now, horizon), sa.and_(
                 unacknowledged, r.acknowledge_by.between(now, horizon))))
         with self.db.read() as conn:
