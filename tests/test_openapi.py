@@ -43,6 +43,10 @@ OPERATIONS = {
 OPERATIONS |= {"submit_speakup_report", "get_speakup_thread", "post_speakup_message",
                "list_speakup_reports", "get_speakup_report", "acknowledge_speakup_report",
                "give_speakup_feedback", "close_speakup_report", "list_speakup_alerts"}
+# The compliance posture (issue 14).
+OPERATIONS |= {"list_control_results", "get_control_history", "record_attestation"}
+# OSCAL, the NYDFS certification draft and the CCPA metrics (issue 14 items 4-5).
+OPERATIONS |= {"get_compliance_oscal", "get_nydfs_certification", "get_ccpa_metrics"}
 PUBLIC = {"healthz", "login", "enrol", "submit_speakup_report", "get_speakup_thread",
           "post_speakup_message"}
 PA = "policy_administration"

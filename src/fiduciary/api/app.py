@@ -23,6 +23,7 @@ from fiduciary.api.routes import (
     audit,
     auth,
     break_glass,
+    compliance,
     incidents,
     metrics,
     ops,
@@ -53,7 +54,7 @@ def create_app(rt: Runtime | None = None) -> FastAPI:
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     for feature in (ops, auth, subjects, records, audit, privacy, admin, break_glass, alerts,
-                    incidents, speakup, reviews, training):
+                    incidents, speakup, reviews, training, compliance):
         app.include_router(feature.router)
     app.include_router(metrics.router)  # Prometheus scrape; not in /openapi.json
     if settings.bench_endpoints:
