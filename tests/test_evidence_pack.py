@@ -23,10 +23,12 @@ from fiduciary.clock import FixedClock
 from fiduciary.compliance import verify_pack
 from fiduciary.compliance.evidence import EvidencePacker, Period
 from fiduciary.compliance.model import Control, ControlResult, Outcome, Status
+from fiduciary.config import Settings
 from fiduciary.errors import Forbidden, InvalidInput
 from fiduciary.principal import Principal
 from fiduciary.runtime import Runtime
 from fiduciary.storage.schema import audit_events
+from tests.test_import_export import cli
 
 SSN = "078-05-1120"
 EMAIL = "ines.quarrington@example.org"
@@ -45,7 +47,8 @@ class StoredPosture:
     def results_between(self, start: datetime, end: datetime) -> list[ControlResult]:
         return [r for r in self.results if start <= r.checked_at < end]
 
-    def check(self, now: datetime | None = None) -> list[ControlResult]:
+    def check(self, now: datetime | None = None, *, by: Principal | None = None
+              ) -> list[ControlResult]:
         self.checks += 1
         return list(self.results)
 
@@ -306,10 +309,63 @@ def test_the_default_period_is_the_last_full_quarter(clock: FixedClock) -> None:
         == "2026-04-01..2026-06-30"
 
 
-def test_a_role_without_audit_access_cannot_make_a_pack(
-        rt: Runtime, clock: FixedClock, tmp_path: Path) -> None:
-    adjuster = Principal(id="u1", kind="user", username="adj", roles=("claims_adjuster",))
+def principal_of(rt: Runtime, role: str) -> Principal:
+    _, token = rt.api_keys.create(f"{role}-desk", role=role)
+    return rt.api_keys.authenticate(token)
+
+
+@pytest.mark.parametrize("role", ["claims_adjuster", "security_analyst", "admin"])
+def test_roles_without_compliance_read_cannot_make_a_pack(
+        rt: Runtime, tmp_path: Path, role: str) -> None:
+    # A security analyst reads the audit trail but not the compliance evidence.
     with pytest.raises(Forbidden):
-        packer(rt, StoredPosture([])).pack(adjuster, Period.parse(PERIOD),
-                                           tmp_path / "x.zip")
+        rt.evidence.pack(principal_of(rt, role), Period.parse(PERIOD), tmp_path / "x.zip")
     assert not (tmp_path / "x.zip").exists()
+    items, _ = rt.trail.events(action="compliance.evidence_pack")
+    assert items == []
+
+
+def test_a_compliance_officer_packs_the_posture_the_service_stored(
+        rt: Runtime, clock: FixedClock, tmp_path: Path) -> None:
+    seed(rt, clock)
+    officer = principal_of(rt, "compliance_officer")
+    stored = rt.posture.check()
+    summary = rt.evidence.pack(officer, Period.parse(PERIOD), tmp_path / "p.zip")
+    assert not summary.checked_now
+    files = files_of(tmp_path / "p.zip")
+    controls = json.loads(files["controls.json"])
+    assert [c["id"] for c in controls["controls"]] == sorted(r.control.id for r in stored)
+    # The posture run itself (compliance.check) is among the proven events.
+    proven = [json.loads(json.loads(files[n])["canonical_event"])["action"]
+              for n in files if n.startswith("events/")]
+    assert "compliance.check" in proven
+    [item], _ = rt.trail.events(action="compliance.evidence_pack")
+    assert item["event"]["actor"]["name"] == "compliance_officer-desk"
+    run = run_verifier(tmp_path / "p.zip", tmp_path, "--public-key", public_key(rt))
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().splitlines()[-1] == (
+        f"OK: evidence pack verified, {summary.proofs} inclusion proofs checked")
+
+
+def test_the_cli_writes_a_pack_and_prints_the_key_to_pin(
+        rt: Runtime, clock: FixedClock, settings: Settings, tmp_path: Path) -> None:
+    seed(rt, clock)
+    out = tmp_path / "cli.zip"
+    code, stdout, stderr = cli(settings, "compliance", "evidence", "--output", str(out),
+                               "--period", PERIOD, "--json")
+    assert code == 0, stderr
+    made = json.loads(stdout.strip().splitlines()[-1])
+    assert made["public_key"] == public_key(rt)
+    assert made["public_key_sha256"] == verify_pack.fingerprint(rt.trail.public_key)
+    # No result stored in January: the pack ran the controls and says so.
+    assert made["checked_now"] is True
+    run = run_verifier(out, tmp_path, "--public-key", made["public_key"])
+    assert run.returncode == 0, run.stderr
+
+
+def test_the_cli_rejects_a_bad_period_and_writes_nothing(
+        settings: Settings, rt: Runtime, tmp_path: Path) -> None:
+    code, _, stderr = cli(settings, "compliance", "evidence", "--output",
+                          str(tmp_path / "bad.zip"), "--period", "2026-03-01..2026-02-01")
+    assert code == 2 and "period" in stderr
+    assert not (tmp_path / "bad.zip").exists()

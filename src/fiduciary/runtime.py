@@ -24,6 +24,8 @@ from fiduciary.audit.events import AuditLog
 from fiduciary.audit.trail import AuditTrail
 from fiduciary.clock import Clock, SystemClock
 from fiduciary.compliance.catalogue import load_controls
+from fiduciary.compliance.evidence import EvidencePacker
+from fiduciary.compliance.filings import FilingService
 from fiduciary.compliance.posture import PostureService
 from fiduciary.config import Settings
 from fiduciary.crypto.keyring import KEYRING_FILE, FileKeyring, open_file_keyring
@@ -114,6 +116,10 @@ class Runtime:
     speakup_watch: RetaliationWatch
     #: The compliance posture: controls checked, results kept, attestations.
     posture: PostureService
+    #: Evidence packs an examiner verifies offline.
+    evidence: EvidencePacker
+    #: The NYDFS certification draft (kept five years) and the CCPA 7102 metrics.
+    filings: FilingService
     clock: Clock = field(default_factory=SystemClock)
     _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _threads: list[threading.Thread] = field(default_factory=list, init=False, repr=False)
@@ -286,13 +292,17 @@ def open_runtime(settings: Settings, *, create: bool = False,
                                home_page=settings.training_xapi_home_page)
     posture = PostureService(db, clock, audit, controls, settings, datamap, policy, users,
                              trail, keyring, delivery)
+    evidence = EvidencePacker(db, clock, audit, trail, posture, ropa)
+    filings = FilingService(db, clock, audit, posture.results_between,
+                            lambda: posture.catalogue.controls)
     _record_configuration(db, audit, datamap, policy, catalogue)
     return Runtime(settings, datamap, db, keyring, vault, api_keys, users, policy, reviews,
                    audit, trail, consent, dsr, holds, restriction, eraser, retention, packager,
                    ropa, approvals, ConsentDesk(consent, vault), detections, monitor, alerts,
                    delivery, profiles, incidents, letters, campaigns=campaigns, hr=hr,
                    training=training, speakup=speakup,
-                   speakup_watch=speakup_watch, posture=posture, clock=clock)
+                   speakup_watch=speakup_watch, posture=posture, evidence=evidence,
+                   filings=filings, clock=clock)
 
 
 def _training_requirements(catalogue: Catalogue, settings: Settings) -> TrainingRequirements:

@@ -76,7 +76,8 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 class PostureResults(Protocol):
     """What the pack needs of the posture service."""
 
-    def check(self, now: datetime | None = None) -> list[ControlResult]: ...
+    def check(self, now: datetime | None = None, *, by: Principal | None = None
+              ) -> list[ControlResult]: ...
 
     def results_between(self, start: datetime, end: datetime) -> list[ControlResult]: ...
 
@@ -171,12 +172,12 @@ class EvidencePacker:
 
     def pack(self, principal: Principal, period: Period, output: Path) -> PackSummary:
         """Write the pack for ``period`` to ``output`` (atomically) and record it."""
-        require_permission(principal, Permission.AUDIT_READ, scope=None)
+        require_permission(principal, Permission.COMPLIANCE_READ, scope=None)
         now = self.clock.now()
         results = self.posture.results_between(period.start, period.end)
         checked_now = not results
         if checked_now:
-            results = self.posture.check(now)
+            results = self.posture.check(now, by=principal)
         self._sequence_all()
         files: dict[str, bytes] = {}
         with self.db.read() as conn:
