@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -17,10 +18,12 @@ from fiduciary.clock import FixedClock
 from fiduciary.compliance.catalogue import load_controls
 from fiduciary.compliance.filings import FilingService, nydfs_certification, render_html
 from fiduciary.compliance.model import Control, ControlResult, Outcome, Status
+from fiduciary.config import Settings
 from fiduciary.errors import InvalidInput
 from fiduciary.runtime import Runtime
 from fiduciary.storage.schema import audit_events
-from tests.conftest import table_rows
+from tests.conftest import make_staff, table_rows
+from tests.test_import_export import cli
 
 CONTROLS = load_controls(None).controls
 
@@ -159,6 +162,72 @@ def test_the_html_draft_escapes_the_facts_and_leaves_the_timeline_blank() -> Non
     assert "Remediation timeline" in html
     assert "Chief Information Security Officer" in html
     assert "http" not in html.lower().replace("http-equiv", "")  # nothing fetched
+
+
+def test_the_cli_drafts_stores_and_renders_the_certification(
+        rt: Runtime, settings: Settings, tmp_path: Path) -> None:
+    page = tmp_path / "nydfs.html"
+    code, stdout, stderr = cli(settings, "compliance", "nydfs-certification", "--year", "2025",
+                               "--json", "--html", str(page))
+    assert code == 0, stderr
+    doc = json.loads(stdout)
+    # A store without a single check during 2025 cannot certify it.
+    assert doc["form"] == "acknowledgment" and doc["calendar_year"] == 2025
+    assert {c["status"] for s in doc["failing_sections"] for c in s["controls"]} == {
+        "not_evidenced"}
+    [row] = table_rows(rt, "compliance_filings")
+    assert doc["filing"]["id"] == row["id"] and row["status"] == "acknowledgment"
+    created = row["created_at"]
+    assert isinstance(created, datetime)
+    assert row["retain_until"] == max(created, datetime(2026, 4, 15, tzinfo=UTC)).replace(
+        year=max(created.year, 2026) + 5)
+    assert "Acknowledgment of Noncompliance" in page.read_text()
+
+
+def test_the_cli_refuses_a_year_not_ended(rt: Runtime, settings: Settings) -> None:
+    year = str(datetime.now(UTC).year)
+    code, _, stderr = cli(settings, "compliance", "nydfs-certification", "--year", year)
+    assert code == 2 and "year: the calendar year has not ended" in stderr
+    assert table_rows(rt, "compliance_filings") == []
+
+
+def test_the_api_previews_the_draft_and_the_metrics_for_the_compliance_office_only(
+        rt: Runtime, clock: FixedClock) -> None:
+    subject = rt.vault.create_subject(SYSTEM).id
+    request = rt.dsr.create(SYSTEM, subject, "know", "ccpa", received_at=_at(12, 1))
+    rt.dsr.deny(SYSTEM, request.id, "not a California resident")  # 61 days on 31 January
+    officer = make_staff(rt, clock, "cora", ["compliance_officer"]).client
+    r = officer.get("/v1/compliance/nydfs-certification?year=2025")
+    assert r.status_code == 200, r.text
+    assert r.json()["form"] == "acknowledgment" and r.json()["due"] == "2026-04-15"
+    assert table_rows(rt, "compliance_filings") == []  # a GET stores nothing
+    dpo = make_staff(rt, clock, "dee", ["dpo"]).client
+    r = dpo.get("/v1/compliance/ccpa-metrics")  # the previous year: 2025
+    assert r.status_code == 200, r.text
+    know = r.json()["requests"]["know"]
+    assert (know["received"], know["denied"], know["median_days_to_respond"]) == (1, 1, 61.0)
+    r = dpo.get("/v1/compliance/ccpa-metrics?year=2026")
+    assert r.status_code == 422 and "year" in r.text
+    for username, roles in (("adam", ["admin"]), ("ula", ["underwriter"])):
+        staff = make_staff(rt, clock, username, roles).client
+        for path in ("/v1/compliance/nydfs-certification?year=2025",
+                     "/v1/compliance/ccpa-metrics?year=2025"):
+            assert staff.get(path).status_code == 403, (username, path)
+
+
+def test_the_cli_prints_the_metrics_and_writes_the_page(
+        rt: Runtime, settings: Settings, tmp_path: Path) -> None:
+    subject = rt.vault.create_subject(SYSTEM).id
+    request = rt.dsr.create(SYSTEM, subject, "delete", "ccpa", received_at=_at(12, 1))
+    rt.dsr.deny(SYSTEM, request.id, "not a California resident")
+    page = tmp_path / "ccpa.html"
+    code, stdout, stderr = cli(settings, "compliance", "ccpa-metrics", "--year", "2025",
+                               "--json", "--html", str(page))
+    assert code == 0, stderr
+    delete = json.loads(stdout)["requests"]["delete"]
+    assert (delete["received"], delete["denied"], delete["mean_days_to_respond"]) == (
+        1, 1, 61.0)
+    assert "Requests to delete" in page.read_text()
 
 
 # --- CCPA regs 7102 -----------------------------------------------------------------------

@@ -5,11 +5,13 @@ catalogue generates; the CLI writes all three."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import re
 from datetime import UTC, datetime
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,9 +20,14 @@ from trestle.oscal.assessment_plan import AssessmentPlan
 from trestle.oscal.assessment_results import AssessmentResults
 from trestle.oscal.component import ComponentDefinition
 
+from fiduciary.clock import FixedClock
 from fiduciary.compliance import oscal
 from fiduciary.compliance.catalogue import load_controls
 from fiduciary.compliance.model import ControlResult, Outcome, Status
+from fiduciary.config import Settings
+from fiduciary.runtime import Runtime
+from tests.conftest import make_staff
+from tests.test_import_export import cli
 
 CONTROLS = load_controls(None).controls
 NOW = datetime(2026, 11, 26, 10, 30, tzinfo=UTC)
@@ -164,3 +171,47 @@ def test_section_tokens() -> None:
     assert oscal.token("NAIC 668 §4") == "naic-668-s4"
     assert oscal.token("GDPR 32") == "gdpr-32"
     assert oscal.regulation_of("HIPAA 164.312") == "hipaa"
+
+
+def test_the_cli_writes_valid_results_plan_and_component_definition(
+        rt: Runtime, settings: Settings, tmp_path: Path) -> None:
+    out, plan, comp = tmp_path / "ar.json", tmp_path / "ap" / "plan.json", tmp_path / "cd.json"
+    plan.parent.mkdir()
+    code, stdout, stderr = cli(settings, "compliance", "oscal", "--output", str(out),
+                               "--plan", str(plan), "--component-definition", str(comp),
+                               "--json")
+    assert code == 0, stderr
+    assert json.loads(stdout)["controls"] == len(CONTROLS)
+    results = json.loads(out.read_text())
+    AssessmentResults.parse_obj(results["assessment-results"])
+    plan_doc = json.loads(plan.read_text())
+    AssessmentPlan.parse_obj(plan_doc["assessment-plan"])
+    ComponentDefinition.parse_obj(json.loads(comp.read_text())["component-definition"])
+    [result] = results["assessment-results"]["results"]
+    assert {f["target"]["target-id"] for f in result["findings"]} == {
+        oscal.token(c.id) for c in CONTROLS}
+    # The results link to the plan written beside them and carry it, byte for byte.
+    [resource] = results["assessment-results"]["back-matter"]["resources"]
+    assert resource["rlinks"][0]["href"] == "ap/plan.json"
+    assert base64.b64decode(resource["base64"]["value"]).decode() == plan.read_text()
+    [component] = plan_doc["assessment-plan"]["back-matter"]["resources"]
+    assert component["rlinks"][0]["href"] == "../cd.json"
+
+
+def test_the_cli_names_an_output_it_cannot_write(rt: Runtime, settings: Settings,
+                                                 tmp_path: Path) -> None:
+    target = tmp_path / "missing-dir" / "ar.json"
+    code, _, stderr = cli(settings, "compliance", "oscal", "--output", str(target))
+    assert code == 2 and str(target) in stderr and "cannot write" in stderr
+    assert not target.exists()
+
+
+def test_the_api_gives_oscal_to_the_compliance_office_only(rt: Runtime,
+                                                           clock: FixedClock) -> None:
+    officer = make_staff(rt, clock, "cora", ["compliance_officer"]).client
+    r = officer.get("/v1/compliance/oscal")
+    assert r.status_code == 200, r.text
+    AssessmentResults.parse_obj(r.json()["assessment-results"])
+    for username, roles in (("adam", ["admin"]), ("carl", ["claims_adjuster"])):
+        r = make_staff(rt, clock, username, roles).client.get("/v1/compliance/oscal")
+        assert r.status_code == 403, (username, r.text)
