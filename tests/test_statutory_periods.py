@@ -6,6 +6,7 @@ API counts with it."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ from fiduciary.privacy.deadlines import (
     statutory_calendar,
 )
 from fiduciary.runtime import Runtime, open_runtime
+from tests.conftest import table_rows
+from tests.test_import_export import cli
 
 NEW_YORK = ZoneInfo("America/New_York")
 DUBLIN = ZoneInfo("Europe/Dublin")
@@ -246,3 +249,36 @@ def test_dsr_deadlines_follow_the_controllers_zone_and_holidays(
     clock.advance(hours=2)  # 05:00 UTC: midnight has passed in New York
     assert dpo.get(f"/v1/dsr/{ccpa['id']}").json()["overdue"] == ["acknowledgement",
                                                                    "response"]
+
+
+def test_a_time_without_a_zone_is_the_controllers_local_time(
+        client: TestClient, rt: Runtime, settings: Settings,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    dpo = client
+    dpo.headers["Authorization"] = f"Bearer {rt.api_keys.create('dpo-desk', role='dpo')[1]}"
+    subject = rt.vault.create_subject(SYSTEM).id
+    body = {"subject_id": subject, "type": "access", "regime": "gdpr"}
+    r = dpo.post("/v1/dsr", json={**body, "received_at": "2026-01-29"})
+    assert r.status_code == 201, r.text
+    assert r.json()["received_at"] == "2026-01-29T05:00:00Z"  # midnight in New York
+    assert r.json()["due_at"] == "2026-03-03T04:59:59.999999Z"
+    for out_of_range in ("9999-12-31T23:00:00", "0001-01-01T00:00:00+14:00"):
+        r = dpo.post("/v1/dsr", json={**body, "received_at": out_of_range})
+        assert r.status_code == 422, r.text
+        assert [f["field"] for f in r.json()["error"]["fields"]] == ["received_at"]
+    assert len(table_rows(rt, "dsr_requests")) == 1
+
+    # The operator's CLI reads a date as the same local day and shows local due dates.
+    monkeypatch.setenv("FIDUCIARY_CONTROLLER_TIMEZONE", "America/New_York")
+    monkeypatch.setenv("FIDUCIARY_GDPR_HOLIDAY_CALENDARS", "IE")
+    code, out, err = cli(settings, "dsr", "create", "--subject", subject, "--type", "access",
+                         "--regime", "gdpr", "--received", "2026-01-29", "--json")
+    assert code == 0, err
+    created = json.loads(out)
+    assert created["due_at"] == "2026-03-03T04:59:59.999999Z"
+    code, out, err = cli(settings, "dsr", "acknowledge", created["id"])
+    assert code == 0, err
+    assert "due 2026-03-02" in out
+    monkeypatch.setenv("FIDUCIARY_CONTROLLER_TIMEZONE", "New York")
+    code, _, err = cli(settings, "dsr", "show", created["id"])
+    assert code != 0 and "FIDUCIARY_CONTROLLER_TIMEZONE" in err

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +17,7 @@ from rich.table import Table
 from fiduciary.cli.common import DataDir, JsonFlag, err, group, out, runtime
 from fiduciary.principal import SYSTEM
 from fiduciary.privacy.consent import entries_as_dict
+from fiduciary.privacy.deadlines import local_day
 from fiduciary.privacy.dsr import DsrRequest
 from fiduciary.runtime import Runtime
 
@@ -29,13 +30,14 @@ ReasonOpt = Annotated[str, typer.Option("--reason", help="Why (kept with the req
                                         "audit trail keeps only its digest)")]
 
 
-def _print_request(req: DsrRequest, now: datetime, json_out: bool) -> None:
+def _print_request(req: DsrRequest, now: datetime, json_out: bool, zone: tzinfo) -> None:
     doc = req.as_dict(now)
     if json_out:
         print(json.dumps(doc))
         return
     late = f"  OVERDUE: {', '.join(doc['overdue'])}" if doc["overdue"] else ""
-    out.print(f"{req.id}  {req.regime} {req.type}  {req.status}  due {req.due_at.date()}"
+    due = local_day(req.due_at, zone)  # the controller's day, as the deadline was counted
+    out.print(f"{req.id}  {req.regime} {req.type}  {req.status}  due {due}"
               f"{late}", highlight=False, markup=False)
 
 
@@ -43,7 +45,7 @@ def _step(data_dir: Path | None, json_out: bool, action: Callable[[Runtime], Dsr
           ) -> None:
     with runtime(data_dir) as rt:
         req, now = action(rt), rt.clock.now()
-    _print_request(req, now, json_out)
+    _print_request(req, now, json_out, rt.dsr.calendar.zone)
 
 
 @dsr_app.command("create")
@@ -55,8 +57,9 @@ def dsr_create(
                                        "limit_sensitive")],
     regime: Annotated[str, typer.Option("--regime", help="gdpr or ccpa")],
     received: Annotated[str | None, typer.Option(
-        "--received", help="When it was received: YYYY-MM-DD or an ISO time, UTC "
-        "[default: now]")] = None,
+        "--received", help="When it was received: YYYY-MM-DD or an ISO time, without a "
+        "zone the controller's local time (FIDUCIARY_CONTROLLER_TIMEZONE) [default: now]"
+    )] = None,
     channel: Annotated[str | None, typer.Option(
         help="web_form, email, phone, paper, in_person or api")] = None,
     data_dir: DataDir = None, json_out: JsonFlag = False,
@@ -67,8 +70,6 @@ def dsr_create(
     except ValueError:
         err.print("[red]error:[/red] --received is YYYY-MM-DD or an ISO 8601 time")
         raise typer.Exit(code=2) from None
-    if received_at is not None and received_at.tzinfo is None:
-        received_at = received_at.replace(tzinfo=UTC)
     _step(data_dir, json_out, lambda rt: rt.dsr.create(SYSTEM, subject, type_, regime,
                                                        received_at, channel))
 
@@ -143,6 +144,7 @@ def dsr_list(
     """Requests by due date."""
     with runtime(data_dir) as rt:
         found, now = rt.dsr.list(status, overdue, due_within, subject), rt.clock.now()
+        zone = rt.dsr.calendar.zone
     rows = [r.as_dict(now) for r in found]
     if json_out:
         print(json.dumps({"items": rows}))
@@ -150,7 +152,7 @@ def dsr_list(
     table = Table("id", "subject", "regime", "type", "status", "received", "due", "overdue")
     for r in found:
         table.add_row(r.id, r.subject_id, r.regime, r.type, r.status,
-                      str(r.received_at.date()), str(r.due_at.date()),
+                      str(local_day(r.received_at, zone)), str(local_day(r.due_at, zone)),
                       ", ".join(r.overdue(now)))
     out.print(table)
 

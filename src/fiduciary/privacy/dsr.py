@@ -239,12 +239,13 @@ class DsrService:
     # -- opening -------------------------------------------------------------------------------
     def create(self, principal: Principal, subject_id: str, type: str, regime: str,
                received_at: datetime | None = None, channel: str | None = None) -> DsrRequest:
-        """Log a request received at ``received_at`` (default now) and set its deadlines."""
+        """Log a request received at ``received_at`` (default now; without a zone, the
+        controller's local time) and set its deadlines."""
         require_permission(principal, Permission.PRIVACY_MANAGE, scope=Scope.WRITE)
         now = self.clock.now()
         received = received_at or now
-        if received.tzinfo is None:
-            received = received.replace(tzinfo=UTC)
+        if received.tzinfo is None:  # a date the office wrote down is its own local day
+            received = received.replace(tzinfo=self.calendar.zone)
         problems = []
         try:
             received = received.astimezone(UTC)

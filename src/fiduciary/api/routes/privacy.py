@@ -3,6 +3,7 @@ data-subject requests with their access packages."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Response
@@ -12,7 +13,6 @@ from pydantic import BaseModel, Field
 from fiduciary.api.deps import Ctx, OneHopRoute, requires
 from fiduciary.api.errors import documented
 from fiduciary.api.models import Timestamp
-from fiduciary.api.params import UtcDateTime
 from fiduciary.principal import Permission
 from fiduciary.privacy.consent import entries_as_dict
 from fiduciary.privacy.dsr import MAX_DUE_WITHIN_DAYS, MAX_LIST
@@ -115,7 +115,10 @@ class NewDsr(BaseModel):
                       "restriction, objection; ccpa: know, delete, correct, "
                       "opt_out_sale_sharing, limit_sensitive")
     regime: str = Field(description="gdpr or ccpa")
-    received_at: UtcDateTime = Field(description="When the request reached the insurer (UTC)")
+    # A zone-less time is the controller's local time: the service knows the zone.
+    received_at: datetime = Field(description="When the request reached the insurer; without "
+                                  "a zone, the controller's local time "
+                                  "(FIDUCIARY_CONTROLLER_TIMEZONE, default UTC)")
     channel: str | None = None
 
 
