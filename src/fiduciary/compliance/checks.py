@@ -223,7 +223,8 @@ def access_reviewed(ctx: CheckContext, control: Control) -> Outcome:
 @check("leavers_disabled", max_sync_age_days=int)
 def leavers_disabled(ctx: CheckContext, control: Control) -> Outcome:
     """The HR feed was applied within ``max_sync_age_days``, and no account it disabled as a
-    leaver was enabled again since the last sync (a re-hire is confirmed by the next sync)."""
+    leaver was enabled again since the last sync (a re-hire is confirmed by the next sync:
+    one that still lists them as a leaver disables them again)."""
     with ctx.db.read() as conn:
         raw = conn.execute(sa.select(system_state.c.value).where(
             system_state.c.key == LAST_SYNC_KEY)).scalar()
@@ -233,31 +234,34 @@ def leavers_disabled(ctx: CheckContext, control: Control) -> Outcome:
         last = json.loads(raw)
         synced = datetime.fromisoformat(last["at"])
         active = {r.username for r in _active_users(conn)}
-        # Disable and enable events are few; the LIKE narrows the scan before any parsing.
+        # These events are few among all; read in trail order, so a sync, a leaver's
+        # disabling and a later enabling are seen in the order they happened.
         rows = conn.execute(sa.select(audit_events.c.event_id, audit_events.c.action,
-                                      audit_events.c.at, audit_events.c.event)
-                            .where(audit_events.c.action.in_(("user.disable", "user.enable")),
-                                   audit_events.c.event.like('%"username":%'))
+                                      audit_events.c.event)
+                            .where(audit_events.c.action.in_(
+                                ("user.disable", "user.enable", "hr.sync")))
                             .order_by(audit_events.c.seq)).all()
-    left: dict[str, str] = {}
-    back: dict[str, tuple[datetime, str]] = {}
+    left: set[str] = set()
+    back: dict[str, str] = {}  # re-enabled since the last sync -> the enabling event
     for r in rows:
         d = _details(r)
         name = d.get("username")
-        if not isinstance(name, str) or name not in active:
+        if r.action == "hr.sync":
+            back.clear()  # a sync that still lists them as leavers disables them again
+        elif not isinstance(name, str):
             continue
-        if r.action == "user.disable" and d.get("reason") == "leaver":
-            left[name] = r.event_id
+        elif r.action == "user.disable" and d.get("reason") == "leaver":
+            left.add(name)
             back.pop(name, None)
         elif r.action == "user.enable" and name in left:
-            back[name] = (r.at, r.event_id)
-    re_enabled = sorted(n for n, (at, _) in back.items() if at > synced)
+            back[name] = r.event_id
+    re_enabled = sorted(n for n in back if n in active)
     stale = synced < ctx.now - timedelta(days=_param(control, "max_sync_age_days", 7))
     facts = {"last_sync": {"at": last["at"], "rows": last.get("rows"),
                            "leavers_disabled": last.get("disabled")},
              "sync_overdue": stale, "leavers_enabled_since_sync": _listed(re_enabled)}
     return _outcome(stale or bool(re_enabled), facts,
-                    [back[n][1] for n in re_enabled][:MAX_LISTED])
+                    [back[n] for n in re_enabled][:MAX_LISTED])
 
 
 @check("no_dormant_accounts", max_idle_days=int)
