@@ -9,6 +9,7 @@ import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -326,3 +327,16 @@ class TestCcpaMetrics:
         assert metrics["requests"]["delete"]["denied"] == 1
         for value in ("Vera", "Ortiz", "078-05-1120", subject, req.id):
             assert value not in text
+
+
+def test_the_metrics_count_the_controller_s_calendar_year(rt: Runtime) -> None:
+    # 20:00 on New Year's Eve in Los Angeles is already 2026 in UTC.
+    received = datetime(2025, 12, 31, 20, 0, tzinfo=ZoneInfo("America/Los_Angeles"))
+    request = rt.dsr.create(SYSTEM, rt.vault.create_subject(SYSTEM).id, "know", "ccpa",
+                            received_at=received)
+    rt.dsr.deny(SYSTEM, request.id, "not a California resident")  # 31 January, 12:00 UTC
+    los_angeles = FilingService(rt.db, rt.clock, rt.audit, lambda s, e: [], lambda: CONTROLS,
+                                zone=ZoneInfo("America/Los_Angeles"))
+    know = los_angeles.ccpa_metrics(2025)["requests"]["know"]
+    assert (know["received"], know["median_days_to_respond"]) == (1, 31.0)
+    assert _service(rt, []).ccpa_metrics(2025)["requests"]["know"]["received"] == 0

@@ -294,7 +294,7 @@ def open_runtime(settings: Settings, *, create: bool = False,
                              trail, keyring, delivery)
     evidence = EvidencePacker(db, clock, audit, trail, posture, ropa)
     filings = FilingService(db, clock, audit, posture.results_between,
-                            lambda: posture.catalogue.controls)
+                            lambda: posture.catalogue.controls, zone=dsr.calendar.zone)
     _record_configuration(db, audit, datamap, policy, catalogue)
     return Runtime(settings, datamap, db, keyring, vault, api_keys, users, policy, reviews,
                    audit, trail, consent, dsr, holds, restriction, eraser, retention, packager,

@@ -201,8 +201,7 @@ def compliance_nydfs_certification(
     an Acknowledgment of Noncompliance naming the failing sections. The draft is stored for
     five years and audited; the signers fill the remediation timelines and sign."""
     with runtime(data_dir) as rt:
-        filing = rt.filings.draft_nydfs(
-            SYSTEM, rt.clock.now().year - 1 if year is None else year)
+        filing = rt.filings.draft_nydfs(SYSTEM, year)
     body = filing.body
     if html is not None:
         with domain_errors():

@@ -35,9 +35,10 @@ Read from the request log (``dsr_requests``, CCPA regime only), by the year of *
     limit ................ requests to limit use of sensitive PI (``limit_sensitive``)
 
 complied in whole = ``fulfilled``, in part = ``partially_fulfilled``, denied = ``denied``; a
-request still open is ``pending``. Days to respond: calendar days from the UTC date of receipt
-to the UTC date of closure, over closed requests (a denial is a response). No customer value is
-read: the metrics count rows.
+request still open is ``pending``. Days to respond: calendar days from the date of receipt to
+the date of closure, over closed requests (a denial is a response). Years and days are the
+controller's (``FIDUCIARY_CONTROLLER_TIMEZONE``, UTC by default), as in the statutory periods.
+No customer value is read: the metrics count rows.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ import json
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 
 import jinja2
@@ -60,7 +61,7 @@ from fiduciary.compliance.oscal import regulation_of
 from fiduciary.errors import FieldProblem, InvalidInput, NotFound
 from fiduciary.ids import new_id
 from fiduciary.principal import Principal
-from fiduciary.privacy.deadlines import CCPA
+from fiduciary.privacy.deadlines import CCPA, local_day
 from fiduciary.privacy.dsr import DENIED, FULFILLED, OPEN, PARTIALLY_FULFILLED
 from fiduciary.storage import Database
 from fiduciary.storage.schema import compliance_filings, dsr_requests
@@ -93,16 +94,19 @@ ResultsBetween = Callable[[datetime, datetime], Sequence[ControlResult]]
 Controls = Callable[[], Sequence[Control]]
 
 
-def _year_bounds(year: int) -> tuple[datetime, datetime]:
-    return datetime(year, 1, 1, tzinfo=UTC), datetime(year + 1, 1, 1, tzinfo=UTC)
+def _year_bounds(year: int, zone: tzinfo = UTC) -> tuple[datetime, datetime]:
+    """The calendar year in the controller's time zone, as UTC instants."""
+    return (datetime(year, 1, 1, tzinfo=zone).astimezone(UTC),
+            datetime(year + 1, 1, 1, tzinfo=zone).astimezone(UTC))
 
 
-def check_year(year: int, now: datetime, first: int = FIRST_YEAR) -> None:
+def check_year(year: int, now: datetime, first: int = FIRST_YEAR,
+               zone: tzinfo = UTC) -> None:
     """A filing covers a calendar year that has ended (and one the rule applied to)."""
     if year < first:
         raise InvalidInput.from_problems(
             [FieldProblem("year", f"must be {first} or later")], what="year")
-    if year >= now.astimezone(UTC).year:
+    if year >= local_day(now, zone).year:
         raise InvalidInput.from_problems(
             [FieldProblem("year", "the calendar year has not ended")], what="year")
 
@@ -140,9 +144,10 @@ def _extent(results: Sequence[ControlResult], status: str) -> dict[str, Any]:
 
 
 def nydfs_certification(year: int, controls: Sequence[Control],
-                        results: Sequence[ControlResult], now: datetime) -> dict[str, Any]:
+                        results: Sequence[ControlResult], now: datetime,
+                        zone: tzinfo = UTC) -> dict[str, Any]:
     """The draft 500.17(b) filing for ``year`` from the results checked during that year."""
-    start, end = _year_bounds(year)
+    start, end = _year_bounds(year, zone)
     by_control: dict[str, list[ControlResult]] = {}
     for r in results:
         if start <= r.checked_at < end:
@@ -200,22 +205,23 @@ def _section_key(section: str) -> tuple[int, ...]:
     return tuple(int(p) for p in head.split(".") if p.isdigit())
 
 
-def _days(received: datetime, closed: datetime) -> int:
-    return (closed.astimezone(UTC).date() - received.astimezone(UTC).date()).days
+def _days(received: datetime, closed: datetime, zone: tzinfo) -> int:
+    return (local_day(closed, zone) - local_day(received, zone)).days
 
 
 def _stat(values: list[int], fn: Callable[[list[int]], float]) -> float | None:
     return round(float(fn(values)), 1) if values else None
 
 
-def ccpa_metrics(year: int, rows: Sequence[Mapping[str, Any]], now: datetime) -> dict[str, Any]:
+def ccpa_metrics(year: int, rows: Sequence[Mapping[str, Any]], now: datetime,
+                 zone: tzinfo = UTC) -> dict[str, Any]:
     """The § 7102(a) metrics of ``year`` from request-log rows (type, status, received_at,
-    closed_at) of requests received that year under the CCPA."""
+    closed_at) of requests received that year under the CCPA; days are ``zone``'s."""
     metrics: dict[str, Any] = {}
     for key, (dsr_type, label) in CCPA_KINDS.items():
         mine = [r for r in rows if r["type"] == dsr_type]
         closed = [r for r in mine if r["status"] not in OPEN and r["closed_at"] is not None]
-        days = [_days(r["received_at"], r["closed_at"]) for r in closed]
+        days = [_days(r["received_at"], r["closed_at"], zone) for r in closed]
         whole = sum(1 for r in mine if r["status"] == FULFILLED)
         part = sum(1 for r in mine if r["status"] == PARTIALLY_FULFILLED)
         metrics[key] = {
@@ -236,9 +242,13 @@ def ccpa_metrics(year: int, rows: Sequence[Mapping[str, Any]], now: datetime) ->
         "period": {"from": date(year, 1, 1).isoformat(), "to": date(year, 12, 31).isoformat()},
         "generated_at": iso(now),
         "basis": "requests received during the year under the CCPA; days are calendar days "
-                 "from the date of receipt to the date of the response (UTC)",
+                 f"from the date of receipt to the date of the response ({_zone_name(zone)})",
         "requests": metrics,
     }
+
+
+def _zone_name(zone: tzinfo) -> str:
+    return str(getattr(zone, "key", None) or zone.tzname(None) or "UTC")
 
 
 def _environment() -> jinja2.Environment:
@@ -300,24 +310,35 @@ class FilingService:
     """Drafts the NYDFS certification (stored, audited) and computes the CCPA metrics."""
 
     def __init__(self, db: Database, clock: Clock, audit: AuditLog,
-                 results_between: ResultsBetween, controls: Controls) -> None:
+                 results_between: ResultsBetween, controls: Controls,
+                 zone: tzinfo = UTC) -> None:
         self.db = db
+        #: The controller's time zone: its calendar years and days count.
+        self.zone = zone
         self.clock = clock
         self.audit = audit
         self._results_between = results_between
         self._controls = controls
 
-    def nydfs_draft(self, year: int) -> dict[str, Any]:
-        """The draft for ``year`` as it stands now, not stored (a preview)."""
-        now = self.clock.now()
-        check_year(year, now, FIRST_NYDFS_YEAR)
-        start, end = _year_bounds(year)
-        return nydfs_certification(year, self._controls(), self._results_between(start, end),
-                                   now)
+    def _year(self, year: int | None, now: datetime) -> int:
+        """The year asked for, or the previous calendar year."""
+        return local_day(now, self.zone).year - 1 if year is None else year
 
-    def draft_nydfs(self, principal: Principal, year: int) -> Filing:
-        """Draft the 500.17(b) filing for ``year``, store it for five years, audit it."""
+    def nydfs_draft(self, year: int | None = None) -> dict[str, Any]:
+        """The draft for ``year`` (default: the previous calendar year) as it stands now, not
+        stored (a preview)."""
+        now = self.clock.now()
+        year = self._year(year, now)
+        check_year(year, now, FIRST_NYDFS_YEAR, self.zone)
+        start, end = _year_bounds(year, self.zone)
+        return nydfs_certification(year, self._controls(), self._results_between(start, end),
+                                   now, self.zone)
+
+    def draft_nydfs(self, principal: Principal, year: int | None = None) -> Filing:
+        """Draft the 500.17(b) filing for ``year`` (default: the previous calendar year), store
+        it for five years, audit it."""
         body = self.nydfs_draft(year)
+        year = int(body["calendar_year"])
         now = self.clock.now()
         due = datetime.combine(nydfs_due(year), datetime.min.time(), UTC)
         retain_until = _add_years(max(now, due), RETENTION_YEARS)
@@ -353,13 +374,13 @@ class FilingService:
     def ccpa_metrics(self, year: int | None = None) -> dict[str, Any]:
         """The § 7102(a) metrics of ``year`` (default: the previous calendar year)."""
         now = self.clock.now()
-        year = now.astimezone(UTC).year - 1 if year is None else year
-        check_year(year, now)
-        start, end = _year_bounds(year)
+        year = self._year(year, now)
+        check_year(year, now, zone=self.zone)
+        start, end = _year_bounds(year, self.zone)
         c = dsr_requests.c
         with self.db.read() as conn:
             rows = [dict(r) for r in conn.execute(
                 sa.select(c.type, c.status, c.received_at, c.closed_at).where(
                     c.regime == CCPA, c.received_at >= start, c.received_at < end)
             ).mappings()]
-        return ccpa_metrics(year, rows, now)
+        return ccpa_metrics(year, rows, now, self.zone)
