@@ -766,8 +766,11 @@ class Simulation:
     def _enrol(self, m: Member) -> None:
         made = self.rt.users.create(m.username, [m.role], m.regions)
         assert made.enrolment_code is not None
-        self.rt.users.record_training(m.username, "data-protection",
-                                      self.clock.now().date() - timedelta(days=20))
+        # Every course of the catalogue: staff have the training for the data classes their
+        # role reaches (issue 13's gate); an untrained refusal is a setup fault, not insider work.
+        for course in self.rt.training.catalogue.courses:
+            self.rt.users.record_training(m.username, course.id,
+                                          self.clock.now().date() - timedelta(days=20))
         m.totp_secret = self.rt.users.enrol(m.username, made.enrolment_code,
                                             PASSWORD).totp_secret
 

@@ -1,7 +1,7 @@
 """Monitor throughput and alert latency.
 
     python bench/monitor_throughput.py [--events 200000] [--staff 300] [--customers 10000]
-                                       [--trials 50] [--profile] [--seed 1]
+                                       [--trials 30] [--profile] [--seed 1]
 
 (a)/(b) Pre-writes N realistic audit events (sign-ins, searches with their attempt events and
 query digests, record reads of persons/claims/quotes, a few refusals) by ``--staff`` staff of
@@ -9,9 +9,11 @@ several roles over as many working days as it takes, naming real subjects of an 
 customer base (some VIPs, some staff linked to their own customer record, surnames set), in
 time order through ``AuditLog.event``/``append`` in batches (this measures the detector, not
 the services); sequences them (``trail.sequence`` until done); then, in the same run,
-(a) reads the same events in leaf order without detections (the engine's batch query and JSON
-parsing, nothing else) and (b) runs ``rt.monitor.run_once()`` over them. Reports events/s of
-both and their ratio. Target: >= 20,000 events/s on one core. ``--profile`` reruns (b) from
+(a) reads the same events in leaf order without detections (batches of the engine's size,
+every event's JSON parsed, nothing else) and (b) runs ``rt.monitor.run_once()`` over them
+(which parses only the events some detection reads). Reports events/s of both and their
+ratio, by wall time and by this process's CPU time (the machine may be shared: CPU time is
+what the detector costs). Target: >= 20,000 events/s on one core. ``--profile`` reruns (b) from
 a reset monitor state under cProfile and reports the top functions.
 
 (c) Alert latency in ``serve``: a fresh runtime with a real clock, ``rt.start()`` with
@@ -345,12 +347,13 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--staff", type=int, default=300)
     ap.add_argument("--customers", type=int, default=10_000)
-    ap.add_argument("--trials", type=int, default=50, help="alert-latency trials (0: skip)")
+    ap.add_argument("--trials", type=int, default=30, help="alert-latency trials (0: skip)")
     ap.add_argument("--profile", action="store_true",
                     help="rerun the monitor from a reset state under cProfile")
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--quiet-wait", type=float, default=300.0)
+    ap.add_argument("--quiet-wait", type=float, default=60.0,
+                    help="before timing, wait at most this long for a quiet machine")
     args = ap.parse_args()
     out: dict[str, Any] = {"benchmark": "monitor_throughput",
                            "params": {"events": args.events, "staff": args.staff,
@@ -386,7 +389,8 @@ def main() -> None:
             t0, c0 = time.perf_counter(), time.process_time()
             run = rt.monitor.run_once()
             mon_s, mon_cpu = time.perf_counter() - t0, time.process_time() - c0
-            log(f"(b) monitor: {run.events:,} events, {run.alerts} alerts in {mon_s:.2f} s")
+            log(f"(b) monitor: {run.events:,} events, {run.alerts} alerts in {mon_s:.2f} s "
+                f"({mon_cpu:.2f} s CPU; read {read_cpu:.2f} s CPU)")
             out["other_processes_cpu_s"] = watch.foreign_s()
             with rt.db.read() as conn:
                 by_det: dict[str, int] = {
@@ -397,15 +401,21 @@ def main() -> None:
             b_rate = run.events / mon_s
             out["read_only"] = {"events": n_read, "seconds": round(read_s, 2),
                                 "cpu_s": round(read_cpu, 2),
-                                "events_per_s": round(a_rate, 1)}
+                                "events_per_s": round(a_rate, 1),
+                                "events_per_cpu_s": round(n_read / read_cpu, 1)
+                                if read_cpu else None}
             out["monitor"] = {**run.as_dict(), "seconds": round(mon_s, 2),
                               "cpu_s": round(mon_cpu, 2), "events_per_s": round(b_rate, 1),
                               "events_per_cpu_s": round(run.events / mon_cpu, 1)
                               if mon_cpu else None,
                               "batch_size": batch, "alerts_by_detection": by_det}
             out["ratio_monitor_to_read"] = round(b_rate / a_rate, 4)
+            # CPU time of this process: what the detector costs whatever the neighbours do.
+            out["ratio_monitor_to_read_cpu"] = round(read_cpu / mon_cpu, 4) if mon_cpu else None
             out["target_events_per_s"] = TARGET_EVENTS_PER_S
             out["throughput_met"] = b_rate >= TARGET_EVENTS_PER_S
+            out["throughput_met_cpu"] = bool(mon_cpu) and run.events / mon_cpu \
+                >= TARGET_EVENTS_PER_S
             if args.profile:
                 log("(b) again under cProfile")
                 out["profile"] = profile_run(rt, args.top)
