@@ -15,12 +15,14 @@ import pytest
 import sqlalchemy as sa
 
 from fiduciary.access import SYSTEM
+from fiduciary.audit.events import actor_label
 from fiduciary.clock import FixedClock
 from fiduciary.compliance.catalogue import load_controls
 from fiduciary.compliance.filings import FilingService, nydfs_certification, render_html
 from fiduciary.compliance.model import Control, ControlResult, Outcome, Status
 from fiduciary.config import Settings
-from fiduciary.errors import InvalidInput
+from fiduciary.errors import Forbidden, InvalidInput
+from fiduciary.principal import Principal
 from fiduciary.runtime import Runtime
 from fiduciary.storage.schema import audit_events
 from tests.conftest import make_staff, table_rows
@@ -340,3 +342,17 @@ def test_the_metrics_count_the_controller_s_calendar_year(rt: Runtime) -> None:
     know = los_angeles.ccpa_metrics(2025)["requests"]["know"]
     assert (know["received"], know["median_days_to_respond"]) == (1, 31.0)
     assert _service(rt, []).ccpa_metrics(2025)["requests"]["know"]["received"] == 0
+
+
+@pytest.mark.parametrize("role", ["dpo", "admin", "underwriter"])
+def test_only_the_compliance_officer_drafts_the_certification(rt: Runtime, role: str) -> None:
+    who = Principal(id=f"u-{role}", kind="user", username=f"u-{role}", roles=(role,),
+                    permissions=rt.policy.permissions([role]))
+    with pytest.raises(Forbidden):
+        _service(rt, _results()).draft_nydfs(who, 2025)
+    assert table_rows(rt, "compliance_filings") == []
+    officer = Principal(id="u-co", kind="user", username="cora", roles=("compliance_officer",),
+                        permissions=rt.policy.permissions(["compliance_officer"]))
+    filing = _service(rt, _results()).draft_nydfs(officer, 2025)
+    assert filing.created_by == actor_label(officer)
+    assert [r["id"] for r in table_rows(rt, "compliance_filings")] == [filing.id]

@@ -60,7 +60,7 @@ from fiduciary.compliance.model import Control, ControlResult, Status
 from fiduciary.compliance.oscal import regulation_of
 from fiduciary.errors import FieldProblem, InvalidInput, NotFound
 from fiduciary.ids import new_id
-from fiduciary.principal import Principal
+from fiduciary.principal import Permission, Principal, require_permission
 from fiduciary.privacy.deadlines import CCPA, local_day
 from fiduciary.privacy.dsr import DENIED, FULFILLED, OPEN, PARTIALLY_FULFILLED
 from fiduciary.storage import Database
@@ -336,7 +336,9 @@ class FilingService:
 
     def draft_nydfs(self, principal: Principal, year: int | None = None) -> Filing:
         """Draft the 500.17(b) filing for ``year`` (default: the previous calendar year), store
-        it for five years, audit it."""
+        it for five years, audit it. Drafting what the CEO and the CISO will sign is the
+        compliance officer's act (``compliance:attest``), not a reader's."""
+        require_permission(principal, Permission.COMPLIANCE_ATTEST, scope=None)
         body = self.nydfs_draft(year)
         year = int(body["calendar_year"])
         now = self.clock.now()
