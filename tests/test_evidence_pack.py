@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi.testclient import TestClient
 
 from fiduciary.access import SYSTEM
+from fiduciary.api.app import create_app
 from fiduciary.audit.verify import verify
 from fiduciary.clock import FixedClock
 from fiduciary.compliance import verify_pack
@@ -369,3 +371,30 @@ def test_the_cli_rejects_a_bad_period_and_writes_nothing(
                           str(tmp_path / "bad.zip"), "--period", "2026-03-01..2026-02-01")
     assert code == 2 and "period" in stderr
     assert not (tmp_path / "bad.zip").exists()
+
+
+def test_the_api_hands_a_compliance_officer_the_pack_and_no_one_else(
+        rt: Runtime, clock: FixedClock, tmp_path: Path) -> None:
+    seed(rt, clock)
+    _, officer = rt.api_keys.create("officer", role="compliance_officer")
+    _, analyst = rt.api_keys.create("analyst", role="security_analyst")
+    with TestClient(create_app(rt), raise_server_exceptions=False) as c:
+        url = "/v1/compliance/evidence?from=2026-01-01&to=2026-01-31"
+        r = c.get(url, headers={"Authorization": f"Bearer {analyst}"})
+        assert r.status_code == 403
+        r = c.get(url.removesuffix("&to=2026-01-31"),
+                  headers={"Authorization": f"Bearer {officer}"})
+        assert r.status_code == 422 and "to" in r.text
+        r = c.get("/v1/compliance/evidence?from=2026-02-01&to=2026-01-01",
+                  headers={"Authorization": f"Bearer {officer}"})
+        assert r.status_code == 422 and "to" in r.text
+        items, _ = rt.trail.events(action="compliance.evidence_pack")
+        assert items == []  # refused and rejected requests packed nothing
+        r = c.get(url, headers={"Authorization": f"Bearer {officer}"})
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"] == "application/zip"
+        assert "evidence-2026-01-01..2026-01-31.zip" in r.headers["content-disposition"]
+    pack = tmp_path / "api.zip"
+    pack.write_bytes(r.content)
+    run = run_verifier(pack, tmp_path, "--public-key", public_key(rt))
+    assert run.returncode == 0, run.stderr

@@ -47,6 +47,8 @@ OPERATIONS |= {"submit_speakup_report", "get_speakup_thread", "post_speakup_mess
 OPERATIONS |= {"list_control_results", "get_control_history", "record_attestation"}
 # OSCAL, the NYDFS certification draft and the CCPA metrics (issue 14 items 4-5).
 OPERATIONS |= {"get_compliance_oscal", "get_nydfs_certification", "get_ccpa_metrics"}
+# The evidence pack (issue 14 item 3).
+OPERATIONS |= {"download_evidence_pack"}
 PUBLIC = {"healthz", "login", "enrol", "submit_speakup_report", "get_speakup_thread",
           "post_speakup_message"}
 PA = "policy_administration"

@@ -5,17 +5,21 @@ value."""
 
 from __future__ import annotations
 
+import tempfile
 from datetime import date
+from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, Field
 
 from fiduciary.api.deps import Ctx, OneHopRoute, requires
 from fiduciary.api.errors import documented
 from fiduciary.compliance import oscal
+from fiduciary.compliance.evidence import Period as PackPeriod
 from fiduciary.compliance.model import ControlResult
 from fiduciary.compliance.posture import MAX_HISTORY, summary
+from fiduciary.errors import FieldProblem, InvalidInput
 from fiduciary.principal import Permission
 
 router = APIRouter(tags=["compliance"], responses=documented(401, 403),
@@ -177,8 +181,7 @@ def get_nydfs_certification(ctx: Reader, year: Year = None) -> NydfsCertificatio
     """The NYDFS 500.17(b) draft for a year as it stands now (a preview: stored and audited
     drafts are made by `fiduciary compliance nydfs-certification`)."""
     ctx.caller()
-    chosen = ctx.rt.clock.now().year - 1 if year is None else year
-    return NydfsCertification.model_validate(ctx.rt.filings.nydfs_draft(chosen))
+    return NydfsCertification.model_validate(ctx.rt.filings.nydfs_draft(year))
 
 
 @router.get("/v1/compliance/ccpa-metrics", responses=documented(422))
@@ -186,3 +189,33 @@ def get_ccpa_metrics(ctx: Reader, year: Year = None) -> CcpaMetrics:
     """The CCPA regs 7102 request metrics of a calendar year."""
     ctx.caller()
     return CcpaMetrics.model_validate(ctx.rt.filings.ccpa_metrics(year))
+
+
+# -- the evidence pack (issue 14 item 3) -------------------------------------------------------
+_PACK = {"description": "The evidence pack (zip) with its verifier, as an attachment",
+         "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}}
+
+
+@router.get("/v1/compliance/evidence", response_class=Response,
+            responses={200: _PACK, **documented(422)})
+def download_evidence_pack(
+    ctx: Reader,
+    from_: Annotated[date | None, Query(alias="from", description="First day (ISO date); "
+                                        "with `to`. Default: the last full quarter")] = None,
+    to: Annotated[date | None, Query(description="Last day, included")] = None,
+) -> Response:
+    """The evidence pack of a period; verify it offline with the `verify_pack.py` inside."""
+    who = ctx.caller()
+    if (from_ is None) != (to is None):
+        raise InvalidInput.from_problems([FieldProblem(
+            "to" if to is None else "from", "give both from and to, or neither")], "query")
+    if from_ is not None and to is not None and to < from_:
+        raise InvalidInput.from_problems([FieldProblem("to", "before from")], "query")
+    period = PackPeriod.parse(f"{from_}..{to}") if from_ is not None else \
+        PackPeriod.last_full_quarter(ctx.rt.clock.now())
+    with tempfile.TemporaryDirectory(prefix="fiduciary-evidence-") as tmp:
+        name = f"evidence-{period.label}.zip"
+        ctx.rt.evidence.pack(who, period, Path(tmp) / name)
+        body = (Path(tmp) / name).read_bytes()
+    return Response(body, media_type="application/zip", headers={
+        "Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
