@@ -356,3 +356,12 @@ def test_only_the_compliance_officer_drafts_the_certification(rt: Runtime, role:
     filing = _service(rt, _results()).draft_nydfs(officer, 2025)
     assert filing.created_by == actor_label(officer)
     assert [r["id"] for r in table_rows(rt, "compliance_filings")] == [filing.id]
+
+
+def test_failing_sections_are_in_the_order_of_part_500() -> None:
+    wanted = ["500.7(a)(4)", "500.12", "500.13(a)", "500.13(b)"]
+    controls = [Control(f"c{i}", f"control {i}", (f"NYDFS {s}",), "check")
+                for i, s in enumerate(reversed(wanted))]
+    results = [ControlResult(c, Outcome(Status.FAIL, {}), _at(5, 1)) for c in controls]
+    doc = nydfs_certification(2025, controls, results, _at(2, 1, 2026))
+    assert [s["section"] for s in doc["failing_sections"]] == wanted

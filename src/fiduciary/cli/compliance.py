@@ -236,8 +236,9 @@ def compliance_ccpa_metrics(
         return
     table = Table("request", "received", "complied (whole or part)", "denied", "pending",
                   "median days", "mean days", title=f"CCPA 7102 — {metrics['calendar_year']}")
-    for m in metrics["requests"].values():
-        table.add_row(m["label"], str(m["received"]), str(m["complied_in_whole_or_in_part"]),
-                      str(m["denied"]), str(m["pending"]), str(m["median_days_to_respond"]),
-                      str(m["mean_days_to_respond"]))
+    for key, m in metrics["requests"].items():
+        table.add_row(key, str(m["received"]), str(m["complied_in_whole_or_in_part"]),
+                      str(m["denied"]), str(m["pending"]),
+                      *("—" if m[k] is None else str(m[k])
+                        for k in ("median_days_to_respond", "mean_days_to_respond")))
     out.print(table)

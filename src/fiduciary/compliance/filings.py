@@ -199,10 +199,11 @@ def nydfs_certification(year: int, controls: Sequence[Control],
     }
 
 
-def _section_key(section: str) -> tuple[int, ...]:
-    """500.7(a)(4) before 500.12: by the numbers of the section, not its text."""
-    head = section.split("(", 1)[0]
-    return tuple(int(p) for p in head.split(".") if p.isdigit())
+def _section_key(section: str) -> tuple[tuple[int, ...], str]:
+    """500.7(a)(4) before 500.12, 500.13(a) before 500.13(b): by the numbers of the section,
+    then its paragraph."""
+    head, _, paragraph = section.partition("(")
+    return tuple(int(p) for p in head.split(".") if p.isdigit()), paragraph
 
 
 def _days(received: datetime, closed: datetime, zone: tzinfo) -> int:
