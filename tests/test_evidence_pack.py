@@ -3,6 +3,7 @@ that every kind of tampering fails naming the file, and that no customer value i
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import subprocess
@@ -398,3 +399,12 @@ def test_the_api_hands_a_compliance_officer_the_pack_and_no_one_else(
     pack.write_bytes(r.content)
     run = run_verifier(pack, tmp_path, "--public-key", public_key(rt))
     assert run.returncode == 0, run.stderr
+
+
+def test_the_verifier_imports_only_the_standard_library_and_cryptography() -> None:
+    tree = ast.parse(Path(verify_pack.__file__).read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree)
+                if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.module}
+    assert imported - {"__future__", "cryptography"} <= sys.stdlib_module_names
