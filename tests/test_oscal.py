@@ -23,7 +23,7 @@ from trestle.oscal.component import ComponentDefinition
 from fiduciary.clock import FixedClock
 from fiduciary.compliance import oscal
 from fiduciary.compliance.catalogue import load_controls
-from fiduciary.compliance.model import ControlResult, Outcome, Status
+from fiduciary.compliance.model import Control, ControlResult, Outcome, Status
 from fiduciary.config import Settings
 from fiduciary.runtime import Runtime
 from tests.conftest import make_staff
@@ -215,3 +215,13 @@ def test_the_api_gives_oscal_to_the_compliance_office_only(rt: Runtime,
     for username, roles in (("adam", ["admin"]), ("carl", ["claims_adjuster"])):
         r = make_staff(rt, clock, username, roles).client.get("/v1/compliance/oscal")
         assert r.status_code == 403, (username, r.text)
+
+
+def test_a_control_no_longer_in_the_catalogue_is_not_reported() -> None:
+    gone = ControlResult(Control("retired-control", "Retired", ("GDPR 32",), "x"),
+                         Outcome(Status.FAIL, {}), NOW)
+    _, results = oscal.assessment([*_results(), gone], CONTROLS, NOW)
+    AssessmentResults.parse_obj(results["assessment-results"])
+    targets = {f["target"]["target-id"]
+               for f in results["assessment-results"]["results"][0]["findings"]}
+    assert "retired-control" not in targets and len(targets) == len(CONTROLS)

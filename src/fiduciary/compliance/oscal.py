@@ -231,11 +231,14 @@ def assessment(results: Sequence[ControlResult], controls: Sequence[Control], no
                *, plan_href: str | None = None, component_href: str | None = None,
                ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The assessment plan and the assessment results of one run: the latest result of each
-    control (a control of ``controls`` without a result is reviewed but has no finding).
+    control of ``controls`` (one without a result is reviewed but has no finding).
     The results carry the plan, and the plan the component definition, in their back-matter;
     ``plan_href`` and ``component_href`` say where they are also written, relative to the
     document that links to them."""
     latest = _latest_per_control(results)
+    if controls:  # a control since removed from the catalogue is not reported on
+        known = {c.id for c in controls}
+        latest = [r for r in latest if r.control.id in known]
     reviewed_controls = list(controls) or [r.control for r in latest]
     reviewed = _reviewed_controls(reviewed_controls)
     component_uuid = _component_uuid(reviewed_controls)
