@@ -133,6 +133,13 @@ def _latest_event(conn: sa.Connection, action: str) -> Any:
                         .order_by(audit_events.c.seq.desc()).limit(1)).first()
 
 
+def _events(actions: tuple[str, ...]) -> sa.Select[Any]:
+    """Audit events of ``actions``, in trail order (the caller bounds the read)."""
+    return (sa.select(audit_events.c.seq, audit_events.c.event_id, audit_events.c.action,
+                      audit_events.c.at, audit_events.c.event)
+            .where(audit_events.c.action.in_(actions)).order_by(audit_events.c.seq))
+
+
 def _details(row: Any) -> dict[str, Any]:
     if row is None or row.event is None:
         return {}
@@ -234,34 +241,34 @@ def leavers_disabled(ctx: CheckContext, control: Control) -> Outcome:
         last = json.loads(raw)
         synced = datetime.fromisoformat(last["at"])
         active = {r.username for r in _active_users(conn)}
-        # These events are few among all; read in trail order, so a sync, a leaver's
-        # disabling and a later enabling are seen in the order they happened.
-        rows = conn.execute(sa.select(audit_events.c.event_id, audit_events.c.action,
-                                      audit_events.c.event)
-                            .where(audit_events.c.action.in_(
-                                ("user.disable", "user.enable", "hr.sync")))
-                            .order_by(audit_events.c.seq)).all()
-    left: set[str] = set()
-    back: dict[str, str] = {}  # re-enabled since the last sync -> the enabling event
-    for r in rows:
-        d = _details(r)
-        name = d.get("username")
-        if r.action == "hr.sync":
-            back.clear()  # a sync that still lists them as leavers disables them again
-        elif not isinstance(name, str):
-            continue
-        elif r.action == "user.disable" and d.get("reason") == "leaver":
-            left.add(name)
-            back.pop(name, None)
-        elif r.action == "user.enable" and name in left:
-            back[name] = r.event_id
-    re_enabled = sorted(n for n in back if n in active)
+        # Accounts enabled since the last sync (the time index bounds the read), in trail
+        # order: a sync clears those before it.
+        back: dict[str, tuple[int, str]] = {}  # username -> the enabling event (seq, id)
+        for r in conn.execute(_events(("user.enable", "hr.sync")).where(
+                audit_events.c.at >= synced)):
+            name = _details(r).get("username")
+            if r.action == "hr.sync":
+                back.clear()
+            elif isinstance(name, str) and name in active:
+                back[name] = (r.seq, r.event_id)
+        # Only for those (usually none): was their last disabling before it a leaver's?
+        left: dict[str, bool] = {}
+        if back:
+            for r in conn.execute(_events(("user.disable",)).where(
+                    audit_events.c.seq < max(seq for seq, _ in back.values()),
+                    sa.or_(*(audit_events.c.event.contains(f'"username":{json.dumps(n)}')
+                             for n in back)))):
+                d = _details(r)
+                name = d.get("username")
+                if isinstance(name, str) and name in back and r.seq < back[name][0]:
+                    left[name] = d.get("reason") == "leaver"
+    re_enabled = sorted(n for n in back if left.get(n))
     stale = synced < ctx.now - timedelta(days=_param(control, "max_sync_age_days", 7))
     facts = {"last_sync": {"at": last["at"], "rows": last.get("rows"),
                            "leavers_disabled": last.get("disabled")},
              "sync_overdue": stale, "leavers_enabled_since_sync": _listed(re_enabled)}
     return _outcome(stale or bool(re_enabled), facts,
-                    [back[n] for n in re_enabled][:MAX_LISTED])
+                    [back[n][1] for n in re_enabled][:MAX_LISTED])
 
 
 @check("no_dormant_accounts", max_idle_days=int)
@@ -415,7 +422,12 @@ def retention_enforced(ctx: CheckContext, control: Control) -> Outcome:
                 legal_holds.c.target == records.c.collection)))
     overdue: dict[str, int] = {}
     with ctx.db.read() as conn:
-        run = _latest_event(conn, "retention.run")
+        # A run inside the window is found through the time index; only a missing one
+        # costs a read back through the trail (to say when it last ran).
+        run = conn.execute(_events(("retention.run",)).where(
+            audit_events.c.at >= ctx.now - timedelta(hours=hours))
+            .order_by(None).order_by(audit_events.c.seq.desc()).limit(1)).first() \
+            or _latest_event(conn, "retention.run")
         for name, spec in sorted(ctx.datamap.collections.items()):
             rule = spec.retention
             if rule.start not in ("created", "updated") or rule.when or not rule.period:
@@ -523,12 +535,10 @@ def ropa_current(ctx: CheckContext, control: Control) -> Outcome:
     digests = configuration_digests(ctx.datamap, ctx.policy)
     with ctx.db.read() as conn:
         ropa = _latest_event(conn, "ropa.generated")
-        changed = _latest_event(conn, "config.changed")
     d = _details(ropa)
     stale = [k for k in ("datamap_sha256", "policy_sha256") if d.get(k) != digests[k]]
     return _outcome(ropa is None or bool(stale), {
         "generated_at": iso_or_none(ropa.at if ropa else None),
-        "configuration_changed_at": iso_or_none(changed.at if changed else None),
         "in_force": digests, "out_of_date": stale if ropa else ["never generated"]},
         [ropa.event_id] if ropa else [])
 
