@@ -432,3 +432,23 @@ def test_the_catalogue_ships_every_control_the_issue_names() -> None:
     assert len(catalogue.controls) == 20
     attested = {c.id: c.every_days for c in catalogue.controls if c.attestation}
     assert attested == dict.fromkeys(ATTESTED, 365)
+
+
+def test_serve_runs_every_control_on_its_schedule_not_at_start(
+        rt: Runtime, clock: FixedClock) -> None:
+    import threading
+    import time
+
+    stop = threading.Event()
+    worker = threading.Thread(target=rt.posture.run_forever, args=(stop, 0.2))
+    worker.start()
+    try:
+        assert rt.posture.latest() == []  # the first run waits one interval
+        deadline = time.monotonic() + 30
+        while not rt.posture.latest() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        worker.join()
+    assert len(rt.posture.latest()) == 20
+    assert count_events(rt, "compliance.check") >= 1

@@ -204,7 +204,7 @@ def _new_leaves(conn: sa.Connection, stored: merkle.GetNode, old: int, size: int
             obj = json.loads(r.event)
         except ValueError:
             raise VerificationFailed(f"{where} is not valid JSON") from None
-        if not isinstance(obj, dict) or canonical(obj).decode() != r.event:
+        if not isinstance(obj, dict) or not _canonical(obj, r.event):
             raise VerificationFailed(f"{where} was altered: it is not the canonical JSON it "
                                      "was stored as")
         leaf = merkle.leaf_hash(r.event.encode())
@@ -213,6 +213,16 @@ def _new_leaves(conn: sa.Connection, stored: merkle.GetNode, old: int, size: int
                                      "was sequenced: edited, swapped or inserted")
         leaves[r.leaf_index] = leaf
     return leaves
+
+
+def _canonical(obj: dict[str, Any], text: str) -> bool:
+    """``text`` is the RFC 8785 form of ``obj``. The standard library's sorted compact form
+    equals it for events without floats (four times faster); any difference is settled by
+    the RFC 8785 encoder. (A text accepted by the first test still has to match the leaf hash
+    recorded when it was sequenced.)"""
+    if json.dumps(obj, ensure_ascii=False, separators=(",", ":"), sort_keys=True) == text:
+        return True
+    return canonical(obj).decode() == text
 
 
 def _check_checkpoint(cp: Checkpoint, trusted: bytes, tree: _Rebuild) -> None:
