@@ -23,6 +23,7 @@ from fiduciary.principal import SYSTEM
 from fiduciary.runtime import Runtime, open_runtime
 from fiduciary.storage.schema import (
     alerts,
+    audit_checkpoints,
     audit_events,
     break_glass_grants,
     compliance_attestations,
@@ -289,6 +290,22 @@ def test_the_trail_is_verified_incrementally_and_in_full_on_demand(
                      .values(event=row.replace('"time":"', '"time":"1')))
     facts = by_id(rt.posture.check())["audit-trail-verifies"].outcome.facts
     assert facts["verified"] is False and f"leaf index {top - 1}" in facts["problem"]
+
+
+def test_a_deleted_checkpoint_is_found_by_the_event_that_recorded_it(
+        rt: Runtime, clock: FixedClock) -> None:
+    healthy(rt, clock)
+    rt.posture.check()
+    rt.vault.create_subject(SYSTEM)
+    rt.trail.sequence(force_checkpoint=True)  # a checkpoint, and the event recording it
+    gone = rt.trail.latest_checkpoint().size
+    rt.vault.create_subject(SYSTEM)
+    rt.trail.sequence(force_checkpoint=True)  # sequences that event, signs another
+    with rt.db.write() as conn:
+        conn.execute(audit_checkpoints.delete().where(audit_checkpoints.c.size == gone))
+    facts = by_id(rt.posture.check())["audit-trail-verifies"].outcome.facts
+    assert facts["verified"] is False
+    assert f"checkpoint size {gone}" in facts["problem"] and "missing" in facts["problem"]
 
 
 def test_an_old_event_edited_is_found_by_the_full_verification(

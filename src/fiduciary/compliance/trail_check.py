@@ -31,12 +31,17 @@ import sqlalchemy as sa
 
 from fiduciary.audit import merkle
 from fiduciary.audit.events import canonical
-from fiduciary.audit.trail import AuditTrail, Checkpoint, b64
+from fiduciary.audit.trail import CHECKPOINT_ACTION, AuditTrail, Checkpoint, b64
 from fiduciary.audit.verify import _check_signature, verify
 from fiduciary.clock import iso
 from fiduciary.errors import NotFound, VerificationFailed
 from fiduciary.storage import Database
-from fiduciary.storage.schema import audit_checkpoints, audit_events, system_state
+from fiduciary.storage.schema import (
+    audit_checkpoints,
+    audit_events,
+    audit_nodes,
+    system_state,
+)
 
 STATE_KEY = "compliance.audit_verified"
 
@@ -101,14 +106,13 @@ def verify_trail(db: Database, trail: AuditTrail, retention_days: int, now: date
                  full: bool = False) -> TrailState:
     """Verify (incrementally from the remembered state, or in full) and remember the result.
     Raises :class:`VerificationFailed` naming what does not match."""
-    start = None if full else remembered(db)
+    start = (None if full else remembered(db)) or (0, merkle.EMPTY_ROOT)
     state = None
-    if start is not None and start[0] > 0:
-        try:
-            state = _incremental(db, trail.public_key, *start)
-        except _NeedsFull:
-            state = None
-    if state is None:
+    try:
+        state = _incremental(db, trail.public_key, *start)
+    except _NeedsFull:
+        state = None
+    if state is None:  # pruned events: the audit verifier judges their prunes
         try:
             done = verify(db, trail.public_key, retention_days=retention_days)
         except VerificationFailed:
@@ -163,10 +167,10 @@ def _incremental(db: Database, trusted: bytes, old: int, old_root: bytes) -> Tra
             if merkle.root(old, stored) != old_root:
                 raise VerificationFailed(f"the first {old} events no longer have the root "
                                          "verified before: history was rewritten")
-            leaves = _new_leaves(conn, stored, old, size)
+            leaves, recorded_cps = _new_leaves(conn, old, size)
             tree = _Rebuild(stored, old, leaves)
             root = merkle.root(size, tree.get)
-            if size > old:
+            if 0 < old < size:
                 merkle.verify_consistency(old, size, old_root, root,
                                           merkle.consistency_proof(old, size, tree.get))
             cps = [Checkpoint.from_row(r) for r in conn.execute(
@@ -177,6 +181,16 @@ def _incremental(db: Database, trusted: bytes, old: int, old_root: bytes) -> Tra
                 cps.append(latest)
             for cp in cps:
                 _check_checkpoint(cp, trusted, tree)
+            # The log records its own checkpoints: a stored one deleted or altered shows.
+            by_size = {cp.size: cp for cp in cps}
+            for index, details in recorded_cps:
+                found = by_size.get(int(details.get("size", -1)))
+                if found is None and 0 <= int(details.get("size", -1)) <= size:
+                    found = AuditTrail.checkpoint_in(conn, int(details["size"]))
+                if found is None or b64(found.root) != details.get("root"):
+                    raise VerificationFailed(
+                        f"checkpoint size {details.get('size')}, recorded by the event at "
+                        f"leaf index {index}, is missing or altered")
         except NotFound:
             raise VerificationFailed("a stored tree node is missing: the tree was "
                                      "altered") from None
@@ -185,17 +199,25 @@ def _incremental(db: Database, trusted: bytes, old: int, old_root: bytes) -> Tra
                                      f"{old} verified before ({exc})") from None
         unsequenced = conn.execute(sa.select(sa.func.count()).select_from(audit_events).where(
             audit_events.c.leaf_index.is_(None))).scalar_one()
-    return TrailState(size, root, "incremental", old, latest, int(unsequenced))
+    return TrailState(size, root, "incremental" if old else "full", old, latest,
+                      int(unsequenced))
 
 
-def _new_leaves(conn: sa.Connection, stored: merkle.GetNode, old: int, size: int
-                ) -> dict[int, bytes]:
+def _new_leaves(conn: sa.Connection, old: int, size: int
+                ) -> tuple[dict[int, bytes], list[tuple[int, dict[str, Any]]]]:
+    """Leaf index -> leaf hash of the events in ``[old, size)``, each checked against its
+    canonical form and the leaf hash recorded when it was sequenced; and the checkpoints
+    the trail recorded there (leaf index, details)."""
     leaves: dict[int, bytes] = {}
-    rows = conn.execute(sa.select(audit_events.c.leaf_index, audit_events.c.event_id,
-                                  audit_events.c.event)
-                        .where(audit_events.c.leaf_index >= old,
-                               audit_events.c.leaf_index < size)
-                        .order_by(audit_events.c.leaf_index))
+    recorded_cps: list[tuple[int, dict[str, Any]]] = []
+    recorded = audit_nodes.alias("recorded")
+    rows = conn.execute(
+        sa.select(audit_events.c.leaf_index, audit_events.c.event_id, audit_events.c.event,
+                  audit_events.c.action, recorded.c.hash)
+        .outerjoin(recorded, sa.and_(recorded.c.level == 0,
+                                     recorded.c["index"] == audit_events.c.leaf_index))
+        .where(audit_events.c.leaf_index >= old, audit_events.c.leaf_index < size)
+        .order_by(audit_events.c.leaf_index).execution_options(yield_per=5000))
     for r in rows:
         where = f"event at leaf index {r.leaf_index} (id {r.event_id})"
         if r.event is None:
@@ -208,11 +230,13 @@ def _new_leaves(conn: sa.Connection, stored: merkle.GetNode, old: int, size: int
             raise VerificationFailed(f"{where} was altered: it is not the canonical JSON it "
                                      "was stored as")
         leaf = merkle.leaf_hash(r.event.encode())
-        if obj.get("id") != r.event_id or stored(0, r.leaf_index) != leaf:
+        if obj.get("id") != r.event_id or r.hash != leaf:
             raise VerificationFailed(f"{where} does not match the leaf hash recorded when it "
                                      "was sequenced: edited, swapped or inserted")
         leaves[r.leaf_index] = leaf
-    return leaves
+        if r.action == CHECKPOINT_ACTION:
+            recorded_cps.append((r.leaf_index, obj.get("details") or {}))
+    return leaves, recorded_cps
 
 
 def _canonical(obj: dict[str, Any], text: str) -> bool:
