@@ -83,8 +83,8 @@ def _status(r: ControlResult) -> ControlStatus:
 @router.get("/v1/compliance/posture")
 def list_control_results(ctx: Reader) -> Posture:
     """Every control's latest result (a check runs first if none has yet)."""
-    ctx.caller()
-    results = ctx.rt.posture.latest() or ctx.rt.posture.check()
+    who = ctx.caller()
+    results = ctx.rt.posture.latest() or ctx.rt.posture.check(by=who)
     return Posture(controls=[_status(r) for r in results],
                    summary=Summary.model_validate(summary(results)))
 
