@@ -366,6 +366,15 @@ def test_the_cli_writes_a_pack_and_prints_the_key_to_pin(
     assert run.returncode == 0, run.stderr
 
 
+def test_the_cli_rejects_an_output_it_cannot_write_and_packs_nothing(
+        settings: Settings, rt: Runtime, tmp_path: Path) -> None:
+    code, _, stderr = cli(settings, "compliance", "evidence", "--output",
+                          str(tmp_path / "no-such-dir" / "pack.zip"), "--period", PERIOD)
+    assert code == 2 and "output" in stderr
+    items, _ = rt.trail.events(action="compliance.evidence_pack")
+    assert items == []
+
+
 def test_the_cli_rejects_a_bad_period_and_writes_nothing(
         settings: Settings, rt: Runtime, tmp_path: Path) -> None:
     code, _, stderr = cli(settings, "compliance", "evidence", "--output",

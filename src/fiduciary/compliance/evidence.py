@@ -173,6 +173,7 @@ class EvidencePacker:
     def pack(self, principal: Principal, period: Period, output: Path) -> PackSummary:
         """Write the pack for ``period`` to ``output`` (atomically) and record it."""
         require_permission(principal, Permission.COMPLIANCE_READ, scope=None)
+        _writable(output)  # before anything is checked, packed or audited
         now = self.clock.now()
         results = self.posture.results_between(period.start, period.end)
         checked_now = not results
@@ -275,8 +276,23 @@ def _proven(event_id: str, leaf: int, text: str, size: int, proof: list[bytes]
             "canonical_event": text}
 
 
+def _part(output: Path) -> Path:
+    return output.with_name(output.name + ".part")
+
+
+def _writable(output: Path) -> None:
+    part = _part(output)
+    try:
+        part.touch()
+        part.unlink()
+    except OSError:
+        raise InvalidInput.from_problems([FieldProblem(
+            "output", "cannot be written there (no such directory, or not permitted)")]
+        ) from None
+
+
 def _write_zip(output: Path, files: dict[str, bytes]) -> None:
-    part = output.with_name(output.name + ".part")
+    part = _part(output)
     with zipfile.ZipFile(part, "w", zipfile.ZIP_DEFLATED) as z:
         for name in sorted(files):
             info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
