@@ -206,10 +206,23 @@ def _add(files: dict[str, bytes]) -> None:
     files["events/extra.json"] = b"{}"
 
 
+def _remove_anchor(files: dict[str, bytes]) -> None:
+    del files["anchor.json"]
+
+
+def _swap_proofs(files: dict[str, bytes]) -> None:
+    # The pack's own proof moved onto the event file (no re-signing: its digest changes).
+    [name] = [n for n in files if n.startswith("events/")]
+    doc = json.loads(files[name])
+    doc["inclusion_proof"] = json.loads(files["anchor.json"])["inclusion_proof"]
+    files[name] = json.dumps(doc).encode()
+
+
 @pytest.mark.parametrize(("change", "named"), [
     (_flip_byte, "controls.json"),
     (_remove, "dsr_log.csv"),
     (_add, "events/extra.json"),
+    (_remove_anchor, "anchor.json"),
 ])
 def test_tampering_fails_naming_the_file(rt: Runtime, pack: Path, tmp_path: Path,
                                          change: Callable[[dict[str, bytes]], None],
@@ -218,6 +231,15 @@ def test_tampering_fails_naming_the_file(rt: Runtime, pack: Path, tmp_path: Path
     assert run.returncode == 1
     assert run.stdout.strip().splitlines()[-1] == f"FAILED: {named}"
     assert named in run.stderr
+
+
+def test_a_proof_moved_from_another_event_fails_naming_the_event_file(
+        rt: Runtime, pack: Path, tmp_path: Path) -> None:
+    tampered = rewrite(pack, _swap_proofs)
+    [name] = [n for n in files_of(tampered) if n.startswith("events/")]
+    run = run_verifier(tampered, tmp_path, "--public-key", public_key(rt))
+    assert run.returncode == 1
+    assert run.stdout.strip().splitlines()[-1] == f"FAILED: {name}"
 
 
 def _resign(rt: Runtime, files: dict[str, bytes], key: Ed25519PrivateKey | None = None) -> None:

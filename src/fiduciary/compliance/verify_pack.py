@@ -174,7 +174,9 @@ def verify(path: str, pinned: bytes | None, say: Any = print) -> int:
         _verify_signature(key, signature, MANIFEST_CONTEXT + manifest_bytes, MANIFEST,
                           "manifest signature")
         manifest = _json(pack, MANIFEST)
-        listed: dict[str, str] = manifest.get("files", {}) if isinstance(manifest, dict) else {}
+        listed = manifest.get("files") if isinstance(manifest, dict) else None
+        if not isinstance(listed, dict) or not all(isinstance(v, str) for v in listed.values()):
+            raise Tampered(MANIFEST, "lists no files with their SHA-256")
         for name in names:
             if name not in listed and name not in (MANIFEST, SIGNATURE, ANCHOR):
                 raise Tampered(name, "not listed in the manifest (added to the pack)")
