@@ -469,3 +469,19 @@ def test_serve_runs_every_control_on_its_schedule_not_at_start(
         worker.join()
     assert len(rt.posture.latest()) == 20
     assert count_events(rt, "compliance.check") >= 1
+
+
+def test_a_control_turning_to_fail_is_in_the_analysts_alert_queue(
+        rt: Runtime, clock: FixedClock) -> None:
+    healthy(rt, clock)
+    rt.posture.check()
+    rt.users.create("ivan", ["admin"])  # never enrols a second factor
+    clock.advance(days=4)
+    rt.posture.check()
+    sue = make_staff(rt, clock, "sue.analyst", ["security_analyst"]).client
+    r = sue.get("/v1/alerts", params={"detection": "compliance_control", "status": "open"})
+    assert r.status_code == 200, r.text
+    items = r.json()["items"]  # four days on, other controls (recency ones) turn too
+    assert items and {a["detection"] for a in items} == {"compliance_control"}
+    assert any("mfa-all-accounts" in a["reason"] for a in items)
+    assert sue.get("/v1/alerts", params={"detection": "no_such"}).status_code == 422

@@ -41,7 +41,7 @@ from fiduciary.crypto.keyring import Keyring
 from fiduciary.datamap import DataMap
 from fiduciary.errors import FieldProblem, InvalidInput, NotFound
 from fiduciary.ids import new_id
-from fiduciary.monitoring.alerts import Finding, insert_finding
+from fiduciary.monitoring.alerts import RAISED_ELSEWHERE, Finding, insert_finding
 from fiduciary.monitoring.delivery import AlertDelivery
 from fiduciary.monitoring.pack import Severity
 from fiduciary.principal import Permission, Principal, require_permission
@@ -51,7 +51,7 @@ from fiduciary.storage.schema import compliance_attestations, control_results
 log = logging.getLogger("fiduciary.compliance")
 
 #: The detection id of the alerts a failing control raises.
-DETECTION = "compliance_control"
+DETECTION = RAISED_ELSEWHERE[0]  # "compliance_control"
 MAX_HISTORY = 1000
 MAX_REFERENCE = 200
 

@@ -65,6 +65,12 @@ class AlertStatus(StrEnum):
 _CLOSED = (AlertStatus.DISMISSED, AlertStatus.ESCALATED)
 
 
+#: Detections other features raise through :func:`insert_finding` (not the monitor's pack):
+#: compliance's control turning from pass to fail. Their alerts are listed and filtered alike.
+RAISED_ELSEWHERE: tuple[str, ...] = ("compliance_control",)
+ALERT_DETECTIONS: frozenset[str] = frozenset(DETECTION_IDS) | frozenset(RAISED_ELSEWHERE)
+
+
 @dataclass(frozen=True)
 class Finding:
     """One thing a detection found, before it is an alert."""
@@ -171,7 +177,7 @@ class AlertService:
         problems = []
         if status is not None and status not in set(AlertStatus):
             problems.append(FieldProblem("status", f"one of {', '.join(AlertStatus)}"))
-        if detection is not None and detection not in DETECTION_IDS:
+        if detection is not None and detection not in ALERT_DETECTIONS:
             problems.append(FieldProblem("detection", "not a detection of the pack"))
         if not 1 <= limit <= MAX_ALERTS_PAGE:
             problems.append(FieldProblem("limit", f"1 to {MAX_ALERTS_PAGE}"))

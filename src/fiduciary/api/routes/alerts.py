@@ -21,6 +21,7 @@ from fiduciary.api.routes.audit import Checkpoint
 from fiduciary.monitoring.alerts import (
     MAX_ALERTS_PAGE,
     MAX_SUPPRESSION_DAYS,
+    RAISED_ELSEWHERE,
     WATCH_CATEGORIES,
     AlertStatus,
 )
@@ -35,6 +36,7 @@ AlertReader = Annotated[Ctx, Depends(requires(Permission.ALERTS_READ, Permission
 Analyst = Annotated[Ctx, Depends(requires(Permission.ALERTS_MANAGE))]
 
 _DETECTIONS = f"One of the detection pack's: {', '.join(DETECTION_IDS)}"
+_LISTED = f"{_DETECTIONS}; or {', '.join(RAISED_ELSEWHERE)} (raised by compliance)"
 
 
 # -- alerts ----------------------------------------------------------------------------------
@@ -125,7 +127,7 @@ class Comment(BaseModel):
 def list_alerts(
     ctx: AlertReader,
     status: Annotated[str | None, Query(description=", ".join(AlertStatus))] = None,
-    detection: Annotated[str | None, Query(description=_DETECTIONS)] = None,
+    detection: Annotated[str | None, Query(description=_LISTED)] = None,
     principal: Annotated[str | None, Query(description="The username an alert is about")
                          ] = None,
     subject_id: Annotated[str | None, Query(description="A subject the alert names")] = None,
