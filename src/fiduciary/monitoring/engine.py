@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -244,10 +245,18 @@ class Monitor:
         return made, held
 
 
+def _load(text: str) -> Any:
+    """One stored event: orjson, or the standard library for what orjson refuses (an integer
+    beyond 64 bits; the trail's canonical JSON never has one, but the monitor must not stop)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def _parse(det: Detectors, rows: list[Any]) -> list[dict[str, Any]]:
     """The events of a batch that can matter to a detection, parsed (pruned ones are gone):
     an action no detection reads, by a known staff user, and no refusal, is not parsed."""
-    loads = json.loads
     staff = det.profiles.staff
-    return [loads(text) for _, action, actor, text in rows if text is not None
+    return [_load(text) for _, action, actor, text in rows if text is not None
             and (action in OBSERVED or actor not in staff or DENIED in text)]
