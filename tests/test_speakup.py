@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from fiduciary.api.app import create_app
+from fiduciary.audit.events import RequestContext, request_context
 from fiduciary.clock import FixedClock
 from fiduciary.principal import SYSTEM
 from fiduciary.runtime import Runtime
@@ -223,7 +224,14 @@ def test_no_audit_event_dates_an_intake_or_names_an_address(
     rt.speakup_watch.run_once()
     assert events() == before  # nothing on the day itself
     clock.advance(days=1)
-    rt.speakup_watch.run_once()
+    # Flushed by whatever runs next — here a CLI run from a handler's address: the event
+    # still names neither.
+    token = request_context.set(RequestContext(request_id="req-7", client="198.51.100.9",
+                                               operator="ethics.desk"))
+    try:
+        rt.speakup_watch.run_once()
+    finally:
+        request_context.reset(token)
     [event] = [json.loads(str(e["event"])) for e in table_rows(rt, "audit_events")
                if e["action"] == "speakup.received"]
     assert event["client"] is None and event["actor"]["kind"] == "system"

@@ -46,7 +46,13 @@ import sqlalchemy as sa
 from argon2.low_level import Type, hash_secret_raw
 from sqlalchemy.engine import Connection
 
-from fiduciary.audit.events import AuditEvent, AuditLog, audit_actor
+from fiduciary.audit.events import (
+    AuditEvent,
+    AuditLog,
+    RequestContext,
+    audit_actor,
+    request_context,
+)
 from fiduciary.clock import Clock, iso, iso_or_none
 from fiduciary.crypto.aead import associated_data, open_sealed, seal
 from fiduciary.crypto.keyring import Keyring
@@ -506,10 +512,18 @@ class SpeakUpService:
                 speakup_cases.c.id.in_([c.id for c in cases])).values(audited=True))
             conn.execute(speakup_messages.update().where(
                 speakup_messages.c.id.in_([m.id for m in messages])).values(audited=True))
-            self.audit.append(conn, self.audit.event(SYSTEM, "speakup.received", details={
-                "cases": [{"case_id": c.id, "received_on": c.received_on.date().isoformat()}
-                          for c in cases],
-                "reporter_messages": dict(sorted(by_case.items()))}))
+            # The system's event, whoever's action flushed it: no handler's address, request
+            # id or CLI run stamped on the intakes.
+            token = request_context.set(RequestContext())
+            try:
+                event = self.audit.event(SYSTEM, "speakup.received", details={
+                    "cases": [{"case_id": c.id,
+                               "received_on": c.received_on.date().isoformat()}
+                              for c in cases],
+                    "reporter_messages": dict(sorted(by_case.items()))})
+            finally:
+                request_context.reset(token)
+            self.audit.append(conn, event)
         return len(cases) + len(messages)
 
 
