@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     #: Serves interactive API docs at ``/docs`` (Swagger UI from local assets; off in
     #: production: least functionality). ``/openapi.json`` is always served.
     api_docs: bool = False
+    #: The console's session cookie is ``Secure`` (sent over HTTPS only): on whenever the
+    #: server is reached over TLS (directly or behind a TLS-terminating proxy).
+    console_secure_cookie: bool = False
     #: Password hashes (Argon2id, 64 MiB each) computed at once, outside any database lock;
     #: more logins wait their turn.
     password_hash_concurrency: int = Field(4, ge=1)

@@ -56,6 +56,8 @@ class Reason(StrEnum):
     ALREADY_STARTED = "already_started"
     #: Too many attempts in a sliding window (HTTP 429 with Retry-After).
     RATE_LIMITED = "rate_limited"
+    #: A console form posted without its CSRF token (or with a wrong one).
+    CSRF_FAILED = "csrf_failed"
     #: A search by a field the role does not see in clear (a search is a read of it).
     SEARCH_NOT_PERMITTED = "search_not_permitted"
     #: A record outside the caller's relationships (answered as 404, audited as this).

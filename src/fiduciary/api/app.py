@@ -14,7 +14,7 @@ from anyio import to_thread
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from fiduciary import __version__, logs
+from fiduciary import __version__, console, logs
 from fiduciary.api import bench, errors
 from fiduciary.api.middleware import SPEAKUP_PREFIX, RequestContextMiddleware, RequestGuard
 from fiduciary.api.routes import (
@@ -57,6 +57,7 @@ def create_app(rt: Runtime | None = None) -> FastAPI:
                     incidents, speakup, reviews, training, compliance):
         app.include_router(feature.router)
     app.include_router(metrics.router)  # Prometheus scrape; not in /openapi.json
+    console.install(app)  # the browser console under /console; not in /openapi.json
     if settings.bench_endpoints:
         app.include_router(bench.router)
     if settings.api_docs:

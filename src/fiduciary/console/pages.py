@@ -1,0 +1,250 @@
+"""The console's routes: sign-in, sign-out, the dashboard and the DSR queue.
+
+Routes call services with the signed-in principal and render what comes back; the services
+decide (permissions, lockout, audit). Domain errors become HTML pages here, as ``api.errors``
+turns them into JSON for the API.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import RedirectResponse
+from fastapi.routing import APIRoute
+from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from fiduciary.compliance.model import Status
+from fiduciary.console.session import (
+    COOKIE_PATH,
+    CSRF_FIELD,
+    PRE_SESSION_COOKIE,
+    SESSION_COOKIE,
+    CsrfTokens,
+    new_pre_session,
+)
+from fiduciary.errors import (
+    FiduciaryError,
+    Forbidden,
+    Gone,
+    InvalidInput,
+    NotFound,
+    RateLimited,
+    Reason,
+    Unauthenticated,
+    WorkflowConflict,
+)
+from fiduciary.monitoring.alerts import AlertStatus
+from fiduciary.principal import Permission, Principal, require_permission
+from fiduciary.runtime import Runtime
+
+_HERE = Path(__file__).parent
+templates = Jinja2Templates(env=Environment(
+    loader=FileSystemLoader(_HERE / "templates"), autoescape=select_autoescape(default=True)))
+
+#: The amber band of the DSR queue: due within this many days.
+DUE_SOON = timedelta(days=7)
+_STATUS: list[tuple[type[FiduciaryError], int]] = [
+    (InvalidInput, 422), (NotFound, 404), (Gone, 410), (Unauthenticated, 401),
+    (Forbidden, 403), (WorkflowConflict, 409), (RateLimited, 429)]
+
+
+@dataclass(frozen=True)
+class NavItem:
+    label: str
+    path: str
+    #: One of these shows the item (none: every signed-in user).
+    permissions: tuple[Permission, ...] = ()
+
+    def visible_to(self, who: Principal) -> bool:
+        return not self.permissions or any(who.can(p) for p in self.permissions)
+
+
+#: The navigation; each page's route requires what its item requires.
+NAV = (
+    NavItem("Dashboard", "/console/"),
+    NavItem("DSR queue", "/console/privacy/dsr", (Permission.PRIVACY_MANAGE,)),
+)
+
+
+class ConsolePage(APIRoute):
+    """A route whose domain errors are HTML pages: no session sends the browser to sign in,
+    a refusal is a 403 page naming the reason (never a value)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Unauthenticated:
+                return _to_login(request)
+            except FiduciaryError as exc:
+                return error_page(request, exc)
+
+        return handle
+
+
+router = APIRouter(prefix="/console", route_class=ConsolePage, include_in_schema=False)
+
+
+async def runtime(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt
+
+
+Rt = Annotated[Runtime, Depends(runtime)]
+
+
+async def form(request: Request) -> dict[str, str]:
+    """An urlencoded form's fields (the last value of a repeated one)."""
+    body = (await request.body()).decode("utf-8", errors="replace")
+    return dict(parse_qsl(body, keep_blank_values=True))
+
+
+Form = Annotated[dict[str, str], Depends(form)]
+
+
+def csrf(rt: Runtime) -> CsrfTokens:
+    return CsrfTokens(rt.keyring.derive_key("console/csrf"))
+
+
+def error_page(request: Request, exc: FiduciaryError, who: Principal | None = None
+               ) -> Response:
+    status = next((s for cls, s in _STATUS if isinstance(exc, cls)), 400)
+    return templates.TemplateResponse(request, "error.html", {
+        "who": who, "nav": _nav(who), "status": status, "message": exc.message,
+        "fields": exc.fields}, status_code=status)
+
+
+def _to_login(request: Request) -> Response:
+    response = RedirectResponse("/console/login", status_code=303)
+    if request.cookies.get(SESSION_COOKIE):
+        response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH)
+    return response
+
+
+def _nav(who: Principal | None) -> list[NavItem]:
+    return [item for item in NAV if who is not None and item.visible_to(who)]
+
+
+@dataclass(frozen=True)
+class Signed:
+    """The signed-in user of a console request, and their session token."""
+
+    rt: Runtime
+    token: str
+    who: Principal
+
+
+def signed_in(rt: Runtime, request: Request, *permissions: Permission) -> Signed:
+    """The cookie's session, authenticated as the API's (idle and absolute timeouts), and
+    holding one of ``permissions``. Blocking: called from the route's worker thread."""
+    token = request.cookies.get(SESSION_COOKIE, "")
+    if not token:
+        raise Unauthenticated("sign in first")
+    who = rt.users.authenticate(token)
+    if who.must_change_password:
+        raise Forbidden("change the initial password first (POST /v1/auth/password)",
+                        reason=Reason.PASSWORD_CHANGE_REQUIRED)
+    if permissions:
+        require_permission(who, *permissions, scope=None)
+    return Signed(rt, token, who)
+
+
+def page(request: Request, s: Signed, template: str, **context: Any) -> Response:
+    return templates.TemplateResponse(request, template, {
+        "who": s.who, "nav": _nav(s.who), "csrf": csrf(s.rt).token(s.token),
+        "path": request.url.path, **context})
+
+
+# -- sign-in ------------------------------------------------------------------------------------
+@router.get("/login")
+def login_form(request: Request, rt: Rt) -> Response:
+    return _login_page(request, rt)
+
+
+def _login_page(request: Request, rt: Rt, problem: str | None = None, status: int = 200,
+                username: str = "") -> Response:
+    pre = request.cookies.get(PRE_SESSION_COOKIE) or new_pre_session()
+    response = templates.TemplateResponse(request, "login.html", {
+        "who": None, "nav": [], "csrf": csrf(rt).token(pre), "problem": problem,
+        "username": username}, status_code=status)
+    _set_cookie(response, rt, PRE_SESSION_COOKIE, pre)
+    return response
+
+
+@router.post("/login")
+def login(request: Request, rt: Rt, fields: Form) -> Response:
+    csrf(rt).check(request.cookies.get(PRE_SESSION_COOKIE), fields.get(CSRF_FIELD))
+    username = fields.get("username", "")
+    try:
+        session = rt.users.login(username, fields.get("password", ""),
+                                 fields.get("totp") or None)
+    except (Unauthenticated, Forbidden, RateLimited) as exc:
+        status = next(s for cls, s in _STATUS if isinstance(exc, cls))
+        return _login_page(request, rt, exc.message, status, username)
+    response = RedirectResponse("/console/", status_code=303)
+    _set_cookie(response, rt, SESSION_COOKIE, session.token)
+    response.delete_cookie(PRE_SESSION_COOKIE, path=COOKIE_PATH)
+    return response
+
+
+def _set_cookie(response: Response, rt: Runtime, name: str, value: str) -> None:
+    # No max-age: the cookie ends with the browser; the server's idle and absolute
+    # timeouts end the session itself.
+    response.set_cookie(name, value, path=COOKIE_PATH, httponly=True, samesite="strict",
+                        secure=rt.settings.console_secure_cookie)
+
+
+@router.post("/logout")
+def logout(request: Request, rt: Rt, fields: Form) -> Response:
+    s = signed_in(rt, request)
+    csrf(rt).check(s.token, fields.get(CSRF_FIELD))
+    rt.users.logout(s.who, s.token)
+    return _to_login(request)
+
+
+# -- pages ----------------------------------------------------------------------------------------
+@router.get("/")
+def dashboard(request: Request, rt: Rt) -> Response:
+    """A few counts per role, each from the service that owns them."""
+    s = signed_in(rt, request)
+    who, now = s.who, rt.clock.now()
+    cards: dict[str, Any] = {}
+    if who.can(Permission.PRIVACY_MANAGE):
+        open_requests = [r for r in rt.dsr.browse(who) if r.is_open]
+        cards["dsr"] = Counter(_due_band(r.due_at, now) for r in open_requests)
+    if who.can(Permission.ALERTS_READ) or who.can(Permission.ALERTS_MANAGE):
+        cards["alerts"] = Counter(a["severity"] for a in rt.alerts.list_alerts(
+            who, status=AlertStatus.OPEN))
+    if who.can(Permission.COMPLIANCE_READ):
+        latest = rt.posture.latest()
+        cards["controls"] = {"failing": sorted(r.control.id for r in latest
+                                               if r.outcome.status == Status.FAIL),
+                             "total": len(latest)}
+    return page(request, s, "dashboard.html", cards=cards)
+
+
+def _due_band(due_at: datetime, now: datetime) -> str:
+    """``overdue`` (red), ``soon`` (amber: within 7 days) or ``later``."""
+    if due_at < now:
+        return "overdue"
+    return "soon" if due_at - now <= DUE_SOON else "later"
+
+
+@router.get("/privacy/dsr")
+def dsr_queue(request: Request, rt: Rt) -> Response:
+    """Open and closed requests by due date (the service sorts), open ones banded."""
+    s = signed_in(rt, request, Permission.PRIVACY_MANAGE)
+    now = rt.clock.now()
+    rows = [(r, _due_band(r.due_at, now) if r.is_open else "closed")
+            for r in rt.dsr.browse(s.who)]
+    return page(request, s, "dsr_queue.html", rows=rows, now=now)
