@@ -8,9 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -30,9 +27,9 @@ from fiduciary.runtime import Runtime
 from fiduciary.storage.schema import metadata
 from fiduciary.workforce.speakup import Receipts
 from tests.conftest import Staff, make_staff, table_rows
-from tests.pgserver import PostgresServer, _free_port
+from tests.pgserver import PostgresServer
+from tests.realserver import RealServer, cli
 
-BIN = Path(sys.executable).parent
 PA = "policy_administration"
 RECEIPT = "X-Speakup-Receipt"
 REPORT = "Claims manager Quentin-Zebedee backdates loss reports (canary 81723)"
@@ -429,24 +426,6 @@ REAL_IP = "198.51.100.99"
 COOKIE = "fds_cookie-canary-5521"
 
 
-def _until(probe: Any, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if probe():
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("the server did not start")
-
-
-def _cli(env: dict[str, str], *args: str) -> Any:
-    r = subprocess.run([str(BIN / "fiduciary"), *args, "--json"], capture_output=True,
-                       text=True, check=True, env=env)
-    return json.loads(r.stdout)
-
-
 def _database_files(backend: str, database_url: str, request: pytest.FixtureRequest
                     ) -> list[Path]:
     """Where PostgreSQL keeps this test's database: its relation files, the WAL, its log."""
@@ -472,14 +451,10 @@ def test_a_real_server_keeps_no_address_agent_or_cookie_of_a_reporter(
     env = {**os.environ, "FIDUCIARY_DATABASE_URL": database_url,
            "FIDUCIARY_SPEAKUP_KDF_MEMORY_KIB": "8192",
            "FIDUCIARY_SPEAKUP_WATCH_INTERVAL_SECONDS": "0.5", "FIDUCIARY_LOG_LEVEL": "debug"}
-    _cli(env, "init", "--data-dir", str(data))
-    port = _free_port()
-    proc = subprocess.Popen([str(BIN / "fiduciary"), "serve", "--data-dir", str(data),
-                             "--port", str(port)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    cli(env, "init", "--data-dir", str(data))
+    server = RealServer(data, env).start()
+    base = server.base
     try:
-        _until(lambda: httpx.get(f"{base}/healthz").status_code == 200)
         headers = {"User-Agent": UA, "X-Forwarded-For": FORWARDED, "X-Real-IP": REAL_IP,
                    "Cookie": f"session={COOKIE}", "X-Request-ID": "reporter-chosen-id-4242"}
         with httpx.Client(base_url=base, headers=headers) as reporter:
@@ -497,12 +472,7 @@ def test_a_real_server_keeps_no_address_agent_or_cookie_of_a_reporter(
         httpx.get(f"{base}/healthz", headers={"X-Forwarded-For": "192.0.2.200"})
         time.sleep(1.5)  # a watch round and a checkpoint
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            output = proc.communicate(timeout=20)[0]
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            output = proc.communicate()[0]
+        output = server.stop()
     assert b"192.0.2.200" in output  # the access log is on …
     canaries = [UA.encode(), b"Canary-Agent", FORWARDED.encode(), REAL_IP.encode(),
                 COOKIE.encode(), b"reporter-chosen-id-4242", b"Quentin-Zebedee", b"99017",
@@ -529,16 +499,16 @@ def test_a_real_server_keeps_no_address_agent_or_cookie_of_a_reporter(
         assert not [v for v in rows if canary in v], canary
 
     # The CLI handles the case as the ethics officer's operator.
-    [case] = _cli(env, "speakup", "list", "--data-dir", str(data))["items"]
+    [case] = cli(env, "speakup", "list", "--data-dir", str(data))["items"]
     assert case["messages"] == 1 and case["status"] == "received"
-    shown = _cli(env, "speakup", "show", case["id"], "--data-dir", str(data))
+    shown = cli(env, "speakup", "show", case["id"], "--data-dir", str(data))
     assert shown["report"] == REPORT
-    _cli(env, "speakup", "acknowledge", case["id"], "--data-dir", str(data))
-    replied = _cli(env, "speakup", "reply", case["id"], "--text", FEEDBACK,
+    cli(env, "speakup", "acknowledge", case["id"], "--data-dir", str(data))
+    replied = cli(env, "speakup", "reply", case["id"], "--text", FEEDBACK,
                    "--data-dir", str(data))
     assert replied["thread"][-1] == {"from": "handler", "sent_on": replied["received_on"],
                                      "text": FEEDBACK}
-    closed = _cli(env, "speakup", "close", case["id"], "--outcome", OUTCOME,
+    closed = cli(env, "speakup", "close", case["id"], "--outcome", OUTCOME,
                   "--data-dir", str(data))
     assert closed["status"] == "closed"
-    assert _cli(env, "speakup", "watch", "--data-dir", str(data))["alerts"] == 0
+    assert cli(env, "speakup", "watch", "--data-dir", str(data))["alerts"] == 0
