@@ -17,8 +17,11 @@ from fiduciary.access import SYSTEM
 from fiduciary.api.app import create_app
 from fiduciary.clock import FixedClock
 from fiduciary.console import HTMX
+from fiduciary.ids import new_id
+from fiduciary.monitoring.alerts import Finding, insert_finding
+from fiduciary.monitoring.pack import Severity
 from fiduciary.runtime import Runtime
-from tests.conftest import Staff, make_staff, table_rows
+from tests.conftest import STRONG, Staff, make_staff, table_rows
 
 #: htmx.org 2.0.8 from the npm registry (package/dist/htmx.min.js).
 HTMX_SHA256 = "22283ef68cb7545914f0a88a1bdedc7256a703d1d580c1d255217d0a50d31313"
@@ -213,3 +216,60 @@ def test_an_idle_session_expires_on_the_clock(rt: Runtime, clock: FixedClock) ->
 def test_the_vendored_htmx_is_the_pinned_release() -> None:
     assert hashlib.sha256((STATIC / HTMX).read_bytes()).hexdigest() == HTMX_SHA256
 
+
+
+def test_a_new_user_enrols_in_the_console_then_signs_in(rt: Runtime, clock: FixedClock
+                                                         ) -> None:
+    made = rt.users.create("erin", ["dpo"])
+    assert made.enrolment_code
+    web = browser(rt)
+    form = web.get("/console/enrol")
+    wrong = web.post("/console/enrol", data={
+        "csrf_token": csrf_of(form), "username": "erin", "enrolment_code": "WRONG-CODE",
+        "password": STRONG})
+    assert wrong.status_code == 401 and "<h1>Enrol</h1>" in wrong.text
+    weak = web.post("/console/enrol", data={
+        "csrf_token": csrf_of(form), "username": "erin",
+        "enrolment_code": made.enrolment_code, "password": "Insurance2026!"})
+    assert weak.status_code == 422 and "password" in weak.text
+    assert "Insurance2026!" not in weak.text  # the refused password is not echoed
+    done = web.post("/console/enrol", data={
+        "csrf_token": csrf_of(form), "username": "erin",
+        "enrolment_code": made.enrolment_code, "password": STRONG})
+    assert done.status_code == 200 and done.headers["cache-control"] == "no-store"
+    secret = re.search(r"Authenticator secret</dt><dd><code>([A-Z2-7]+)<", done.text)
+    assert secret
+    erin = Staff("erin", web, secret.group(1), STRONG, [])
+    signed, r = sign_in(rt, clock, erin)
+    assert r.status_code == 303
+    assert "Dashboard" in signed.get("/console/").text
+    # The code worked once: enrolling again with it is refused.
+    again = browser(rt)
+    r = again.post("/console/enrol", data={
+        "csrf_token": csrf_of(again.get("/console/enrol")), "username": "erin",
+        "enrolment_code": made.enrolment_code, "password": STRONG})
+    assert r.status_code == 401
+
+
+def test_the_dashboard_shows_each_role_its_own_counts(rt: Runtime, clock: FixedClock) -> None:
+    analyst = make_staff(rt, clock, "sam", ["security_analyst"])
+    officer = make_staff(rt, clock, "carla", ["compliance_officer"])
+    make_staff(rt, clock, "adam", ["claims_adjuster"], ["west"])
+    finding = Finding(detection="self_access", severity=Severity.HIGH, score=90.0,
+                      principal_kind="user", principal_id=rt.users.get("adam").id,
+                      principal_name="adam", reason="watched", dedup_key=new_id(),
+                      event_ids=[])
+    with rt.db.write() as conn:
+        assert insert_finding(conn, finding, clock.now())
+    web, _ = sign_in(rt, clock, analyst)
+    home = web.get("/console/").text
+    assert "Open alerts by severity" in home
+    assert re.search(r'sev-high">high</span></dt><dd>1<', home)
+    assert "Compliance controls" not in home and "data-subject" not in home
+    web, _ = sign_in(rt, clock, officer)
+    home = web.get("/console/").text
+    assert "Compliance controls" in home and "No control has been checked yet." in home
+    failing = sorted(r.control.id for r in rt.posture.check() if r.outcome.status == "fail")
+    assert failing  # a fresh store: attestations never made, no ROPA review yet …
+    home = web.get("/console/").text
+    assert f"{len(failing)} failing" in home and all(c in home for c in failing)

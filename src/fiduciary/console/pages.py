@@ -43,6 +43,7 @@ from fiduciary.errors import (
 )
 from fiduciary.monitoring.alerts import AlertStatus
 from fiduciary.principal import Permission, Principal, require_permission
+from fiduciary.privacy.dsr import DsrRequest
 from fiduciary.runtime import Runtime
 
 _HERE = Path(__file__).parent
@@ -116,9 +117,13 @@ def csrf(rt: Runtime) -> CsrfTokens:
     return CsrfTokens(rt.keyring.derive_key("console/csrf"))
 
 
+def _status(exc: FiduciaryError) -> int:
+    return next((s for cls, s in _STATUS if isinstance(exc, cls)), 400)
+
+
 def error_page(request: Request, exc: FiduciaryError, who: Principal | None = None
                ) -> Response:
-    status = next((s for cls, s in _STATUS if isinstance(exc, cls)), 400)
+    status = _status(exc)
     return templates.TemplateResponse(request, "error.html", {
         "who": who, "nav": _nav(who), "status": status, "message": exc.message,
         "fields": exc.fields}, status_code=status)
@@ -168,15 +173,21 @@ def page(request: Request, s: Signed, template: str, **context: Any) -> Response
 # -- sign-in ------------------------------------------------------------------------------------
 @router.get("/login")
 def login_form(request: Request, rt: Rt) -> Response:
-    return _login_page(request, rt)
+    return _before_sign_in(request, rt, "login.html")
 
 
-def _login_page(request: Request, rt: Rt, problem: str | None = None, status: int = 200,
-                username: str = "") -> Response:
+def _before_sign_in(request: Request, rt: Rt, template: str,
+                    refused: FiduciaryError | None = None, **context: Any) -> Response:
+    """A form shown before sign-in (sign-in, enrolment), its CSRF token bound to a random
+    pre-session cookie; after a refusal, with the service's message and its status."""
     pre = request.cookies.get(PRE_SESSION_COOKIE) or new_pre_session()
-    response = templates.TemplateResponse(request, "login.html", {
-        "who": None, "nav": [], "csrf": csrf(rt).token(pre), "problem": problem,
-        "username": username}, status_code=status)
+    status = 200 if refused is None else _status(refused)
+    response = templates.TemplateResponse(request, template, {
+        "who": None, "nav": [], "csrf": csrf(rt).token(pre),
+        "problem": refused.message if refused else None,
+        "fields": refused.fields if refused else [], **context}, status_code=status)
+    if isinstance(refused, RateLimited):
+        response.headers["Retry-After"] = str(refused.retry_after)
     _set_cookie(response, rt, PRE_SESSION_COOKIE, pre)
     return response
 
@@ -189,12 +200,31 @@ def login(request: Request, rt: Rt, fields: Form) -> Response:
         session = rt.users.login(username, fields.get("password", ""),
                                  fields.get("totp") or None)
     except (Unauthenticated, Forbidden, RateLimited) as exc:
-        status = next(s for cls, s in _STATUS if isinstance(exc, cls))
-        return _login_page(request, rt, exc.message, status, username)
+        return _before_sign_in(request, rt, "login.html", exc, username=username)
     response = RedirectResponse("/console/", status_code=303)
     _set_cookie(response, rt, SESSION_COOKIE, session.token)
     response.delete_cookie(PRE_SESSION_COOKIE, path=COOKIE_PATH)
     return response
+
+
+@router.get("/enrol")
+def enrol_form(request: Request, rt: Rt) -> Response:
+    return _before_sign_in(request, rt, "enrol.html")
+
+
+@router.post("/enrol")
+def enrol(request: Request, rt: Rt, fields: Form) -> Response:
+    """A new user's first step, as ``POST /v1/auth/enrol``: the one-time code and a chosen
+    password give the TOTP secret and recovery codes, shown on this page once."""
+    csrf(rt).check(request.cookies.get(PRE_SESSION_COOKIE), fields.get(CSRF_FIELD))
+    username = fields.get("username", "")
+    try:
+        enrolled = rt.users.enrol(username, fields.get("enrolment_code", ""),
+                                  fields.get("password", ""))
+    except (Unauthenticated, Forbidden, RateLimited, InvalidInput) as exc:
+        return _before_sign_in(request, rt, "enrol.html", exc, username=username)
+    return _before_sign_in(request, rt, "enrolled.html", enrolled=enrolled,
+                           username=username)
 
 
 def _set_cookie(response: Response, rt: Runtime, name: str, value: str) -> None:
@@ -220,8 +250,7 @@ def dashboard(request: Request, rt: Rt) -> Response:
     who, now = s.who, rt.clock.now()
     cards: dict[str, Any] = {}
     if who.can(Permission.PRIVACY_MANAGE):
-        open_requests = [r for r in rt.dsr.browse(who) if r.is_open]
-        cards["dsr"] = Counter(_due_band(r.due_at, now) for r in open_requests)
+        cards["dsr"] = Counter(_due_band(r, now) for r in rt.dsr.browse(who))
     if who.can(Permission.ALERTS_READ) or who.can(Permission.ALERTS_MANAGE):
         cards["alerts"] = Counter(a["severity"] for a in rt.alerts.list_alerts(
             who, status=AlertStatus.OPEN))
@@ -233,11 +262,14 @@ def dashboard(request: Request, rt: Rt) -> Response:
     return page(request, s, "dashboard.html", cards=cards)
 
 
-def _due_band(due_at: datetime, now: datetime) -> str:
-    """``overdue`` (red), ``soon`` (amber: within 7 days) or ``later``."""
-    if due_at < now:
+def _due_band(request: DsrRequest, now: datetime) -> str:
+    """An open request's band: ``overdue`` (red: a deadline missed, as the service counts
+    them), ``soon`` (amber: due within 7 days) or ``later``; a closed one is ``closed``."""
+    if not request.is_open:
+        return "closed"
+    if request.overdue(now):
         return "overdue"
-    return "soon" if due_at - now <= DUE_SOON else "later"
+    return "soon" if request.due_at - now <= DUE_SOON else "later"
 
 
 @router.get("/privacy/dsr")
@@ -245,6 +277,5 @@ def dsr_queue(request: Request, rt: Rt) -> Response:
     """Open and closed requests by due date (the service sorts), open ones banded."""
     s = signed_in(rt, request, Permission.PRIVACY_MANAGE)
     now = rt.clock.now()
-    rows = [(r, _due_band(r.due_at, now) if r.is_open else "closed")
-            for r in rt.dsr.browse(s.who)]
+    rows = [(r, _due_band(r, now)) for r in rt.dsr.browse(s.who)]
     return page(request, s, "dsr_queue.html", rows=rows, now=now)
