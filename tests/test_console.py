@@ -273,3 +273,27 @@ def test_the_dashboard_shows_each_role_its_own_counts(rt: Runtime, clock: FixedC
     assert failing  # a fresh store: attestations never made, no ROPA review yet …
     home = web.get("/console/").text
     assert f"{len(failing)} failing" in home and all(c in home for c in failing)
+
+
+def test_a_csrf_token_from_another_session_is_refused(rt: Runtime, clock: FixedClock) -> None:
+    dpo = make_staff(rt, clock, "dana", ["dpo"])
+    adjuster = make_staff(rt, clock, "adam", ["claims_adjuster"], ["west"])
+    victim, _ = sign_in(rt, clock, dpo)
+    attacker, _ = sign_in(rt, clock, adjuster)
+    # The adjuster's own valid token, planted in a form the DPO's browser posts.
+    planted = csrf_of(attacker.get("/console/"))
+    r = victim.post("/console/logout", data={"csrf_token": planted}, follow_redirects=False)
+    assert r.status_code == 403
+    assert victim.get("/console/privacy/dsr").status_code == 200  # still signed in
+
+
+def test_a_busy_session_still_ends_at_the_absolute_timeout(rt: Runtime, clock: FixedClock
+                                                            ) -> None:
+    dpo = make_staff(rt, clock, "dana", ["dpo"])
+    web, _ = sign_in(rt, clock, dpo)
+    for _ in range(34):  # a page every 14 minutes: never idle, for 7 h 56 min
+        clock.advance(minutes=14)
+        assert web.get("/console/", follow_redirects=False).status_code == 200
+    clock.advance(minutes=5)  # past the 8 hours since sign-in
+    r = web.get("/console/", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/console/login"
