@@ -30,10 +30,16 @@ def until(probe: Callable[[], bool], timeout: float = 15.0) -> None:
     raise AssertionError("the server did not start")
 
 
+def fiduciary(env: dict[str, str], *args: str) -> str:
+    """Runs the CLI as an operator would; a failure raises with what it printed."""
+    r = subprocess.run([str(BIN / "fiduciary"), *args], capture_output=True, text=True,
+                       env=env)
+    assert r.returncode == 0, (args, r.stdout, r.stderr)
+    return r.stdout
+
+
 def cli(env: dict[str, str], *args: str) -> Any:
-    r = subprocess.run([str(BIN / "fiduciary"), *args, "--json"], capture_output=True,
-                       text=True, check=True, env=env)
-    return json.loads(r.stdout)
+    return json.loads(fiduciary(env, *args, "--json"))
 
 
 class RealServer:
@@ -53,7 +59,8 @@ class RealServer:
                 [str(BIN / "fiduciary"), "serve", "--data-dir", str(self.data),
                  "--port", str(self.port)], env=self.env, stdout=out, stderr=subprocess.STDOUT)
         try:
-            until(lambda: httpx.get(f"{self.base}/healthz").status_code == 200)
+            # Generous: on a loaded 2-core machine a cold start can take tens of seconds.
+            until(lambda: httpx.get(f"{self.base}/healthz").status_code == 200, timeout=90)
         except AssertionError:
             raise AssertionError(f"the server did not start:\n{self.stop().decode()}") from None
         return self

@@ -149,8 +149,11 @@ def tab(browser: Browser) -> Iterator[Tab]:
     tab = Tab(page, [], [])
 
     def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error":  # CSP violations are reported here too
-            tab.console_errors.append(message.text)
+        # CSP violations and failed loads are reported here too; the favicon the browser
+        # asks for on its own is not the page's doing.
+        where = message.location.get("url", "")
+        if message.type == "error" and not where.endswith("/favicon.ico"):
+            tab.console_errors.append(f"{message.text} ({where})")
 
     page.on("console", on_console)
     page.on("pageerror", lambda exc: tab.page_errors.append(str(exc)))
@@ -175,3 +178,21 @@ def shot(tab: Tab, tmp_path: Path, request: pytest.FixtureRequest) -> Callable[[
         return path
 
     return take
+
+
+SESSION_COOKIE = "fdy_console"
+
+
+def sign_in(tab: Tab, console: Console, user: StaffLogin, totp: str | None = None) -> None:
+    """Fills and submits the sign-in form as the user would (``totp`` overrides the code)."""
+    page = tab.page
+    page.goto(console.url("/console/login"))
+    page.get_by_label("Username").fill(user.username)
+    page.get_by_label("Password").fill(user.password)
+    page.get_by_label("Authenticator code").fill(totp or user.totp())
+    with page.expect_navigation():
+        page.get_by_role("button", name="Sign in").click()
+
+
+def session_cookies(tab: Tab) -> list[dict[str, object]]:
+    return [dict(c) for c in tab.page.context.cookies() if c["name"] == SESSION_COOKIE]
