@@ -75,15 +75,26 @@ NAV = (
 )
 
 
+#: Forms posted before sign-in: their CSRF token is bound to the pre-session cookie.
+BEFORE_SIGN_IN = frozenset({"/console/login", "/console/enrol"})
+
+
 class ConsolePage(APIRoute):
-    """A route whose domain errors are HTML pages: no session sends the browser to sign in,
-    a refusal is a 403 page naming the reason (never a value)."""
+    """A console route. Every POST's CSRF token is checked here, before the route runs, so
+    no form can forget it; domain errors are HTML pages: no session sends the browser to
+    sign in, a refusal is a 403 page naming the reason (never a value)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def handle(request: Request) -> Response:
             try:
+                if request.method == "POST":
+                    fields = await form(request)  # the body is cached for the route's own read
+                    cookie = (PRE_SESSION_COOKIE if request.url.path in BEFORE_SIGN_IN
+                              else SESSION_COOKIE)
+                    csrf(request.app.state.runtime).check(request.cookies.get(cookie),
+                                                          fields.get(CSRF_FIELD))
                 return await handler(request)
             except Unauthenticated:
                 return _to_login(request)
@@ -194,7 +205,6 @@ def _before_sign_in(request: Request, rt: Rt, template: str,
 
 @router.post("/login")
 def login(request: Request, rt: Rt, fields: Form) -> Response:
-    csrf(rt).check(request.cookies.get(PRE_SESSION_COOKIE), fields.get(CSRF_FIELD))
     username = fields.get("username", "")
     try:
         session = rt.users.login(username, fields.get("password", ""),
@@ -216,7 +226,6 @@ def enrol_form(request: Request, rt: Rt) -> Response:
 def enrol(request: Request, rt: Rt, fields: Form) -> Response:
     """A new user's first step, as ``POST /v1/auth/enrol``: the one-time code and a chosen
     password give the TOTP secret and recovery codes, shown on this page once."""
-    csrf(rt).check(request.cookies.get(PRE_SESSION_COOKIE), fields.get(CSRF_FIELD))
     username = fields.get("username", "")
     try:
         enrolled = rt.users.enrol(username, fields.get("enrolment_code", ""),
@@ -235,9 +244,8 @@ def _set_cookie(response: Response, rt: Runtime, name: str, value: str) -> None:
 
 
 @router.post("/logout")
-def logout(request: Request, rt: Rt, fields: Form) -> Response:
+def logout(request: Request, rt: Rt) -> Response:
     s = signed_in(rt, request)
-    csrf(rt).check(s.token, fields.get(CSRF_FIELD))
     rt.users.logout(s.who, s.token)
     return _to_login(request)
 
