@@ -149,11 +149,9 @@ def tab(browser: Browser) -> Iterator[Tab]:
     tab = Tab(page, [], [])
 
     def on_console(message: ConsoleMessage) -> None:
-        # CSP violations and failed loads are reported here too; the favicon the browser
-        # asks for on its own is not the page's doing.
-        where = message.location.get("url", "")
-        if message.type == "error" and not where.endswith("/favicon.ico"):
-            tab.console_errors.append(f"{message.text} ({where})")
+        # CSP violations and failed loads (the favicon too) are reported here as well.
+        if message.type == "error":
+            tab.console_errors.append(f"{message.text} ({message.location.get('url', '')})")
 
     page.on("console", on_console)
     page.on("pageerror", lambda exc: tab.page_errors.append(str(exc)))
