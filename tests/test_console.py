@@ -297,3 +297,25 @@ def test_a_busy_session_still_ends_at_the_absolute_timeout(rt: Runtime, clock: F
     clock.advance(minutes=5)  # past the 8 hours since sign-in
     r = web.get("/console/", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/console/login"
+
+
+def test_after_a_reset_the_user_chooses_a_password_before_any_page(
+        rt: Runtime, clock: FixedClock) -> None:
+    dpo = make_staff(rt, clock, "dana", ["dpo"])
+    older, _ = sign_in(rt, clock, dpo)
+    one_time = rt.users.reset_password("dana")
+    dpo.password = one_time
+    web, r = sign_in(rt, clock, dpo)
+    assert r.status_code == 303
+    r = web.get("/console/privacy/dsr", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/console/password"
+    form = web.get("/console/password")
+    wrong = web.post("/console/password", data={
+        "csrf_token": csrf_of(form), "current": "not-my-password", "new": STRONG + "x"})
+    assert wrong.status_code == 422 and "current" in wrong.text
+    assert "not-my-password" not in wrong.text
+    done = web.post("/console/password", follow_redirects=False, data={
+        "csrf_token": csrf_of(form), "current": one_time, "new": STRONG + "x"})
+    assert done.status_code == 303 and done.headers["location"] == "/console/"
+    assert web.get("/console/privacy/dsr").status_code == 200
+    assert older.get("/console/", follow_redirects=False).status_code == 303  # reset ended it

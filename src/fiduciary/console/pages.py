@@ -98,6 +98,10 @@ class ConsolePage(APIRoute):
                 return await handler(request)
             except Unauthenticated:
                 return _to_login(request)
+            except Forbidden as exc:
+                if exc.reason == Reason.PASSWORD_CHANGE_REQUIRED:
+                    return RedirectResponse("/console/password", status_code=303)
+                return error_page(request, exc)
             except FiduciaryError as exc:
                 return error_page(request, exc)
 
@@ -160,25 +164,28 @@ class Signed:
     who: Principal
 
 
-def signed_in(rt: Runtime, request: Request, *permissions: Permission) -> Signed:
+def signed_in(rt: Runtime, request: Request, *permissions: Permission,
+              initial_password_ok: bool = False) -> Signed:
     """The cookie's session, authenticated as the API's (idle and absolute timeouts), and
-    holding one of ``permissions``. Blocking: called from the route's worker thread."""
+    holding one of ``permissions``; a user whose password was reset is sent to change it
+    first. Blocking: called from the route's worker thread."""
     token = request.cookies.get(SESSION_COOKIE, "")
     if not token:
         raise Unauthenticated("sign in first")
     who = rt.users.authenticate(token)
-    if who.must_change_password:
-        raise Forbidden("change the initial password first (POST /v1/auth/password)",
+    if who.must_change_password and not initial_password_ok:
+        raise Forbidden("change the initial password first",
                         reason=Reason.PASSWORD_CHANGE_REQUIRED)
     if permissions:
         require_permission(who, *permissions, scope=None)
     return Signed(rt, token, who)
 
 
-def page(request: Request, s: Signed, template: str, **context: Any) -> Response:
+def page(request: Request, s: Signed, template: str, status: int = 200, **context: Any
+         ) -> Response:
     return templates.TemplateResponse(request, template, {
         "who": s.who, "nav": _nav(s.who), "csrf": csrf(s.rt).token(s.token),
-        "path": request.url.path, **context})
+        "path": request.url.path, **context}, status_code=status)
 
 
 # -- sign-in ------------------------------------------------------------------------------------
@@ -248,6 +255,26 @@ def logout(request: Request, rt: Rt) -> Response:
     s = signed_in(rt, request)
     rt.users.logout(s.who, s.token)
     return _to_login(request)
+
+
+@router.get("/password")
+def password_form(request: Request, rt: Rt) -> Response:
+    s = signed_in(rt, request, initial_password_ok=True)
+    return page(request, s, "password.html")
+
+
+@router.post("/password")
+def change_password(request: Request, rt: Rt, fields: Form) -> Response:
+    """As ``POST /v1/auth/password``: a wrong current password counts toward the lockout;
+    the user's other sessions end, this one stays."""
+    s = signed_in(rt, request, initial_password_ok=True)
+    try:
+        rt.users.change_password(s.who, fields.get("current", ""), fields.get("new", ""),
+                                 keep_session=s.token)
+    except InvalidInput as exc:
+        return page(request, s, "password.html", problem=exc.message, fields=exc.fields,
+                    status=422)
+    return RedirectResponse("/console/", status_code=303)
 
 
 # -- pages ----------------------------------------------------------------------------------------
