@@ -68,6 +68,7 @@ STAFF: list[tuple[str, list[str], list[str]]] = [
     ("wes.wrongcode", ["dpo"], []),
     ("cora.csrf", ["dpo"], []),
     ("cyd.csp", ["dpo"], []),
+    ("adam.adjuster", ["claims_adjuster"], ["west"]),
 ]
 
 

@@ -106,3 +106,19 @@ def test_a_session_ended_on_the_server_sends_the_browser_to_sign_in(
     tab.page.goto(console.url("/console/privacy/dsr"))
     expect(tab.page).to_have_url(console.url("/console/login"))
     assert session_cookies(tab) == []
+
+
+def test_an_adjuster_sees_no_privacy_page_and_is_refused_it_by_url(
+        console: Console, tab: Tab, shot: Callable[[str], Path]) -> None:
+    page = tab.page
+    sign_in(tab, console, console.staff["adam.adjuster"])
+    expect(page.locator("h1")).to_contain_text("Dashboard")
+    nav = page.get_by_role("navigation", name="Main")
+    expect(nav).to_contain_text("Dashboard")
+    expect(nav).not_to_contain_text("DSR")
+    # Typing the address of the DPO's queue: a 403 page, and no request listed on it.
+    response = page.goto(console.url("/console/privacy/dsr"))
+    assert response is not None and response.status == 403
+    expect(page.locator("h1")).to_contain_text("Not permitted")
+    expect(page.locator("table")).to_have_count(0)
+    shot("adjuster-refused")
