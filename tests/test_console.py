@@ -319,3 +319,13 @@ def test_after_a_reset_the_user_chooses_a_password_before_any_page(
     assert done.status_code == 303 and done.headers["location"] == "/console/"
     assert web.get("/console/privacy/dsr").status_code == 200
     assert older.get("/console/", follow_redirects=False).status_code == 303  # reset ended it
+
+
+def test_markup_typed_into_the_sign_in_form_comes_back_escaped(rt: Runtime) -> None:
+    web = browser(rt)
+    form = web.get("/console/login")
+    attack = '"><script src=/x.js></script>'
+    r = web.post("/console/login", data={"csrf_token": csrf_of(form), "username": attack,
+                                         "password": "x" * 12, "totp": "123456"})
+    assert r.status_code == 401
+    assert attack not in r.text and "&#34;&gt;&lt;script" in r.text
