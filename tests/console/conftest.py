@@ -114,7 +114,9 @@ def console(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         server.stop()
 
 
-@pytest.fixture(scope="session")
+# Per module, like the server: Playwright's event loop is gone before another module's
+# tests (which may run their own loops) run in this worker.
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     if not CHROMIUM.exists():
         raise RuntimeError(f"no Chromium at {CHROMIUM}: install Debian's package chromium "
@@ -123,7 +125,7 @@ def playwright() -> Iterator[Playwright]:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
     try:
