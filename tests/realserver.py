@@ -46,8 +46,8 @@ class RealServer:
     """``fiduciary serve --data-dir data`` with ``env``; its output goes to a file beside the
     data directory (a pipe nobody reads would fill and stall a chatty server)."""
 
-    def __init__(self, data: Path, env: dict[str, str]) -> None:
-        self.data, self.env = data, env
+    def __init__(self, data: Path, env: dict[str, str], *args: str) -> None:
+        self.data, self.env, self.args = data, env, args
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.output_path = data.parent / f"serve-{self.port}.out"
@@ -57,7 +57,8 @@ class RealServer:
         with self.output_path.open("wb") as out:
             self._proc = subprocess.Popen(
                 [str(BIN / "fiduciary"), "serve", "--data-dir", str(self.data),
-                 "--port", str(self.port)], env=self.env, stdout=out, stderr=subprocess.STDOUT)
+                 "--port", str(self.port), *self.args],
+                env=self.env, stdout=out, stderr=subprocess.STDOUT)
         try:
             # Generous: on a loaded 2-core machine a cold start can take tens of seconds.
             until(lambda: httpx.get(f"{self.base}/healthz").status_code == 200, timeout=90)

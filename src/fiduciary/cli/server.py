@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import sys
 from typing import Annotated
 
@@ -63,11 +64,42 @@ def _demo_banner(rt: Runtime, host: str, port: int, subjects: int) -> list[str]:
         if k.name == "quickstart" and not k.revoked_at:
             rt.api_keys.revoke(k.id)
     _, token = rt.api_keys.create("quickstart")
-    return [f"API key (shown once): {token}",
+    return [f"API key (shown once): {token}", *_demo_staff(rt, host, port),
             f"Try: curl -H 'Authorization: Bearer {token}' "
             f"'http://{host}:{port}/v1/collections/persons/search"
             "?purpose=customer_service' -d '{\"where\":{\"region\":\"west\"}}' "
             "-H 'Content-Type: application/json'"]
+
+
+#: One console user per role of the oversight half, on the demo store only.
+DEMO_STAFF = ("dpo", "compliance_officer", "security_analyst", "ethics_officer",
+              "claims_adjuster")
+
+
+def _demo_staff(rt: Runtime, host: str, port: int) -> list[str]:
+    """Demo staff, created, trained and enrolled at the first ``serve --demo``: their
+    passwords and TOTP secrets are printed once (never again: nothing keeps them)."""
+    from fiduciary.demo import REGIONS  # lazily, as _fill: Faker is slow to import
+
+    lines = [f"Console: http://{host}:{port}/console/"]
+    existing = {u.username for u in rt.users.all()}
+    for role in DEMO_STAFF:
+        username = f"demo.{role.replace('_', '.')}"
+        if username in existing:
+            continue
+        made = rt.users.create(username, [role], list(REGIONS))
+        for course in rt.training.catalogue.courses:
+            rt.users.record_training(username, course.id, rt.clock.now().date(),
+                                     evidence="demo store")
+        assert made.enrolment_code is not None
+        password = secrets.token_urlsafe(12)
+        enrolled = rt.users.enrol(username, made.enrolment_code, password)
+        lines.append(f"  {role}: username {username}  password {password}  "
+                     f"TOTP secret {enrolled.totp_secret}")
+    if len(lines) == 1:
+        lines.append("  demo staff (demo.dpo, demo.security.analyst, …) were printed at the "
+                     "first start: `fiduciary users reset-password` gives a new password")
+    return lines
 
 
 @commands.command()
