@@ -47,7 +47,8 @@ class Verified:
                 "unsequenced_events": self.unsequenced}
 
 
-def _check_signature(cp: Checkpoint, trusted: bytes, what: str) -> None:
+def check_signature(cp: Checkpoint, trusted: bytes, what: str) -> None:
+    """The checkpoint is signed by ``trusted`` (the audit key) and the signature holds."""
     if cp.public_key != trusted:
         raise VerificationFailed(f"{what} size {cp.size}: signed by an unknown key")
     try:
@@ -108,7 +109,7 @@ def verify(db: Database, trusted_key: bytes, witness: dict[str, Any] | None = No
             prunes.append((expected, obj))
     previous: Checkpoint | None = None
     for cp in stored_cps:
-        _check_signature(cp, trusted_key, "checkpoint")
+        check_signature(cp, trusted_key, "checkpoint")
         if cp.size > tree.size:
             raise VerificationFailed(f"checkpoint size {cp.size}: covers more events than are "
                                      f"stored ({tree.size}): the log was truncated")
@@ -174,7 +175,7 @@ def _check_witness(doc: dict[str, Any], trusted_key: bytes, tree: merkle.MemoryN
                         base64.b64decode(doc["signature"]), base64.b64decode(doc["public_key"]))
     except (KeyError, ValueError, TypeError):
         raise VerificationFailed("witness checkpoint: not a Fiduciary checkpoint file") from None
-    _check_signature(cp, trusted_key, "witness checkpoint")
+    check_signature(cp, trusted_key, "witness checkpoint")
     if checkpoint_message(cp.size, cp.root, cp.timestamp) != cp.signed_message():
         raise VerificationFailed("witness checkpoint: malformed")
     if cp.size > tree.size or latest is None or cp.size > latest.size:

@@ -31,7 +31,7 @@ from fiduciary.datamap.model import LawfulBasis
 from fiduciary.errors import VerificationFailed
 from fiduciary.privacy.deadlines import add_months
 from fiduciary.privacy.dsr import OPEN as DSR_OPEN
-from fiduciary.privacy.retention import _PERIOD
+from fiduciary.privacy.retention import period_parts
 from fiduciary.privacy.ropa import configuration_digests
 from fiduciary.storage import Database
 from fiduciary.storage.schema import (
@@ -401,10 +401,10 @@ def kek_age(ctx: CheckContext, control: Control) -> Outcome:
 def _retention_cutoff(today: date, period: str) -> date | None:
     """The last creation day whose records have passed ``period`` today (``P7Y`` → seven
     years back), or None for a period this check cannot count (days)."""
-    m = _PERIOD.match(period)
-    if not m:
+    parts = period_parts(period)
+    if parts is None:
         return None
-    years, months, days = (int(g) if g else 0 for g in m.groups())
+    years, months, days = parts
     return add_months(today, -(12 * years + months)) - timedelta(days=days)
 
 

@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from fiduciary.audit import merkle
 from fiduciary.audit.events import canonical
 from fiduciary.audit.trail import CHECKPOINT_ACTION, AuditTrail, Checkpoint, b64
-from fiduciary.audit.verify import _check_signature, verify
+from fiduciary.audit.verify import check_signature, verify
 from fiduciary.clock import iso
 from fiduciary.errors import NotFound, VerificationFailed
 from fiduciary.storage import Database
@@ -250,7 +250,7 @@ def _canonical(obj: dict[str, Any], text: str) -> bool:
 
 
 def _check_checkpoint(cp: Checkpoint, trusted: bytes, tree: _Rebuild) -> None:
-    _check_signature(cp, trusted, "checkpoint")
+    check_signature(cp, trusted, "checkpoint")
     if merkle.root(cp.size, tree.get) != cp.root:
         raise VerificationFailed(f"checkpoint size {cp.size}: its root does not match the "
                                  "stored events")

@@ -51,15 +51,25 @@ _PERIOD = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)D)?$")
 _LIFETIME = ("last_policy_or_claim_end",)
 
 
+def period_parts(period: str) -> tuple[int, int, int] | None:
+    """The years, months and days of an ISO 8601 period (``P7Y``, ``P1Y6M``, ``P30D``), or
+    None if ``period`` is not one."""
+    m = _PERIOD.match(period)
+    if not m:
+        return None
+    years, months, days = (int(g) if g else 0 for g in m.groups())
+    return years, months, days
+
+
 def add_period(start: date, period: str | None) -> date:
     """``start`` plus an ISO 8601 period of years, months and days; a day past the end of the
     target month falls back to its last day (29 Feb + P1Y is 28 Feb)."""
     if not period:
         return start
-    m = _PERIOD.match(period)
-    if not m:
+    parts = period_parts(period)
+    if parts is None:
         raise ValueError(f"not an ISO 8601 period: {period!r}")
-    years, months, days = (int(g) if g else 0 for g in m.groups())
+    years, months, days = parts
     return add_months(start, 12 * years + months) + timedelta(days=days)
 
 
