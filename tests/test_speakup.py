@@ -32,11 +32,11 @@ from tests.realserver import RealServer, cli
 
 PA = "policy_administration"
 RECEIPT = "X-Speakup-Receipt"
-REPORT = "Claims manager Quentin-Zebedee backdates loss reports (canary 81723)"
+REPORT = "Claims manager Quentin-Zebedee backdates loss reports (canary Xylograph-81723)"
 CATEGORY = "fraud-canary-5521"
-MESSAGE = "More detail: ledger pages 44-46 (canary 99017)"
-FEEDBACK = "We opened an investigation (canary 31337)"
-OUTCOME = "Substantiated; controls changed (canary 27182)"
+MESSAGE = "More detail: ledger pages 44-46 (canary Wolframite-99017)"
+FEEDBACK = "We opened an investigation (canary Quixotry-31337)"
+OUTCOME = "Substantiated; controls changed (canary Zymurgy-27182)"
 
 
 @pytest.fixture
@@ -189,8 +189,9 @@ def test_sealed_content_is_not_readable_from_the_database(
     assert rt.speakup_watch.run_once().events > 0  # audits the intake, sequences the trail
     rt.trail.sequence(force_checkpoint=True)
     digits = made["receipt"].replace("-", "")
-    canaries = [b"Quentin-Zebedee", b"81723", CATEGORY.encode(), b"quill.canary", b"99017",
-                b"31337", b"27182", digits.encode(), made["receipt"].encode()]
+    canaries = [b"Quentin-Zebedee", b"Xylograph-81723", CATEGORY.encode(), b"quill.canary",
+                b"Wolframite-99017", b"Quixotry-31337", b"Zymurgy-27182", digits.encode(),
+                made["receipt"].encode()]
     everything = _every_value(rt)
     assert b"speakup" in everything  # the rows are there …
     for canary in canaries:  # … their content is not (nor in the audit trail)
@@ -475,8 +476,8 @@ def test_a_real_server_keeps_no_address_agent_or_cookie_of_a_reporter(
         output = server.stop()
     assert b"192.0.2.200" in output  # the access log is on …
     canaries = [UA.encode(), b"Canary-Agent", FORWARDED.encode(), REAL_IP.encode(),
-                COOKIE.encode(), b"reporter-chosen-id-4242", b"Quentin-Zebedee", b"99017",
-                receipt.encode(), receipt.replace("-", "").encode()]
+                COOKIE.encode(), b"reporter-chosen-id-4242", b"Quentin-Zebedee",
+                b"Wolframite-99017", receipt.encode(), receipt.replace("-", "").encode()]
     for canary in canaries:  # … but not for the channel
         assert canary not in output, canary
     assert b"/v1/speakup" not in output
