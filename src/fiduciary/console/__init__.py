@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fiduciary.console import admin, compliance, me, privacy, security
 from fiduciary.console.pages import router
 
 __all__ = ["HTMX", "SECURITY_HEADERS", "install"]
@@ -56,6 +57,8 @@ class ConsoleHeaders:
 def install(app: FastAPI) -> None:
     """Mounts the console's pages and static files on ``app``."""
     app.include_router(router)
+    for section in (privacy, compliance, security, admin, me):
+        app.include_router(section.router)
     app.mount(PREFIX + "/static", StaticFiles(directory=Path(__file__).parent / "static"),
               name="console-static")
     app.add_middleware(ConsoleHeaders)

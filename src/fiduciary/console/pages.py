@@ -63,15 +63,55 @@ class NavItem:
     path: str
     #: One of these shows the item (none: every signed-in user).
     permissions: tuple[Permission, ...] = ()
+    #: The heading the item is listed under.
+    section: str = ""
 
     def visible_to(self, who: Principal) -> bool:
         return not self.permissions or any(who.can(p) for p in self.permissions)
 
 
-#: The navigation; each page's route requires what its item requires.
+P = Permission
+#: The navigation, by section; each page's route requires what its item requires (the
+#: section modules ``privacy``, ``compliance``, ``security``, ``admin`` and ``me`` own them).
 NAV = (
     NavItem("Dashboard", "/console/"),
-    NavItem("DSR queue", "/console/privacy/dsr", (Permission.PRIVACY_MANAGE,)),
+    # Privacy office
+    NavItem("DSR queue", "/console/privacy/dsr", (P.PRIVACY_MANAGE,), "Privacy"),
+    NavItem("Consent", "/console/privacy/consent", (P.CONSENT_READ,), "Privacy"),
+    NavItem("Legal holds", "/console/privacy/holds", (P.PRIVACY_MANAGE,), "Privacy"),
+    NavItem("Retention", "/console/privacy/retention", (P.PRIVACY_MANAGE,), "Privacy"),
+    NavItem("Processing records", "/console/privacy/ropa", (P.PRIVACY_MANAGE, P.CONFIG_READ),
+            "Privacy"),
+    # Compliance
+    NavItem("Who saw a customer", "/console/compliance/access-log", (P.AUDIT_READ,),
+            "Compliance"),
+    NavItem("Audit search", "/console/compliance/audit", (P.AUDIT_READ,), "Compliance"),
+    NavItem("Posture", "/console/compliance/posture", (P.COMPLIANCE_READ,), "Compliance"),
+    NavItem("Training & reviews", "/console/compliance/workforce",
+            (P.TRAINING_READ, P.REVIEWS_READ), "Compliance"),
+    # Security
+    NavItem("Alerts", "/console/security/alerts", (P.ALERTS_READ, P.ALERTS_MANAGE),
+            "Security"),
+    NavItem("Incidents", "/console/security/incidents", (P.INCIDENTS_READ,), "Security"),
+    NavItem("Break-glass review", "/console/security/break-glass",
+            (P.ALERTS_READ, P.ALERTS_MANAGE), "Security"),
+    NavItem("Watch list & suppressions", "/console/security/watchlist", (P.ALERTS_MANAGE,),
+            "Security"),
+    NavItem("Speak-up cases", "/console/speakup/cases", (P.SPEAKUP_MANAGE,), "Security"),
+    # Administration
+    NavItem("Users", "/console/admin/users", (P.USERS_MANAGE,), "Administration"),
+    NavItem("API keys", "/console/admin/api-keys", (P.APIKEYS_MANAGE,), "Administration"),
+    NavItem("Approvals", "/console/admin/approvals", (P.APPROVALS_DECIDE, P.USERS_MANAGE),
+            "Administration"),
+    NavItem("Access reviews", "/console/admin/reviews", (), "Administration"),
+    NavItem("HR sync", "/console/admin/hr", (P.USERS_MANAGE, P.REVIEWS_READ),
+            "Administration"),
+    NavItem("Keys", "/console/admin/keys", (P.CONFIG_READ,), "Administration"),
+    # Every staff member
+    NavItem("Customers", "/console/customers", (), "Me"),
+    NavItem("My training", "/console/me/training", (), "Me"),
+    NavItem("My sessions", "/console/me/sessions", (), "Me"),
+    NavItem("My break-glass", "/console/me/break-glass", (), "Me"),
 )
 
 
