@@ -1,5 +1,5 @@
 """API read throughput: the vault's record GET (decrypting) against a plaintext GET of the same
-rows, on the real server in a subprocess.
+rows on the real server, and against a bare FastAPI route reading the same row, in subprocesses.
 
     python bench/api_reads.py --records 10000 --concurrency 4 [--seconds 10] [--database-url URL]
 
@@ -7,8 +7,12 @@ Loads N persons through the Importer and the same rows as plaintext (``bench_pla
 creates an API key with ``fiduciary apikeys create``, starts ``fiduciary serve`` on a free
 127.0.0.1 port with ``FIDUCIARY_BENCH_ENDPOINTS=true``, waits for ``/healthz``, and then runs C
 client threads (one ``httpx.Client`` each, keep-alive) doing authenticated GETs of random record
-ids. The two endpoints run in alternating phases A B B A (each ``--seconds / 2`` long; ABBA
-cancels a linear drift such as a warming page cache), after a short untimed warm-up of each.
+ids. The baseline a team would build instead is ``bench/_bare_app.py``: a bare FastAPI sync route
+reading the same plaintext row from the same database through SQLAlchemy (no authentication,
+policy or audit), served by uvicorn with the settings ``fiduciary serve`` uses, in its own
+process. The three endpoints run in phases A B C C B A (each ``--seconds / 2`` long; the mirror
+order cancels a linear drift such as a warming page cache), after a short untimed warm-up of
+each. Issue 16's target: the vault GET's server CPU per request <= 2x the bare route's.
 The client runs on the same 2-core machine as the server and competes with it for CPU; the
 JSON therefore also reports the server's CPU time per request (from /proc), which does not
 depend on how fast the client is. The last stdout line is one JSON object.
@@ -58,8 +62,12 @@ from fiduciary.runtime import open_runtime
 HOST = "127.0.0.1"
 VAULT = "vault"
 PLAIN = "plaintext"
+BARE = "bare_fastapi"
 PATHS = {VAULT: f"/v1/collections/{COLLECTION}/records/{{id}}?purpose=customer_service",
-         PLAIN: f"/v1/_bench/plain/{COLLECTION}/records/{{id}}"}
+         PLAIN: f"/v1/_bench/plain/{COLLECTION}/records/{{id}}",
+         BARE: f"/bare/bench_plain_{COLLECTION}/records/{{id}}"}
+#: Server CPU per audited vault GET against the bare route's (issue 16).
+TARGET_CPU_RATIO = 2.0
 
 
 @dataclass
@@ -221,6 +229,7 @@ def main() -> None:
             plain_ids = insert_plaintext(rt.vault, rows,
                                          progress=progress_logger(n, "inserted (plaintext)"))
             vault_ids = record_ids(rt.vault, COLLECTION)
+            db_url = rt.db.engine.url.render_as_string(hide_password=False)
             staff = create_staff(rt, args.as_role) if args.as_role else None
             if staff is not None and args.as_role == "claims_adjuster":
                 # An adjuster reaches a customer only through a claim assigned to them: every
@@ -233,7 +242,7 @@ def main() -> None:
             PATHS[VAULT] = PATHS[VAULT].replace("purpose=customer_service",
                                                 f"purpose={ROLE_PURPOSE[args.as_role]}")
         assert len(vault_ids) == len(plain_ids) == n, (len(vault_ids), len(plain_ids))
-        ids = {VAULT: vault_ids, PLAIN: plain_ids}
+        ids = {VAULT: vault_ids, PLAIN: plain_ids, BARE: plain_ids}
 
         env = {**os.environ, "FIDUCIARY_BENCH_ENDPOINTS": "true",
                "FIDUCIARY_LOG_LEVEL": args.server_log_level}
@@ -250,46 +259,55 @@ def main() -> None:
                              f"{created.stdout}{created.stderr}")
         token = json.loads(created.stdout.strip().splitlines()[-1])["api_key"]
 
-        port = free_port()
+        port, bare_port = free_port(), free_port()
         base = f"http://{HOST}:{port}"
+        bases = {VAULT: base, PLAIN: base, BARE: f"http://{HOST}:{bare_port}"}
         server_log = root / "server.log"
         with server_log.open("wb") as out:
             proc = subprocess.Popen(
                 [*cmd, "serve", "--data-dir", str(data_dir), "--host", HOST, "--port",
                  str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)
+            bare = subprocess.Popen(
+                [sys.executable, str(Path(__file__).with_name("_bare_app.py")), db_url,
+                 str(bare_port)], env=env, stdout=out, stderr=subprocess.STDOUT)
+        pids = {VAULT: proc.pid, PLAIN: proc.pid, BARE: bare.pid}
         try:
             wait_healthy(base, proc)
+            wait_healthy(bases[BARE], bare)
             if staff is not None:
                 token = login(base, staff)  # both endpoints are read with this session
-            log(f"server pid {proc.pid} on {base}; warming up {args.warmup_seconds:g} s each")
-            for endpoint in (VAULT, PLAIN):
-                run_phase(base, token, endpoint, ids[endpoint], conc, args.warmup_seconds,
-                          proc.pid, seed=args.seed)
+            log(f"server pid {proc.pid} on {base}, bare pid {bare.pid}; warming up "
+                f"{args.warmup_seconds:g} s each")
+            for endpoint in (VAULT, PLAIN, BARE):
+                run_phase(bases[endpoint], token, endpoint, ids[endpoint], conc,
+                          args.warmup_seconds, pids[endpoint], seed=args.seed)
             waited = wait_for_quiet(args.quiet_wait)
             half = args.seconds / 2
-            phases: dict[str, list[Phase]] = {VAULT: [], PLAIN: []}
-            for i, endpoint in enumerate((VAULT, PLAIN, PLAIN, VAULT)):
-                ph = run_phase(base, token, endpoint, ids[endpoint], conc, half, proc.pid,
-                               seed=args.seed + 1 + i)
+            phases: dict[str, list[Phase]] = {VAULT: [], PLAIN: [], BARE: []}
+            for i, endpoint in enumerate((VAULT, PLAIN, BARE, BARE, PLAIN, VAULT)):
+                ph = run_phase(bases[endpoint], token, endpoint, ids[endpoint], conc, half,
+                               pids[endpoint], seed=args.seed + 1 + i)
                 phases[endpoint].append(ph)
                 log(f"{endpoint}: {ph.ok / ph.seconds:,.0f} req/s ({ph.ok} ok, "
                     f"{ph.errors} errors, server cpu {ph.server_cpu_s / ph.seconds:.0%})")
-                if proc.poll() is not None:
-                    raise RuntimeError(f"server exited with code {proc.returncode}")
+                for who in (proc, bare):
+                    if who.poll() is not None:
+                        raise RuntimeError(f"server exited with code {who.returncode}")
         except BaseException:
             log("server log tail:\n" + server_log.read_text(errors="replace")[-3000:])
             raise
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=15)
+            for who in (proc, bare):
+                who.terminate()
+                try:
+                    who.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    who.kill()
+                    who.wait(timeout=15)
 
-    vault, plain = summarise(phases[VAULT]), summarise(phases[PLAIN])
+    vault, plain, bare_ = (summarise(phases[e]) for e in (VAULT, PLAIN, BARE))
     kinds: dict[str, int] = {}
-    for ph in phases[VAULT] + phases[PLAIN]:
+    for ph in phases[VAULT] + phases[PLAIN] + phases[BARE]:
         for k, v in ph.error_kinds.items():
             kinds[k] = kinds.get(k, 0) + v
     emit({
@@ -299,16 +317,26 @@ def main() -> None:
         "vault_rps": vault["rps"],
         "plaintext_rps": plain["rps"],
         "ratio": round(vault["rps"] / plain["rps"], 3) if plain["rps"] else None,
-        "errors": vault["errors"] + plain["errors"],
+        "bare_fastapi_rps": bare_["rps"],
+        "errors": vault["errors"] + plain["errors"] + bare_["errors"],
         "error_kinds": kinds,
         "server_cpu_ratio": round(plain["server_cpu_ms_per_req"]
                                   / vault["server_cpu_ms_per_req"], 3)
         if vault["server_cpu_ms_per_req"] else None,
+        # Issue 16: the vault GET's server CPU per request over the bare FastAPI route's.
+        "vault_to_bare_server_cpu": round(vault["server_cpu_ms_per_req"]
+                                          / bare_["server_cpu_ms_per_req"], 3)
+        if bare_["server_cpu_ms_per_req"] else None,
+        "target_vault_to_bare_server_cpu": TARGET_CPU_RATIO,
+        "met": bool(bare_["server_cpu_ms_per_req"]) and vault["server_cpu_ms_per_req"]
+        <= TARGET_CPU_RATIO * bare_["server_cpu_ms_per_req"],
         "vault": vault,
         "plaintext": plain,
+        "bare_fastapi": bare_,
         "seconds_per_endpoint": args.seconds,
         "waited_for_quiet_s": waited,
-        "phase_order": "warm-up vault, plaintext; then vault, plaintext, plaintext, vault",
+        "phase_order": "warm-up vault, plaintext, bare; then vault, plaintext, bare, bare, "
+                       "plaintext, vault",
         "server_log_level": args.server_log_level,
         "principal": f"staff session ({args.as_role})" if args.as_role else "service API key",
         "relationship": "one claim per person, assigned to the bench user (vault side)"

@@ -183,6 +183,10 @@ def test_the_dsr_queue_is_sorted_by_due_date_with_overdue_red_and_due_soon_amber
     # Reading the queue is audited like the API's list, naming the customers it showed.
     listed = [e for e in table_rows(rt, "audit_events") if e["action"] == "dsr.list"]
     assert listed and subject in str(listed[-1]["subject_ids"])
+    # The dashboard's counts name nobody: viewing it leaves no list event behind.
+    home = web.get("/console/").text
+    assert re.search(r"Due within 7 days</span></dt><dd>1<", home)
+    assert [e for e in table_rows(rt, "audit_events") if e["action"] == "dsr.list"] == listed
 
 
 def test_sign_out_ends_the_session(rt: Runtime, clock: FixedClock) -> None:

@@ -480,6 +480,22 @@ class DsrService:
                      "due_within_days": due_within_days}))
         return found
 
+    def due_counts(self, principal: Principal, soon: timedelta = timedelta(days=7)
+                   ) -> dict[str, int]:
+        """Open requests by due band — ``overdue`` (a deadline missed), ``soon`` (due within
+        ``soon``), ``later`` — for a dashboard: counts name no customer, so unlike
+        :meth:`browse` this leaves no audit event per view."""
+        require_permission(principal, Permission.PRIVACY_MANAGE, scope=Scope.READ)
+        now = self.clock.now()
+        counts = {"overdue": 0, "soon": 0, "later": 0}
+        for r in self.list(limit=MAX_LIST):
+            if not r.is_open:
+                continue
+            band = "overdue" if r.overdue(now) else "soon" if r.due_at - now <= soon \
+                else "later"
+            counts[band] += 1
+        return counts
+
     def get(self, request_id: str) -> DsrRequest:
         """The request with its steps."""
         with self.db.read() as conn:
