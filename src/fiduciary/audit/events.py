@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypedDict
 
-import rfc8785
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from fiduciary.audit.jcs import canonical as canonical  # re-exported: callers import it here
 from fiduciary.clock import Clock, iso
 from fiduciary.principal import ActorKind, Principal
 from fiduciary.storage import Database
@@ -81,11 +81,6 @@ class AuditEvent(TypedDict):
     request_id: str | None
     client: str | None
     details: dict[str, Any]
-
-
-def canonical(event: Mapping[str, Any]) -> bytes:
-    return rfc8785.dumps(event)
-
 
 
 class _Waiter:

@@ -1,0 +1,92 @@
+"""RFC 8785 (JSON Canonicalization Scheme) for audit events, at the speed of ``orjson``.
+
+Every audit event is hashed into the Merkle log as its RFC 8785 form, so two encoders must
+never disagree. ``orjson`` with sorted keys writes exactly the RFC 8785 bytes when a value
+holds only str (no character outside the Basic Multilingual Plane, no lone surrogate),
+int (within the I-JSON range), bool, None, list and dict with str keys: strings are escaped
+the same way (``\\"``, ``\\\\``, ``\\b\\t\\n\\f\\r``, ``\\u00xx`` for the other control
+characters, nothing else), and keys sorted by code point are sorted by UTF-16 code unit as
+RFC 8785 asks, since the two orders differ only between a character above U+FFFF and one
+in U+E000 to U+FFFF. Anything else (a float, a big int, a tuple, such a character) goes to the
+reference encoder ``rfc8785``, which also raises what it raised before.
+
+``tests/test_audit_canonical.py`` renders every event of a trail built through the services
+both ways and compares the bytes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+import rfc8785
+
+__all__ = ["canonical", "canonical_reference", "stored_is_canonical"]
+
+#: I-JSON's exact integers (RFC 7493): rfc8785 refuses anything beyond.
+_MAX_INT = 2**53 - 1
+#: Characters on which the two encoders may differ: surrogates and outside the BMP.
+_RISKY_CHAR = re.compile("[\ud800-\udfff\U00010000-\U0010ffff]")
+_SORTED = orjson.OPT_SORT_KEYS
+
+
+def _plain_str(s: str) -> bool:
+    return s.isascii() or _RISKY_CHAR.search(s) is None
+
+
+def _plain(value: Any) -> bool:
+    """``value`` is made only of what orjson writes exactly as RFC 8785 does."""
+    t = type(value)
+    if t is str:
+        return _plain_str(value)
+    if t is dict:
+        return all(type(k) is str and _plain_str(k) and _plain(v) for k, v in value.items())
+    if t is list:
+        return all(_plain(v) for v in value)
+    if t is int:
+        return bool(-_MAX_INT <= value <= _MAX_INT)
+    if value is None or t is bool:
+        return True
+    # A StrEnum member (an actor kind, a decision) is written as its text by both encoders.
+    return isinstance(value, str) and _plain_str(value)
+
+
+def canonical_reference(value: Any) -> bytes:
+    """The RFC 8785 bytes from the reference implementation (slow: ~90 µs an event)."""
+    return rfc8785.dumps(value)
+
+
+def canonical(value: Mapping[str, Any]) -> bytes:
+    """The RFC 8785 canonical JSON of ``value``, byte-identical to ``rfc8785.dumps``."""
+    if type(value) is dict and _plain(value):
+        return orjson.dumps(value, option=_SORTED)
+    return rfc8785.dumps(value)
+
+
+def _has_float(container: dict[str, Any] | list[Any]) -> bool:
+    values: Iterable[Any] = container.values() if type(container) is dict else container
+    for v in values:
+        t = type(v)
+        if t is float or ((t is dict or t is list) and v and _has_float(v)):
+            return True
+    return False
+
+
+def stored_is_canonical(text: bytes) -> dict[str, Any] | None:
+    """The event ``text`` holds when ``text`` is provably its RFC 8785 form, else None (the
+    caller then settles it with ``json.loads`` and ``canonical``, as before). One ``orjson``
+    parse and one re-encoding compared with the stored bytes, for the ASCII events without
+    floats that are nearly every event; parsed, they hold only what ``canonical`` writes
+    through ``orjson``, so equal bytes mean RFC 8785 bytes."""
+    if not text.isascii():
+        return None
+    try:
+        obj = orjson.loads(text)
+        if type(obj) is not dict or _has_float(obj):
+            return None
+        again = orjson.dumps(obj, option=_SORTED | orjson.OPT_STRICT_INTEGER)
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+        return None
+    return obj if again == text else None
