@@ -85,6 +85,17 @@ class Settings(BaseSettings):
     #: A one-time enrolment code (new or re-enrolled user) is valid this many hours.
     enrolment_code_hours: int = Field(72, ge=1)
 
+    #: A verified API key or staff session is kept in memory this long (seconds) for the
+    #: requests that follow; every change to it is seen at once on every worker through a
+    #: generation counter in the database (``fiduciary.access.authcache``). 0: no cache.
+    auth_cache_seconds: float = Field(30.0, ge=0)
+    #: ``fiduciary serve`` processes (uvicorn workers); one of them, elected through the
+    #: database, runs the background work.
+    workers: int = Field(1, ge=1)
+    #: The background lease (seconds): its holder renews it every third of it; when the
+    #: holder dies another process takes over within this time.
+    lease_seconds: float = Field(15.0, ge=1)
+
     #: A detection-pack YAML replacing the default pack (``fiduciary.monitoring``).
     detections: Path | None = None
     #: ``fiduciary serve`` reads new audit events for the detections this often (seconds);

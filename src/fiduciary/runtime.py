@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from argon2 import PasswordHasher
 
 from fiduciary.access import ApiKeyService
 from fiduciary.access.approvals import ApprovalService
+from fiduciary.access.authcache import AuthCache, GenerationProbe
 from fiduciary.access.passwords import Passwords
 from fiduciary.access.policy import PolicyEngine, load_policy
 from fiduciary.access.reviews import AccessReviewService
@@ -53,6 +55,7 @@ from fiduciary.privacy.holds import HoldService
 from fiduciary.privacy.retention import RetentionService
 from fiduciary.privacy.ropa import RopaService, configuration_digests
 from fiduciary.storage import Database
+from fiduciary.storage.lease import Lease
 from fiduciary.storage.schema import subject_keys, system_state
 from fiduciary.vault import SubjectKeys, VaultService, rollback
 from fiduciary.workforce.catalogue import Catalogue, load_catalogue
@@ -70,6 +73,8 @@ from fiduciary.workforce.speakup_watch import RetaliationWatch
 from fiduciary.workforce.training import TrainingService
 
 log = logging.getLogger("fiduciary.runtime")
+#: The lease whose holder runs the background work (one process of several).
+BACKGROUND_LEASE = "background"
 
 
 @dataclass
@@ -123,72 +128,135 @@ class Runtime:
     clock: Clock = field(default_factory=SystemClock)
     _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _threads: list[threading.Thread] = field(default_factory=list, init=False, repr=False)
+    #: ``serve --workers N``: the lease thread, and the background lease once started.
+    _leader: list[threading.Thread] = field(default_factory=list, init=False, repr=False)
+    _work_stop: threading.Event = field(default_factory=threading.Event, init=False,
+                                        repr=False)
+    _lease: Lease | None = field(default=None, init=False, repr=False)
+    _held_until: float | None = field(default=None, init=False, repr=False)
 
     @property
     def running(self) -> bool:
-        return any(t.is_alive() for t in self._threads)
+        return any(t.is_alive() for t in [*self._threads, *self._leader])
+
+    @property
+    def leading(self) -> bool:
+        """This process holds the background lease and runs the background work."""
+        return bool(self._threads)
 
     def start(self) -> None:
         """Start the background work of a long-running host (``fiduciary serve`` and the
-        ASGI lifespan): the audit sequencer, and the retention job every
-        ``retention_interval_hours`` (0: never; run it from cron instead). Idempotent."""
-        if self._threads:
+        ASGI lifespan) in whichever process holds the ``background`` lease (one of
+        ``serve --workers N``, or of several servers on one database): the audit sequencer,
+        and the retention job every ``retention_interval_hours`` (0: never; run it from cron
+        instead), the monitor and the other schedules. Every other process keeps trying to
+        take the lease and starts the work when it does (the holder died). Idempotent."""
+        if self._leader:
             return
         self._stop.clear()
-        self._spawn("audit-sequencer", self.trail.run_forever, self._stop)
+        self._lease = Lease(self.db, BACKGROUND_LEASE, self.settings.lease_seconds)
+        self._lead()  # at once: a single server starts its work before it serves
+        self._spawn_into(self._leader, "lease", self._lead_forever)
+
+    def _lead_forever(self) -> None:
+        while not self._stop.wait(self.settings.lease_seconds / 3):
+            self._lead()
+
+    def _lead(self) -> None:
+        """Take or renew the lease; start the work on taking it, stop it on losing it (or
+        a third of the lease before it could be taken, when the database cannot be reached)."""
+        assert self._lease is not None
+        try:
+            held = self._lease.acquire()
+        except Exception:
+            log.exception("background lease: renewal failed")
+            held = self._held_until
+        self._held_until = held
+        if held is not None and held - self.settings.lease_seconds / 3 > time.time():
+            if not self._threads:
+                log.info("background lease taken (%s): starting the background work",
+                         self._lease.holder)
+                self._start_work()
+        elif self._threads:
+            log.warning("background lease lost (%s): stopping the background work",
+                        self._lease.holder)
+            self._stop_work()
+
+    def _start_work(self) -> None:
+        self._work_stop.clear()
+        stop = self._work_stop
+        self._spawn("audit-sequencer", self.trail.run_forever, stop)
         hours = self.settings.retention_interval_hours
         if hours > 0:
-            self._spawn("retention", self.retention.run_forever, SYSTEM, self._stop, hours * 3600)
+            self._spawn("retention", self.retention.run_forever, SYSTEM, stop, hours * 3600)
         if self.settings.monitor_interval_seconds > 0:
-            self._spawn("monitor", self.monitor.run_forever, self._stop,
+            self._spawn("monitor", self.monitor.run_forever, stop,
                         self.settings.monitor_interval_seconds)
-            self._spawn("alert-delivery", self.delivery.run_forever, self._stop)
+            self._spawn("alert-delivery", self.delivery.run_forever, stop)
         if self.settings.speakup_watch_interval_seconds > 0:
-            self._spawn("speakup-watch", self.speakup_watch.run_forever, self._stop,
+            self._spawn("speakup-watch", self.speakup_watch.run_forever, stop,
                         self.settings.speakup_watch_interval_seconds)
         hours = self.settings.dormant_check_interval_hours
         if hours > 0:  # accounts unused for dormant_disable_days are disabled
-            self._spawn("dormant-accounts", self.hr.run_forever, SYSTEM, self._stop,
-                        hours * 3600)
+            self._spawn("dormant-accounts", self.hr.run_forever, SYSTEM, stop, hours * 3600)
         for gap in self.training.audience_gaps():  # staff who could never take a course
             log.warning("training catalogue: %s", gap)
         hours = self.settings.training_reminder_interval_hours
         if hours > 0:
-            self._spawn("training-reminders", self.training.run_forever, self._stop,
-                        hours * 3600)
+            self._spawn("training-reminders", self.training.run_forever, stop, hours * 3600)
         hours = self.settings.compliance_check_interval_hours
         if hours > 0:  # every control, daily by default
-            self._spawn("compliance-check", self.posture.run_forever, self._stop, hours * 3600)
+            self._spawn("compliance-check", self.posture.run_forever, stop, hours * 3600)
         hours = self.settings.records_check_interval_hours
         if hours > 0:  # no silent rollback: rows against their latest write events
-            self._spawn("records-check", rollback.run_forever, self.vault, self._stop,
-                        hours * 3600)
+            self._spawn("records-check", rollback.run_forever, self.vault, stop, hours * 3600)
 
-    def _spawn(self, name: str, target: Callable[..., None], *args: object) -> None:
-        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
-        thread.start()
-        self._threads.append(thread)
-
-    def stop(self) -> None:
-        """Stop the background work, waiting for a round in progress to finish, and leave a
-        checkpoint over everything appended so far."""
-        if not self._threads:
-            return
-        self._stop.set()
+    def _stop_work(self) -> None:
+        self._work_stop.set()
         for t in self._threads:
             t.join()
         self._threads.clear()
+
+    def _spawn(self, name: str, target: Callable[..., None], *args: object) -> None:
+        self._spawn_into(self._threads, name, target, *args)
+
+    @staticmethod
+    def _spawn_into(threads: list[threading.Thread], name: str,
+                    target: Callable[..., None], *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        thread.start()
+        threads.append(thread)
+
+    def stop(self) -> None:
+        """Stop the background work, waiting for a round in progress to finish; the lease
+        holder leaves a checkpoint over everything appended so far and gives the lease up."""
+        if not self._leader:
+            return
+        self._stop.set()
+        for t in self._leader:
+            t.join()
+        self._leader.clear()
+        leading = bool(self._threads)
+        self._stop_work()
+        if not leading:
+            return
         try:
             self.trail.sequence(force_checkpoint=True)
         except Exception:
             # A trail that cannot be extended (damaged, or the database gone) must not stop
             # the shutdown; `fiduciary audit verify` names what is wrong.
             log.exception("final audit checkpoint failed")
+        try:
+            assert self._lease is not None
+            self._lease.release()
+        except Exception:
+            log.exception("background lease: release failed (it expires by itself)")
 
     def close(self) -> None:
         try:
             self.stop()
         finally:
+            self.users.auth_cache.close()
             self.db.dispose()
             self.vault.keys.store.dispose()
 
@@ -237,13 +305,17 @@ def open_runtime(settings: Settings, *, create: bool = False,
         concurrency=settings.password_hash_concurrency)
     throttle = LoginThrottle(settings.login_rate_per_client, settings.login_rate_global,
                              settings.login_rate_window_seconds)
+    # One cache of verified tokens for keys and sessions, checked against the database's
+    # generation counter on every use (every worker sees a revocation at once).
+    auth_cache = AuthCache(GenerationProbe(db), settings.auth_cache_seconds)
     users = UserService(db, clock, keyring, policy, audit, passwords, throttle=throttle,
                         enrolment_hours=settings.enrolment_code_hours,
-                        training=_training_requirements(catalogue, settings))
+                        training=_training_requirements(catalogue, settings),
+                        auth_cache=auth_cache)
     vault = VaultService(db, datamap, keyring, clock, policy, audit, keys,
                          break_glass_log=users.record_break_glass_use, gate=PrivacyGate())
     api_keys = ApiKeyService(db, clock, policy, audit, settings.api_key_default_days,
-                             settings.api_key_max_days)
+                             settings.api_key_max_days, auth_cache=auth_cache)
     approvals = ApprovalService(db, clock, audit, policy, users, api_keys)
     reviews = AccessReviewService(db, clock, policy, users, api_keys)
     trail = AuditTrail(db, keyring, clock, audit, settings.audit_checkpoint_events,

@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from fiduciary.access.authcache import NO_CACHE, AuthCache, token_digest
 from fiduciary.access.policy import ACTIONS, PolicyEngine
 from fiduciary.audit.events import AuditLog, audit_actor
 from fiduciary.clock import Clock, iso
@@ -77,8 +78,9 @@ def _actor(by: Principal | None) -> Principal | None:
 class ApiKeyService:
     def __init__(self, db: Database, clock: Clock, policy: PolicyEngine,
                  audit: AuditLog, default_days: int = DEFAULT_DAYS,
-                 max_days: int = MAX_DAYS) -> None:
+                 max_days: int = MAX_DAYS, auth_cache: AuthCache = NO_CACHE) -> None:
         self.db = db
+        self.auth_cache = auth_cache
         self.audit = audit
         self.clock = clock
         self.policy = policy
@@ -161,6 +163,12 @@ class ApiKeyService:
         failure = Unauthenticated("missing, unknown, expired or revoked API key")
         if not token:
             raise failure
+        now = self.clock.now()
+        digest = token_digest(token)
+        hit, generation = self.auth_cache.lookup(digest, now)
+        if hit is not None:
+            hit.seen = self._note_use(hit.principal.id, hit.seen, now)
+            return hit.principal
         parts = token.split("_", 2)
         if len(parts) != 3 or parts[0] != PREFIX or not _KEY_ID.match(parts[1]):
             raise failure
@@ -169,17 +177,24 @@ class ApiKeyService:
         if row is None or not hmac.compare_digest(row.secret_hash, _hash(parts[2])):
             raise failure
         key = ApiKey.from_row(row)
-        now = self.clock.now()
         if key.state(now) != "active":
             raise failure
-        if key.last_used_at is None or (now - key.last_used_at).total_seconds() > 60:
-            # Coarse, so access reviews see use without a write per request.
-            with self.db.write() as conn:
-                conn.execute(api_keys.update().where(api_keys.c.id == key.id)
-                             .values(last_used_at=now))
-        return Principal(id=key.id, kind="api_key", username=key.name, roles=(key.role,),
-                         scopes=frozenset(key.scopes) if key.scopes else None,
-                         permissions=self.policy.permissions((key.role,)))
+        seen = self._note_use(key.id, key.last_used_at, now)
+        principal = Principal(id=key.id, kind="api_key", username=key.name, roles=(key.role,),
+                              scopes=frozenset(key.scopes) if key.scopes else None,
+                              permissions=self.policy.permissions((key.role,)))
+        self.auth_cache.store(digest, principal, generation, now, key.expires_at, seen)
+        return principal
+
+    def _note_use(self, key_id: str, last_used: datetime | None, now: datetime) -> datetime:
+        """``last_used_at``, written when more than a minute old: coarse, so access reviews
+        see use without a write per request. Returns it as it now stands."""
+        if last_used is not None and (now - last_used).total_seconds() <= 60:
+            return last_used
+        with self.db.write() as conn:
+            conn.execute(api_keys.update().where(api_keys.c.id == key_id)
+                         .values(last_used_at=now))
+        return now
 
     def all(self) -> list[ApiKey]:
         with self.db.read() as conn:

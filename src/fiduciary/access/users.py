@@ -25,7 +25,7 @@ import secrets
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 import pyotp
@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from fiduciary.access.authcache import NO_CACHE, AuthCache, token_digest
 from fiduciary.access.passwords import Passwords
 from fiduciary.access.policy import PolicyEngine, PolicySettings
 from fiduciary.access.throttle import LoginThrottle
@@ -127,6 +128,17 @@ class Enrolled:
 class Session:
     token: str
     expires_at: datetime
+
+
+@dataclass(frozen=True)
+class ActiveSession:
+    """One of a user's sessions that still works (not revoked, expired or idle)."""
+
+    created_at: datetime
+    last_seen_at: datetime
+    expires_at: datetime
+    #: The session the list was asked from.
+    current: bool
 
 
 @dataclass(frozen=True)
@@ -256,8 +268,10 @@ class UserService:
                  audit: AuditLog, passwords: Passwords | None = None,
                  issuer: str = "Fiduciary", throttle: LoginThrottle | None = None,
                  enrolment_hours: int = ENROLMENT_HOURS,
-                 training: TrainingRequirements | None = None) -> None:
+                 training: TrainingRequirements | None = None,
+                 auth_cache: AuthCache = NO_CACHE) -> None:
         self.db = db
+        self.auth_cache = auth_cache
         self.audit = audit
         self.clock = clock
         self.policy = policy
@@ -781,6 +795,32 @@ class UserService:
                          .values(revoked_at=self.clock.now()))
             self.audit.append(conn, self.audit.event(principal, "auth.logout"))
 
+    def active_sessions(self, principal: Principal, current: str | None = None
+                        ) -> list[ActiveSession]:
+        """The caller's own working sessions, newest first; ``current`` (a token) marks the
+        one asking. Tokens are stored only as hashes: none is returned."""
+        now = self.clock.now()
+        idle_since = now - timedelta(minutes=self.settings.idle_minutes)
+        s = sessions.c
+        with self.db.read() as conn:
+            rows = conn.execute(sa.select(s.token_hash, s.created_at, s.last_seen_at,
+                                          s.expires_at).where(
+                s.user_id == principal.id, s.revoked_at.is_(None), s.expires_at > now,
+                s.last_seen_at >= idle_since).order_by(s.created_at.desc())).all()
+        mine = _sha(current) if current else None
+        return [ActiveSession(r.created_at, r.last_seen_at, r.expires_at,
+                              mine is not None and hmac.compare_digest(r.token_hash, mine))
+                for r in rows]
+
+    def logout_everywhere(self, principal: Principal) -> int:
+        """Ends every session of the caller (this one included): a lost laptop, a shared
+        screen. Returns how many were ended."""
+        with self.db.write() as conn:
+            ended = self._revoke_sessions(conn, principal.id)
+            self.audit.append(conn, self.audit.event(principal, "auth.logout_all",
+                                                     details={"sessions_ended": ended}))
+        return ended
+
     def change_password(self, principal: Principal, current: str, new: str,
                         keep_session: str | None = None) -> None:
         """A wrong ``current`` counts toward the lockout (a stolen session cannot guess the
@@ -828,31 +868,55 @@ class UserService:
     def authenticate(self, token: str) -> Principal:
         failure = Unauthenticated("missing, expired or revoked session")
         now = self.clock.now()
+        digest = token_digest(token)
+        idle = timedelta(minutes=self.settings.idle_minutes)
+        hit, generation = self.auth_cache.lookup(digest, now)
+        # A request older than the idle limit, as this worker knows it: the database decides
+        # (another worker may have served a later one).
+        if hit is not None and hit.seen is not None and now - hit.seen <= idle:
+            if (now - hit.seen).total_seconds() > _TOUCH_SECONDS:
+                self._touch_session(digest, now)
+                hit.seen = now
+            return hit.principal
         with self.db.read() as conn:
             row = conn.execute(
                 sa.select(sessions.c.last_seen_at, sessions.c.expires_at,
                           sessions.c.revoked_at, users)
                 .join(users, users.c.id == sessions.c.user_id)
-                .where(sessions.c.token_hash == _sha(token))).first()
+                .where(sessions.c.token_hash == digest)).first()
             if (row is None or row.revoked_at is not None or row.disabled_at is not None
-                    or row.expires_at <= now
-                    or now - row.last_seen_at > timedelta(minutes=self.settings.idle_minutes)):
+                    or row.expires_at <= now or now - row.last_seen_at > idle):
                 raise failure
             records = self._training_in(conn, row.id)
             glass = self._active_break_glass(conn, row.id, now)
-        if (now - row.last_seen_at).total_seconds() > _TOUCH_SECONDS:
-            with self.db.write() as conn:
-                conn.execute(sessions.update().where(sessions.c.token_hash == _sha(token))
-                             .values(last_seen_at=now))
+        seen = row.last_seen_at
+        if (now - seen).total_seconds() > _TOUCH_SECONDS:
+            self._touch_session(digest, now)
+            seen = now
         roles = tuple(json.loads(row.roles))
-        return Principal(id=row.id, kind="user", username=row.username, roles=roles,
-                         regions=tuple(json.loads(row.regions)),
-                         permissions=self.policy.permissions(roles),
-                         training_current=self._training_current(records, now.date()),
-                         training_blocked=self.training_rules.blocked(
-                             records, row.created_at, now),
-                         must_change_password=bool(row.must_change_password),
-                         break_glass=glass)
+        principal = Principal(id=row.id, kind="user", username=row.username, roles=roles,
+                              regions=tuple(json.loads(row.regions)),
+                              permissions=self.policy.permissions(roles),
+                              training_current=self._training_current(records, now.date()),
+                              training_blocked=self.training_rules.blocked(
+                                  records, row.created_at, now),
+                              must_change_password=bool(row.must_change_password),
+                              break_glass=glass)
+        # Never past a moment the principal changes by itself: the session's end, midnight
+        # (a course expires), the end of the training grace, a break-glass grant's expiry.
+        ends = [row.expires_at, datetime.combine(now.date() + timedelta(days=1), time(),
+                                                 tzinfo=now.tzinfo)]
+        grace_end = row.created_at + timedelta(days=self.training_rules.grace_days)
+        ends += [grace_end] if grace_end > now else []
+        ends += [expiry for _, expiry in glass.values()]
+        self.auth_cache.store(digest, principal, generation, now, min(ends), seen)
+        return principal
+
+    def _touch_session(self, digest: bytes, now: datetime) -> None:
+        """The session's last request: what the idle timeout counts from."""
+        with self.db.write() as conn:
+            conn.execute(sessions.update().where(sessions.c.token_hash == digest)
+                         .values(last_seen_at=now))
 
     # -- training ------------------------------------------------------------------------------
     def record_training(self, username: str, course: str, completed: date,
@@ -1047,10 +1111,14 @@ class UserService:
                 decision="allow" if outcome == "justified" else "deny", details=details))
         return next(g for g in self.break_glass_grants() if g.id == grant_id)
 
-    def break_glass_grants(self, pending_only: bool = False) -> list[BreakGlassGrant]:
+    def break_glass_grants(self, pending_only: bool = False, user_id: str | None = None
+                           ) -> list[BreakGlassGrant]:
+        """Every grant, oldest first; only those awaiting review, or only one user's."""
         q = sa.select(break_glass_grants).order_by(break_glass_grants.c.created_at)
         if pending_only:
             q = q.where(break_glass_grants.c.reviewed_at.is_(None))
+        if user_id is not None:
+            q = q.where(break_glass_grants.c.user_id == user_id)
         with self.db.read() as conn:
             return [BreakGlassGrant(r.id, r.user_id, json.loads(r.subject_ids), r.justification,
                                     r.created_at, r.expires_at, r.reviewed_at, r.reviewed_by,

@@ -798,3 +798,26 @@ compliance_filings = sa.Table(
     sa.Column("retain_until", UTCDateTime(), nullable=False, index=True),
     sa.Index("ix_compliance_filings_kind_year", "kind", "year"),
 )
+
+
+# --- Authentication cache and workers (migration 0018) ---
+
+#: One row (id 1): a counter that triggers raise with every change a cached principal
+#: depends on (``fiduciary.access.authcache``); triggers are defined in the migration.
+auth_generation = sa.Table(
+    "auth_generation",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("generation", sa.BigInteger, nullable=False),
+)
+
+#: Who runs a piece of singleton work (``fiduciary.storage.lease``): the holder renews its
+#: row before ``expires_at`` (seconds since the epoch); another process takes an expired one.
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(128), nullable=False),
+    sa.Column("acquired_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
