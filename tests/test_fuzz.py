@@ -49,7 +49,7 @@ MAX_EXAMPLES = 4
 STAFF_ROLES = ("call_center_agent", "dpo", "admin", "security_analyst", "ethics_officer")
 #: Operations that end or weaken the caller's own session run last, so that the rest of the
 #: pass runs authenticated.
-LAST = ("change_password", "logout")
+LAST = ("change_password", "logout", "logout_all")
 #: Known 5xx, by (principal, operationId): the issue that tracks it. Such a case is reported
 #: and the test is marked xfail instead of failed; an unknown one fails it.
 KNOWN_5XX: dict[tuple[str, str], str] = {}

@@ -17,7 +17,7 @@ from fiduciary.runtime import Runtime
 from tests.conftest import make_staff
 
 OPERATIONS = {
-    "healthz", "login", "logout", "change_password", "me", "break_glass",
+    "healthz", "login", "logout", "logout_all", "change_password", "me", "break_glass",
     "create_subject", "get_subject", "list_subject_records",
     "create_record", "get_record", "update_record", "delete_record", "search_records",
     "verify_record",

@@ -30,16 +30,18 @@ from fiduciary.api.errors import (
     too_large_response,
 )
 from fiduciary.audit.events import RequestContext, request_context
+from fiduciary.console.speakup import PREFIX as CONSOLE_SPEAKUP_PREFIX
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 #: The speak-up channel: its requests leave no client address in the request context (so in
 #: no audit event), take no caller-chosen request id, are not access-logged, and a fault
-#: there is logged as its reference alone.
+#: there is logged as its reference alone. The console's pages of the channel too.
 SPEAKUP_PREFIX = "/v1/speakup"
 
 
 def is_speakup(path: str) -> bool:
-    return path == SPEAKUP_PREFIX or path.startswith(SPEAKUP_PREFIX + "/")
+    return any(path == p or path.startswith(p + "/")
+               for p in (SPEAKUP_PREFIX, CONSOLE_SPEAKUP_PREFIX))
 
 #: Nothing loads, runs, connects, frames or submits. The two HTML pages (records of processing,
 #: access package) each carry one inline style sheet, which is all they need; with no source

@@ -10,7 +10,8 @@ from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fiduciary.console import admin, compliance, me, privacy, security
+from fiduciary import logs
+from fiduciary.console import admin, compliance, fallback, me, privacy, security, speakup
 from fiduciary.console.pages import router
 
 __all__ = ["HTMX", "SECURITY_HEADERS", "install"]
@@ -59,6 +60,10 @@ def install(app: FastAPI) -> None:
     app.include_router(router)
     for section in (privacy, compliance, security, admin, me):
         app.include_router(section.router)
+    app.include_router(speakup.public)
+    app.include_router(speakup.cases_router)
+    logs.quiet_access_log(speakup.PREFIX)  # a reporter's address and time: never logged
     app.mount(PREFIX + "/static", StaticFiles(directory=Path(__file__).parent / "static"),
               name="console-static")
+    app.include_router(fallback.router)  # last: any other /console address is an HTML 404
     app.add_middleware(ConsoleHeaders)

@@ -65,8 +65,12 @@ class NavItem:
     permissions: tuple[Permission, ...] = ()
     #: The heading the item is listed under.
     section: str = ""
+    #: Shown only to a role the policy lets read customer records (no permission says so).
+    reads_customers: bool = False
 
-    def visible_to(self, who: Principal) -> bool:
+    def visible_to(self, who: Principal, rt: Runtime | None = None) -> bool:
+        if self.reads_customers and (rt is None or not rt.policy.has_any_grant(who, ("read",))):
+            return False
         return not self.permissions or any(who.can(p) for p in self.permissions)
 
 
@@ -108,7 +112,7 @@ NAV = (
             "Administration"),
     NavItem("Keys", "/console/admin/keys", (P.CONFIG_READ,), "Administration"),
     # Every staff member
-    NavItem("Customers", "/console/customers", (), "Me"),
+    NavItem("Customers", "/console/customers", (), "Me", reads_customers=True),
     NavItem("My training", "/console/me/training", (), "Me"),
     NavItem("My sessions", "/console/me/sessions", (), "Me"),
     NavItem("My break-glass", "/console/me/break-glass", (), "Me"),
@@ -124,12 +128,15 @@ class ConsolePage(APIRoute):
     no form can forget it; domain errors are HTML pages: no session sends the browser to
     sign in, a refusal is a 403 page naming the reason (never a value)."""
 
+    #: Off only for public forms that act for nobody (``console.speakup.PublicForm``).
+    csrf_checked = True
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def handle(request: Request) -> Response:
             try:
-                if request.method == "POST":
+                if request.method == "POST" and self.csrf_checked:
                     fields = await form(request)  # the body is cached for the route's own read
                     cookie = (PRE_SESSION_COOKIE if request.url.path in BEFORE_SIGN_IN
                               else SESSION_COOKIE)
@@ -180,8 +187,8 @@ def error_page(request: Request, exc: FiduciaryError, who: Principal | None = No
                ) -> Response:
     status = _status(exc)
     return templates.TemplateResponse(request, "error.html", {
-        "who": who, "nav": _nav(who), "status": status, "message": exc.message,
-        "fields": exc.fields}, status_code=status)
+        "who": who, "nav": _nav(who, request.app.state.runtime), "status": status,
+        "message": exc.message, "fields": exc.fields}, status_code=status)
 
 
 def _to_login(request: Request) -> Response:
@@ -191,8 +198,8 @@ def _to_login(request: Request) -> Response:
     return response
 
 
-def _nav(who: Principal | None) -> list[NavItem]:
-    return [item for item in NAV if who is not None and item.visible_to(who)]
+def _nav(who: Principal | None, rt: Runtime | None = None) -> list[NavItem]:
+    return [item for item in NAV if who is not None and item.visible_to(who, rt)]
 
 
 @dataclass(frozen=True)
@@ -224,7 +231,7 @@ def signed_in(rt: Runtime, request: Request, *permissions: Permission,
 def page(request: Request, s: Signed, template: str, status: int = 200, **context: Any
          ) -> Response:
     return templates.TemplateResponse(request, template, {
-        "who": s.who, "nav": _nav(s.who), "csrf": csrf(s.rt).token(s.token),
+        "who": s.who, "nav": _nav(s.who, s.rt), "csrf": csrf(s.rt).token(s.token),
         "path": request.url.path, **context}, status_code=status)
 
 

@@ -98,6 +98,20 @@ def logout(ctx: AnyCaller) -> None:
         ctx.rt.users.logout(who, ctx.token)
 
 
+class SessionsEnded(BaseModel):
+    sessions_ended: int = Field(description="Including the one that asked")
+
+
+@router.post("/logout-all", responses=documented(401))
+def logout_all(ctx: AnyCaller) -> SessionsEnded:
+    """Ends every session of the caller, this one included (a lost device, a shared
+    screen). An API key has none."""
+    who = ctx.caller()
+    if who.kind != ActorKind.USER:
+        raise Unauthenticated("signing out everywhere needs a staff session")
+    return SessionsEnded(sessions_ended=ctx.rt.users.logout_everywhere(who))
+
+
 @router.post("/password", status_code=204, response_class=Response,
              responses=documented(401, 403, 422, 429))
 def change_password(body: PasswordChange, ctx: AnyCaller) -> None:
