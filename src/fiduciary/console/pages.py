@@ -22,6 +22,7 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from fiduciary.compliance.model import Status
+from fiduciary.console import charts
 from fiduciary.console.session import (
     COOKIE_PATH,
     CSRF_FIELD,
@@ -41,8 +42,10 @@ from fiduciary.errors import (
     Unauthenticated,
     WorkflowConflict,
 )
+from fiduciary.monitoring import trends
 from fiduciary.monitoring.alerts import AlertStatus
 from fiduciary.principal import Permission, Principal, require_permission
+from fiduciary.privacy import dsr_trends
 from fiduciary.privacy.dsr import DsrRequest
 from fiduciary.runtime import Runtime
 
@@ -65,12 +68,8 @@ class NavItem:
     permissions: tuple[Permission, ...] = ()
     #: The heading the item is listed under.
     section: str = ""
-    #: Shown only to a role the policy lets read customer records (no permission says so).
-    reads_customers: bool = False
 
-    def visible_to(self, who: Principal, rt: Runtime | None = None) -> bool:
-        if self.reads_customers and (rt is None or not rt.policy.has_any_grant(who, ("read",))):
-            return False
+    def visible_to(self, who: Principal) -> bool:
         return not self.permissions or any(who.can(p) for p in self.permissions)
 
 
@@ -112,7 +111,7 @@ NAV = (
             "Administration"),
     NavItem("Keys", "/console/admin/keys", (P.CONFIG_READ,), "Administration"),
     # Every staff member
-    NavItem("Customers", "/console/customers", (), "Me", reads_customers=True),
+    NavItem("Customers", "/console/customers", (), "Me"),
     NavItem("My training", "/console/me/training", (), "Me"),
     NavItem("My sessions", "/console/me/sessions", (), "Me"),
     NavItem("My break-glass", "/console/me/break-glass", (), "Me"),
@@ -128,15 +127,12 @@ class ConsolePage(APIRoute):
     no form can forget it; domain errors are HTML pages: no session sends the browser to
     sign in, a refusal is a 403 page naming the reason (never a value)."""
 
-    #: Off only for public forms that act for nobody (``console.speakup.PublicForm``).
-    csrf_checked = True
-
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def handle(request: Request) -> Response:
             try:
-                if request.method == "POST" and self.csrf_checked:
+                if request.method == "POST":
                     fields = await form(request)  # the body is cached for the route's own read
                     cookie = (PRE_SESSION_COOKIE if request.url.path in BEFORE_SIGN_IN
                               else SESSION_COOKIE)
@@ -187,8 +183,8 @@ def error_page(request: Request, exc: FiduciaryError, who: Principal | None = No
                ) -> Response:
     status = _status(exc)
     return templates.TemplateResponse(request, "error.html", {
-        "who": who, "nav": _nav(who, request.app.state.runtime), "status": status,
-        "message": exc.message, "fields": exc.fields}, status_code=status)
+        "who": who, "nav": _nav(who), "status": status, "message": exc.message,
+        "fields": exc.fields}, status_code=status)
 
 
 def _to_login(request: Request) -> Response:
@@ -198,8 +194,8 @@ def _to_login(request: Request) -> Response:
     return response
 
 
-def _nav(who: Principal | None, rt: Runtime | None = None) -> list[NavItem]:
-    return [item for item in NAV if who is not None and item.visible_to(who, rt)]
+def _nav(who: Principal | None) -> list[NavItem]:
+    return [item for item in NAV if who is not None and item.visible_to(who)]
 
 
 @dataclass(frozen=True)
@@ -231,7 +227,7 @@ def signed_in(rt: Runtime, request: Request, *permissions: Permission,
 def page(request: Request, s: Signed, template: str, status: int = 200, **context: Any
          ) -> Response:
     return templates.TemplateResponse(request, template, {
-        "who": s.who, "nav": _nav(s.who, s.rt), "csrf": csrf(s.rt).token(s.token),
+        "who": s.who, "nav": _nav(s.who), "csrf": csrf(s.rt).token(s.token),
         "path": request.url.path, **context}, status_code=status)
 
 
@@ -341,6 +337,12 @@ def dashboard(request: Request, rt: Rt) -> Response:
         cards["controls"] = {"failing": sorted(r.control.id for r in latest
                                                if r.outcome.status == Status.FAIL),
                              "total": len(latest)}
+    # Trends (compliance's charts): alerts per day, DSRs answered on time per month.
+    if who.can(Permission.ALERTS_READ) or who.can(Permission.ALERTS_MANAGE):
+        cards["alerts_chart"] = charts.alerts_per_day(trends.alerts_per_day(rt.alerts, who))
+    if who.can(Permission.PRIVACY_MANAGE) or who.can(Permission.COMPLIANCE_READ):
+        cards["dsr_chart"] = charts.on_time_by_month(
+            [(m.month, m.due, m.on_time) for m in dsr_trends.on_time_by_month(rt.dsr, who)])
     return page(request, s, "dashboard.html", cards=cards)
 
 
