@@ -68,8 +68,12 @@ class NavItem:
     permissions: tuple[Permission, ...] = ()
     #: The heading the item is listed under.
     section: str = ""
+    #: Shown only to a role the policy lets read customer records (no permission says so).
+    reads_customers: bool = False
 
-    def visible_to(self, who: Principal) -> bool:
+    def visible_to(self, who: Principal, rt: Runtime | None = None) -> bool:
+        if self.reads_customers and (rt is None or not rt.policy.has_any_grant(who, ("read",))):
+            return False
         return not self.permissions or any(who.can(p) for p in self.permissions)
 
 
@@ -80,11 +84,12 @@ NAV = (
     NavItem("Dashboard", "/console/"),
     # Privacy office
     NavItem("DSR queue", "/console/privacy/dsr", (P.PRIVACY_MANAGE,), "Privacy"),
-    NavItem("Consent", "/console/privacy/consent", (P.CONSENT_READ,), "Privacy"),
+    NavItem("Consent", "/console/privacy/consent", (P.CONSENT_READ, P.PRIVACY_MANAGE),
+            "Privacy"),
     NavItem("Legal holds", "/console/privacy/holds", (P.PRIVACY_MANAGE,), "Privacy"),
     NavItem("Retention", "/console/privacy/retention", (P.PRIVACY_MANAGE,), "Privacy"),
-    NavItem("Processing records", "/console/privacy/ropa", (P.PRIVACY_MANAGE, P.CONFIG_READ),
-            "Privacy"),
+    # The register is configuration: the service asks config:read alone.
+    NavItem("Processing records", "/console/privacy/ropa", (P.CONFIG_READ,), "Privacy"),
     # Compliance
     NavItem("Who saw a customer", "/console/compliance/access-log", (P.AUDIT_READ,),
             "Compliance"),
@@ -95,23 +100,25 @@ NAV = (
     # Security
     NavItem("Alerts", "/console/security/alerts", (P.ALERTS_READ, P.ALERTS_MANAGE),
             "Security"),
-    NavItem("Incidents", "/console/security/incidents", (P.INCIDENTS_READ,), "Security"),
-    NavItem("Break-glass review", "/console/security/break-glass",
-            (P.ALERTS_READ, P.ALERTS_MANAGE), "Security"),
-    NavItem("Watch list & suppressions", "/console/security/watchlist", (P.ALERTS_MANAGE,),
+    NavItem("Incidents", "/console/security/incidents", (P.INCIDENTS_READ, P.INCIDENTS_MANAGE),
             "Security"),
+    # The second person who reviews a grant holds audit:read (the service's rule).
+    NavItem("Break-glass review", "/console/security/break-glass", (P.AUDIT_READ,),
+            "Security"),
+    NavItem("Watch list & suppressions", "/console/security/watchlist",
+            (P.ALERTS_READ, P.ALERTS_MANAGE), "Security"),
     NavItem("Speak-up cases", "/console/speakup/cases", (P.SPEAKUP_MANAGE,), "Security"),
     # Administration
     NavItem("Users", "/console/admin/users", (P.USERS_MANAGE,), "Administration"),
     NavItem("API keys", "/console/admin/api-keys", (P.APIKEYS_MANAGE,), "Administration"),
-    NavItem("Approvals", "/console/admin/approvals", (P.APPROVALS_DECIDE, P.USERS_MANAGE),
-            "Administration"),
+    NavItem("Approvals", "/console/admin/approvals",
+            (P.APPROVALS_DECIDE, P.USERS_MANAGE, P.APIKEYS_MANAGE), "Administration"),
     NavItem("Access reviews", "/console/admin/reviews", (), "Administration"),
     NavItem("HR sync", "/console/admin/hr", (P.USERS_MANAGE, P.REVIEWS_READ),
             "Administration"),
     NavItem("Keys", "/console/admin/keys", (P.CONFIG_READ,), "Administration"),
     # Every staff member
-    NavItem("Customers", "/console/customers", (), "Me"),
+    NavItem("Customers", "/console/customers", (), "Me", reads_customers=True),
     NavItem("My training", "/console/me/training", (), "Me"),
     NavItem("My sessions", "/console/me/sessions", (), "Me"),
     NavItem("My break-glass", "/console/me/break-glass", (), "Me"),
@@ -127,12 +134,15 @@ class ConsolePage(APIRoute):
     no form can forget it; domain errors are HTML pages: no session sends the browser to
     sign in, a refusal is a 403 page naming the reason (never a value)."""
 
+    #: Off only for public forms that act for nobody (``console.speakup.PublicForm``).
+    csrf_checked = True
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def handle(request: Request) -> Response:
             try:
-                if request.method == "POST":
+                if request.method == "POST" and self.csrf_checked:
                     fields = await form(request)  # the body is cached for the route's own read
                     cookie = (PRE_SESSION_COOKIE if request.url.path in BEFORE_SIGN_IN
                               else SESSION_COOKIE)
@@ -183,8 +193,8 @@ def error_page(request: Request, exc: FiduciaryError, who: Principal | None = No
                ) -> Response:
     status = _status(exc)
     return templates.TemplateResponse(request, "error.html", {
-        "who": who, "nav": _nav(who), "status": status, "message": exc.message,
-        "fields": exc.fields}, status_code=status)
+        "who": who, "nav": _nav(who, request.app.state.runtime), "status": status,
+        "message": exc.message, "fields": exc.fields}, status_code=status)
 
 
 def _to_login(request: Request) -> Response:
@@ -194,8 +204,8 @@ def _to_login(request: Request) -> Response:
     return response
 
 
-def _nav(who: Principal | None) -> list[NavItem]:
-    return [item for item in NAV if who is not None and item.visible_to(who)]
+def _nav(who: Principal | None, rt: Runtime | None = None) -> list[NavItem]:
+    return [item for item in NAV if who is not None and item.visible_to(who, rt)]
 
 
 @dataclass(frozen=True)
@@ -227,7 +237,7 @@ def signed_in(rt: Runtime, request: Request, *permissions: Permission,
 def page(request: Request, s: Signed, template: str, status: int = 200, **context: Any
          ) -> Response:
     return templates.TemplateResponse(request, template, {
-        "who": s.who, "nav": _nav(s.who), "csrf": csrf(s.rt).token(s.token),
+        "who": s.who, "nav": _nav(s.who, s.rt), "csrf": csrf(s.rt).token(s.token),
         "path": request.url.path, **context}, status_code=status)
 
 
@@ -325,10 +335,10 @@ def change_password(request: Request, rt: Rt, fields: Form) -> Response:
 def dashboard(request: Request, rt: Rt) -> Response:
     """A few counts per role, each from the service that owns them."""
     s = signed_in(rt, request)
-    who, now = s.who, rt.clock.now()
+    who = s.who
     cards: dict[str, Any] = {}
     if who.can(Permission.PRIVACY_MANAGE):
-        cards["dsr"] = Counter(_due_band(r, now) for r in rt.dsr.browse(who))
+        cards["dsr"] = rt.dsr.due_counts(who, DUE_SOON)
     if who.can(Permission.ALERTS_READ) or who.can(Permission.ALERTS_MANAGE):
         cards["alerts"] = Counter(a["severity"] for a in rt.alerts.list_alerts(
             who, status=AlertStatus.OPEN))

@@ -120,10 +120,28 @@ class LetterBatches:
         self.audit.append_committed(self.audit.event(
             principal, "incident.letters_read",
             details={"incident_id": incident_id, "batch_id": batch_id}))
+        return {**self._state(row), "manifest": manifest}
+
+    def batches(self, principal: Principal, incident_id: str) -> list[dict[str, Any]]:
+        """An incident's batches, newest first, without their manifests (the console's
+        incident page: which are running, done or failed)."""
+        require_permission(principal, Permission.INCIDENTS_READ, Permission.INCIDENTS_MANAGE,
+                           scope=None)
+        with self.db.read() as conn:
+            rows = conn.execute(sa.select(letter_batches).where(
+                letter_batches.c.incident_id == incident_id).order_by(
+                letter_batches.c.created_at.desc(), letter_batches.c.id)).all() \
+                if is_id(incident_id) else []
+        self.audit.append_committed(self.audit.event(
+            principal, "incident.letters_read",
+            details={"incident_id": incident_id, "result_count": len(rows)}))
+        return [self._state(r) for r in rows]
+
+    @staticmethod
+    def _state(row: Any) -> dict[str, Any]:
         return {"id": row.id, "incident_id": row.incident_id, "status": row.status,
                 "total": row.total, "done": row.done, "created_by": row.created_by,
-                "created_at": iso(row.created_at), "finished_at": iso_or_none(row.finished_at),
-                "manifest": manifest}
+                "created_at": iso(row.created_at), "finished_at": iso_or_none(row.finished_at)}
 
     # -- the steps -----------------------------------------------------------------------------
     def _prepare(self, principal: Principal, incident_id: str, texts: Mapping[str, Any]
