@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import sys
 from typing import Annotated
@@ -12,6 +13,7 @@ import uvicorn
 
 from fiduciary import logs
 from fiduciary.cli.common import DataDir, JsonFlag, err, out, runtime, settings
+from fiduciary.config import Settings
 from fiduciary.principal import SYSTEM
 from fiduciary.runtime import Runtime, is_initialised
 
@@ -110,6 +112,9 @@ def serve(
     demo: Annotated[bool, typer.Option("--demo", help="Initialise if needed, add demo data to an "
                                        "empty store and print a fresh API key")] = False,
     subjects: Annotated[int, typer.Option(help="Demo customers for --demo")] = 100,
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="Server processes; one of them, elected through the database, runs the "
+                    "background work [env FIDUCIARY_WORKERS]")] = None,
 ) -> None:
     """Run the REST API (OpenAPI at /openapi.json; docs at /docs with FIDUCIARY_API_DOCS or
     --demo)."""
@@ -118,25 +123,59 @@ def serve(
     from fiduciary.api.app import create_app
 
     # A demo is someone trying the API on their own machine: it gets the interactive docs.
-    s = settings(data_dir, host=host, port=port, api_docs=True if demo else None)
+    s = settings(data_dir, host=host, port=port, workers=workers,
+                 api_docs=True if demo else None)
     create = demo and not is_initialised(s)
+    if s.workers > 1:
+        _serve_workers(s, create, demo, subjects)
+        return
     # The app's lifespan starts the runtime's background work and stops it; closing the runtime
     # (when the server stops) leaves a checkpoint over everything.
     with runtime(s, create=create) as rt:
-        if create:
-            _first_keys(rt)
-        banner = _demo_banner(rt, s.host, s.port, subjects) if demo else []
+        banner = _prepare(rt, s, create, demo, subjects)
         logs.configure(s.log_level, s.log_dir)
         application = create_app(rt)
-        docs = f" (docs: http://{s.host}:{s.port}/docs)" if s.api_docs else ""
-        out.print(f"Fiduciary listening on http://{s.host}:{s.port}{docs}", highlight=False)
-        for line in banner:
-            out.print(line, highlight=False, markup=False)
-        sys.stdout.flush()
+        _announce(s, banner)
         # uvicorn logs through our handlers (log_config=None), whose filter withholds
         # exception messages; the app answers every fault itself, so uvicorn never sees one.
         uvicorn.run(application, host=s.host, port=s.port, log_config=None,
                     log_level=s.log_level, server_header=False)
+
+
+def _prepare(rt: Runtime, s: Settings, create: bool, demo: bool, subjects: int) -> list[str]:
+    """A new store's first keys; the demo's customers, key and staff (the lines to print)."""
+    if create:
+        _first_keys(rt)
+    return _demo_banner(rt, s.host, s.port, subjects) if demo else []
+
+
+def _announce(s: Settings, banner: list[str]) -> None:
+    docs = f" (docs: http://{s.host}:{s.port}/docs)" if s.api_docs else ""
+    workers = f" with {s.workers} workers" if s.workers > 1 else ""
+    out.print(f"Fiduciary listening on http://{s.host}:{s.port}{workers}{docs}",
+              highlight=False)
+    for line in banner:
+        out.print(line, highlight=False, markup=False)
+    sys.stdout.flush()
+
+
+def _serve_workers(s: Settings, create: bool, demo: bool, subjects: int) -> None:
+    """``--workers N``: N uvicorn processes, each opening its own runtime from the
+    environment (``create_app`` as a factory); the one holding the background lease runs
+    the sequencer and the schedules, and another takes over if it dies (uvicorn restarts a
+    dead worker)."""
+    with runtime(s, create=create) as rt:
+        banner = _prepare(rt, s, create, demo, subjects)
+    # What the options chose reaches the workers as the settings they read.
+    os.environ.update({"FIDUCIARY_DATA_DIR": str(s.data_dir.resolve()),
+                       "FIDUCIARY_HOST": s.host, "FIDUCIARY_PORT": str(s.port),
+                       "FIDUCIARY_API_DOCS": "true" if s.api_docs else "false",
+                       "FIDUCIARY_WORKERS": str(s.workers)})
+    logs.configure(s.log_level, s.log_dir)
+    _announce(s, banner)
+    uvicorn.run("fiduciary.api.app:create_app", factory=True, workers=s.workers,
+                host=s.host, port=s.port, log_config=None, log_level=s.log_level,
+                server_header=False)
 
 
 @commands.command()
