@@ -69,6 +69,11 @@ STAFF: list[tuple[str, list[str], list[str]]] = [
     ("cora.csrf", ["dpo"], []),
     ("cyd.csp", ["dpo"], []),
     ("adam.adjuster", ["claims_adjuster"], ["west"]),
+    ("sec.sam", ["security_analyst"], []),
+    ("sec.fiona", ["fraud_investigator"], []),
+    ("speakup.ethics", ["ethics_officer"], []),
+    ("comp.officer", ["compliance_officer"], []),
+    ("comp.reader", ["dpo"], []),
 ]
 
 
