@@ -132,6 +132,10 @@ def test_a_purpose_the_role_lacks_is_refused_and_no_value_shown(
         r = web.get(record_url(mine["subject"], "persons", mine["person"], purpose))
         assert r.status_code in (403, 422), (purpose, r.status_code)
         assert "Ortiz" not in r.text and "1120" not in r.text
+    # The customer's list for such a purpose is empty, as the API's.
+    r = web.get(f"/console/customers/{mine['subject']}?purpose=marketing")
+    assert r.status_code == 200 and "No record of this customer" in r.text
+    assert mine["person"] not in r.text
     denied = [e for e in events(rt, "record.read") if e["decision"] == "deny"]
     assert {e["purpose"] for e in denied} >= {"underwriting", "marketing"}
 
