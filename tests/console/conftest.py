@@ -69,11 +69,15 @@ STAFF: list[tuple[str, list[str], list[str]]] = [
     ("cora.csrf", ["dpo"], []),
     ("cyd.csp", ["dpo"], []),
     ("adam.adjuster", ["claims_adjuster"], ["west"]),
+    ("priv.dpo", ["dpo"], []),
+    ("priv.second", ["dpo"], []),
     ("sec.sam", ["security_analyst"], []),
     ("sec.fiona", ["fraud_investigator"], []),
     ("speakup.ethics", ["ethics_officer"], []),
     ("comp.officer", ["compliance_officer"], []),
     ("comp.reader", ["dpo"], []),
+    ("admin.ada", ["admin"], []),
+    ("admin.cole", ["compliance_officer"], []),
 ]
 
 
