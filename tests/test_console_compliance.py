@@ -386,12 +386,17 @@ def test_charts_are_svg_with_a_title_and_no_style_and_carry_their_numbers() -> N
     assert f"<title>{chart.title}</title>" in svg and "style=" not in svg
     assert svg.count("<rect") == sum(1 for _, n in days if n)
     assert chart.rows[0] == ("2026-11-01", "0") and len(chart.rows) == 30
-    months = [(date(2026, m, 1), d, o) for m, d, o in ((1, 0, 0), (2, 4, 4), (3, 10, 7))]
+    assert chart.empty is None
+    assert charts.alerts_per_day([(d, 0) for d, _ in days]).empty
+    months = [(date(2026, m, 1), d, o)
+              for m, d, o in ((1, 0, 0), (2, 4, 4), (3, 10, 7), (4, 2, 0))]
     chart = charts.on_time_by_month(months)
     svg = str(chart.svg)
-    assert svg.count("<rect") == 2 and "#a4161a" in svg and "#1d6b34" in svg
+    # No request due: no bar; none on time: a red sliver, so the two differ.
+    assert svg.count("<rect") == 3 and "#a4161a" in svg and "#1d6b34" in svg
+    assert 'height="2" fill="#a4161a"><title>Apr: 0% (0 of 2)</title>' in svg
     assert chart.rows == [("Jan 2026", "none due"), ("Feb 2026", "100% (4 of 4)"),
-                          ("Mar 2026", "70% (7 of 10)")]
+                          ("Mar 2026", "70% (7 of 10)"), ("Apr 2026", "0% (0 of 2)")]
     # A label is text, never markup.
     bad = charts.bar_chart("<script>", [charts.Bar("<b>", 1, "<i>")], 1, [(0, "<u>")])
     assert "<script>" not in bad and "<b>" not in bad and "&lt;b&gt;" in bad
@@ -399,8 +404,11 @@ def test_charts_are_svg_with_a_title_and_no_style_and_carry_their_numbers() -> N
 
 def test_the_dashboard_shows_the_charts_to_the_roles_that_read_them(
         rt: Runtime, clock: FixedClock) -> None:
-    _alert(rt, clock.now())
     analyst = make_staff(rt, clock, "sam", ["security_analyst"])
+    web, _ = sign_in(rt, clock, analyst)
+    home = web.get("/console/").text
+    assert "No alert was raised in these days." in home and "<svg" not in home
+    _alert(rt, clock.now())
     officer = make_staff(rt, clock, "cora", ["compliance_officer"])
     adjuster = make_staff(rt, clock, "adam", ["claims_adjuster"], ["west"])
     web, _ = sign_in(rt, clock, analyst)
@@ -411,6 +419,7 @@ def test_the_dashboard_shows_the_charts_to_the_roles_that_read_them(
     web, _ = sign_in(rt, clock, officer)
     home = web.get("/console/").text
     assert "answered on time, per month, last 12 months" in home
+    assert "No request was due for an answer in these months." in home
     assert "Alerts raised per day" in home  # the compliance officer reads alerts too
     web, _ = sign_in(rt, clock, adjuster)
     home = web.get("/console/").text

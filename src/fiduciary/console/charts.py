@@ -25,22 +25,25 @@ _LEFT, _RIGHT, _TOP, _BOTTOM = 40, 8, 12, 28
 @dataclass(frozen=True)
 class Bar:
     """One bar: its axis label, its value (None: no data, no bar), the value as read aloud,
-    and its colour."""
+    and its colour; ``mark_zero``: a zero is drawn as a sliver, unlike no data."""
 
     label: str
     value: float | None
     text: str
     fill: str = _ACCENT
+    mark_zero: bool = False
 
 
 @dataclass(frozen=True)
 class Chart:
-    """The SVG and the numbers behind it (column headings, then one row per bar)."""
+    """The SVG and the numbers behind it (column headings, then one row per bar); with no
+    number to draw, what to say instead."""
 
     title: str
     svg: Markup
     columns: tuple[str, str]
     rows: list[tuple[str, str]]
+    empty: str | None = None
 
 
 def _num(x: float) -> str:
@@ -67,8 +70,8 @@ def bar_chart(title: str, bars: Sequence[Bar], top: float, axis: Sequence[tuple[
                      f'fill="{_INK}">{escape(text)}</text>')
     for i, bar in enumerate(bars):
         x = _LEFT + i * slot
-        if bar.value is not None and bar.value > 0:
-            h = min(bar.value, top) * scale
+        if bar.value is not None and (bar.value > 0 or bar.mark_zero):
+            h = max(min(bar.value, top) * scale, 2.0)
             parts.append(f'<rect x="{_num(x + slot * 0.15)}" y="{_num(base - h)}" '
                          f'width="{_num(slot * 0.7)}" height="{_num(h)}" fill="{bar.fill}">'
                          f"<title>{escape(bar.label)}: {escape(bar.text)}</title></rect>")
@@ -97,8 +100,8 @@ def alerts_per_day(days: Sequence[tuple[date, int]]) -> Chart:
     bars = [Bar(d.strftime("%d %b"), n, f"{n} alert{'s' if n != 1 else ''}") for d, n in days]
     svg = bar_chart(title, bars, top, [(0, "0"), (top / 2, _num(top / 2)), (top, str(top))],
                     label_every=7)
-    return Chart(title, svg, ("Day", "Alerts"),
-                 [(d.isoformat(), str(n)) for d, n in days])
+    return Chart(title, svg, ("Day", "Alerts"), [(d.isoformat(), str(n)) for d, n in days],
+                 None if any(n for _, n in days) else "No alert was raised in these days.")
 
 
 def on_time_by_month(months: Sequence[tuple[date, int, int]], target: float = 0.95) -> Chart:
@@ -114,7 +117,10 @@ def on_time_by_month(months: Sequence[tuple[date, int, int]], target: float = 0.
             continue
         rate = on_time / due
         text = f"{_num(100 * rate)}% ({on_time} of {due})"
-        bars.append(Bar(month.strftime("%b"), rate, text, _RED if rate < target else _GREEN))
+        bars.append(Bar(month.strftime("%b"), rate, text, _RED if rate < target else _GREEN,
+                        mark_zero=True))
         rows.append((label, text))
     svg = bar_chart(title, bars, 1.0, [(0, "0%"), (0.5, "50%"), (1.0, "100%")])
-    return Chart(title, svg, ("Month", "On time"), rows)
+    return Chart(title, svg, ("Month", "On time"), rows,
+                 None if any(due for _, due, _ in months) else
+                 "No request was due for an answer in these months.")

@@ -106,8 +106,10 @@
     if (signed === false) {
       return [false, "the checkpoint's signature is wrong"];
     }
-    const note = signed === null ? "; this browser cannot check the signature" : ", signed";
-    return [true, `in checkpoint ${cp.size} of ${cp.timestamp}${note}`];
+    const when = cp.timestamp.slice(0, 19).replace("T", " ") + " UTC";
+    return [true, signed === null
+      ? `in checkpoint ${cp.size} of ${when}; this browser cannot check its signature`
+      : `in checkpoint ${cp.size}, signed ${when}`];
   }
 
   async function verify(link) {
