@@ -286,6 +286,9 @@ def test_an_adjuster_requests_break_glass_and_sees_only_their_own_grants(
     r = post(web, "/console/me/break-glass", {"subject_ids": theirs, "minutes": "15",
                                               "justification": "x"}, "/console/me/break-glass")
     assert r.status_code == 422 and "justification" in r.text
+    r = web.post("/console/me/break-glass", follow_redirects=False, data={  # no token
+        "subject_ids": theirs, "minutes": "15", "justification": "A forged request " * 3})
+    assert r.status_code == 403
     assert rt.users.break_glass_grants(user_id=rt.users.get("adam").id) == []
     reason = "Claimant in hospital, her adjuster is away; payment due today"
     r = post(web, "/console/me/break-glass", {"subject_ids": theirs, "minutes": "15",
@@ -406,3 +409,19 @@ def test_the_channel_pages_leave_no_access_log_line_and_no_address(
         "x-request-id", "")
     lines = [rec.getMessage() for rec in caplog.records]
     assert not [line for line in lines if "Pemberton" in line or "/console/speakup" in line]
+
+
+def test_flooding_the_public_report_page_is_rate_limited_and_stores_nothing(
+        rt: Runtime) -> None:
+    anon = browser(rt)
+    # An empty report is refused naming the field, and stores nothing.
+    r = anon.post("/console/speakup", data={"text": " "})
+    assert r.status_code == 422 and "<strong>text</strong>" in r.text
+    assert rt.speakup.cases(SYSTEM) == []
+    # The refused one counted toward the address's limit too (the service counts first).
+    for _ in range(rt.settings.speakup_reports_per_hour - 1):
+        assert anon.post("/console/speakup", data={"text": REPORT}).status_code == 201
+    r = anon.post("/console/speakup", data={"text": REPORT})
+    assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
+    assert 'id="receipt"' not in r.text and "What happened?" in r.text
+    assert len(rt.speakup.cases(SYSTEM)) == rt.settings.speakup_reports_per_hour - 1

@@ -69,10 +69,13 @@ def _address(request: Request) -> str | None:
 def _public(request: Request, template: str, status: int = 200,
             refused: FiduciaryError | None = None, **context: Any) -> Response:
     """A page for the reporter: nobody signed in, no navigation, no cookie."""
-    return templates.TemplateResponse(request, template, {
+    response = templates.TemplateResponse(request, template, {
         "who": None, "nav": [], "problem": refused.message if refused else None,
         "fields": refused.fields if refused else [], **context},
         status_code=_status(refused) if refused else status)
+    if isinstance(refused, RateLimited):
+        response.headers["Retry-After"] = str(int(refused.retry_after))
+    return response
 
 
 # -- the reporter (no sign-in) ---------------------------------------------------------------
