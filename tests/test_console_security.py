@@ -179,8 +179,9 @@ def test_escalating_opens_an_incident_with_its_clocks(
     assert incident["alerts"] == [alert] and status_of(rt, alert) == "escalated"
     shown = web.get(location).text
     assert "Obligation clocks" in shown and "Escalated alert: self_access" in shown
-    for o in incident["obligations"]:
-        assert o["recipient"] in shown
+    # Before the scope and the determination, only the breach register (no deadline).
+    assert [o["regime"] for o in incident["obligations"]] == ["GDPR"]
+    assert "breach register" in shown and "no fixed deadline" in shown
     assert f'href="/console/security/alerts/{alert}"' in shown
     listed = web.get("/console/security/incidents").text
     assert "Escalated alert: self_access" in listed
