@@ -51,6 +51,8 @@ def test_a_dpo_takes_a_request_to_fulfilled_and_a_second_dpo_downloads_the_packa
     page.get_by_label("How was the identity verified?").select_option("id_document")
     page.get_by_role("button", name="Verify identity").click()
     expect(page.locator(".countdown")).to_contain_text("identity_verified")
+    expect(page.locator(".four-eyes")).to_contain_text("another DPO must do these")
+    shot("privacy-dsr-request")
     for button in ("Acknowledge", "Start", "Fulfil"):
         page.get_by_role("button", name=button).click()
         expect(page.get_by_role("button", name=button)).to_have_count(0)
@@ -60,7 +62,6 @@ def test_a_dpo_takes_a_request_to_fulfilled_and_a_second_dpo_downloads_the_packa
     # Who verified the requester is not offered the package: a second person releases it.
     expect(page.locator(".four-eyes")).to_contain_text("another DPO must do these")
     expect(page.get_by_role("link", name="Download (JSON)")).to_have_count(0)
-    shot("privacy-dsr-request")
     assert CANARY not in page.content()  # the request page names ids, not the customer's data
 
     second = browser.new_context(viewport={"width": 1280, "height": 800}, accept_downloads=True)
