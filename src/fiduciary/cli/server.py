@@ -173,9 +173,11 @@ def _serve_workers(s: Settings, create: bool, demo: bool, subjects: int) -> None
                        "FIDUCIARY_WORKERS": str(s.workers)})
     logs.configure(s.log_level, s.log_dir)
     _announce(s, banner)
+    # uvicorn kills a worker that does not answer its health check in time: a loaded
+    # machine, or a long schedule round holding the GIL, must not cost a worker.
     uvicorn.run("fiduciary.api.app:create_app", factory=True, workers=s.workers,
                 host=s.host, port=s.port, log_config=None, log_level=s.log_level,
-                server_header=False)
+                server_header=False, timeout_worker_healthcheck=60)
 
 
 @commands.command()
