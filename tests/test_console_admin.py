@@ -268,6 +268,10 @@ def test_a_rejected_proposal_applies_nothing(
     r = post(co, f"/console/admin/approvals/{proposal.id}/approve", {},
              "/console/admin/approvals")
     assert r.status_code == 409
+    # An address made up by hand: a page, not a server error.
+    assert web.get("/console/admin/users?proposed=" + "x" * 80).status_code == 200
+    r = post(co, f"/console/admin/approvals/{proposal.id}/bless", {}, "/console/admin/approvals")
+    assert r.status_code == 404
 
 
 def test_roles_change_disable_and_re_enrol(
@@ -323,15 +327,27 @@ def test_an_api_key_secret_is_shown_once_and_revoking_ends_it(
 
 
 def test_an_api_key_with_a_data_role_waits_and_bad_input_is_named(
-        rt: Runtime, clock: FixedClock, admin: Staff) -> None:
+        rt: Runtime, clock: FixedClock, admin: Staff, officer: Staff) -> None:
     web = web_of(rt, clock, admin)
     r = post(web, "/console/admin/api-keys", {"name": "claims-sync", "role":
                                               "claims_adjuster", "scope": ["read", "search"]},
              "/console/admin/api-keys")
     assert r.status_code == 200 and "waiting for approval" in r.text
+    token = re.search(r'id="secret"><code>([^<]+)</code>', r.text)
+    assert token
     [key] = rt.api_keys.all()
     assert key.scopes == ("read", "search") and key.approval_id is not None
     assert "pending approval" in web.get("/console/admin/api-keys").text
+    api = TestClient(web.app, raise_server_exceptions=False)
+    me = {"Authorization": f"Bearer {token.group(1)}"}
+    assert api.get("/v1/auth/me", headers=me).status_code == 401  # not before approval
+    # The second person approves it in the console: the key works from then on.
+    [proposal] = pending(rt)
+    co = web_of(rt, clock, officer)
+    assert "Approve apikey.create" in co.get("/console/admin/approvals").text
+    post(co, f"/console/admin/approvals/{proposal.id}/approve", {}, "/console/admin/approvals")
+    assert api.get("/v1/auth/me", headers=me).status_code == 200
+    assert ">active<" in web.get("/console/admin/api-keys").text
     for data, field in (({"name": "", "role": "admin"}, "name"),
                         ({"name": "k", "role": "admin", "days": "0"}, "days"),
                         ({"name": "k", "role": "admin", "days": "many"}, "days"),
@@ -388,6 +404,14 @@ def test_nobody_reviews_their_own_access_and_progress_is_for_reviews_read(
              {"decision": "keep"}, "/console/admin/reviews")
     assert r.status_code == 403
     assert all(i.decision is None for i in rt.campaigns.overview(SYSTEM).items)
+    # Another administrator, not rob's manager, sees none of rob's items and may not decide.
+    stranger = web_of(rt, clock, make_staff(rt, clock, "sal", ["admin"]))
+    assert "No review item waits for you" in stranger.get("/console/admin/reviews").text
+    robs = next(i for i in rt.campaigns.overview(SYSTEM).items if i.account_name == "rob")
+    r = post(stranger, f"/console/admin/reviews/{robs.campaign_id}/items/{robs.id}/decide",
+             {"decision": "revoke", "note": "why not"}, "/console/admin/reviews")
+    assert r.status_code == 403 and "not assigned to you" in r.text
+    assert rt.users.get("rob").roles == ("claims_adjuster",)
     # The compliance officer (reviews:read) sees every campaign's progress.
     page = web_of(rt, clock, officer).get("/console/admin/reviews").text
     assert "Campaigns" in page and "0 / " in page and "No review item waits for you" in page
