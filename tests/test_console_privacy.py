@@ -146,6 +146,7 @@ def test_the_verifier_cannot_approve_their_own_erasure(rt: Runtime, clock: Fixed
     second = signed_in(rt, clock, "quinn", ["dpo"])
     page = second.get(f"/console/privacy/dsr/{request_id}").text
     assert "user:pia" in page and f"/console/privacy/dsr/{request_id}/fulfil" in page
+    assert "You did not verify the identity: you may do these." in page
     assert post(second, f"/console/privacy/dsr/{request_id}/fulfil",
                 {"note": ""}).status_code == 303
     assert status_of(rt, request_id) == "fulfilled"
