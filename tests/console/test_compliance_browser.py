@@ -5,13 +5,14 @@ checkpoint) — "verified" appears next to the row."""
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-from playwright.sync_api import expect
+from playwright.sync_api import Route, expect
 
 from tests.console.conftest import Console, Tab, sign_in
 from tests.realserver import cli, fiduciary
@@ -89,6 +90,22 @@ def test_an_officer_verifies_the_proof_of_a_read_in_the_page(
     expect(page.locator(".proof-result.ok")).to_have_count(
         page.get_by_role("link", name="Verify proof").count())
     assert CANARY not in page.content()
+    # The script is the verifier: a proof altered on its way (one bit of the audit path)
+    # is refused in the page.
+    def tamper(route: Route) -> None:
+        body = route.fetch().json()
+        hashed = bytearray(base64.b64decode(body["proof"][0]))
+        hashed[0] ^= 1
+        body["proof"][0] = base64.b64encode(bytes(hashed)).decode()
+        route.fulfill(json=body)
+
+    page.route("**/console/compliance/proof?*", tamper)
+    page.reload()
+    row.get_by_role("link", name="Verify proof").click()
+    expect(result).to_have_text("does not verify: the audit path does not lead to the "
+                                "checkpoint's root")
+    expect(result).to_have_class(re.compile(r"\bbad\b"))
+    page.unroute("**/console/compliance/proof?*")
     # The dashboard's trends, drawn on the server, with their numbers a click away.
     page.get_by_role("link", name="Dashboard").click()
     chart = page.get_by_role("img", name="Data-subject requests answered on time, per month, "
