@@ -225,6 +225,24 @@ def test_a_bad_search_names_the_field_and_reads_nothing(
     assert len(audit_reads(rt)) == before
 
 
+@pytest.mark.parametrize(("role", "opens"), [
+    ("compliance_officer", PAGES),
+    ("dpo", PAGES),
+    ("security_analyst", ("/console/compliance/access-log", "/console/compliance/audit",
+                          "/console/compliance/workforce")),
+    ("ethics_officer", ()),
+])
+def test_each_role_sees_and_opens_the_pages_its_permissions_allow(
+        rt: Runtime, clock: FixedClock, role: str, opens: tuple[str, ...]) -> None:
+    staff = make_staff(rt, clock, "pat", [role])
+    web, _ = sign_in(rt, clock, staff)
+    home = web.get("/console/").text
+    for path in PAGES:
+        allowed = path in opens
+        assert (f'href="{path}"' in home) == allowed, path
+        assert web.get(path).status_code == (200 if allowed else 403), path
+
+
 @pytest.mark.parametrize("role", ["claims_adjuster", "underwriter"])
 def test_a_role_without_the_permissions_sees_no_compliance_page_nor_proof(
         rt: Runtime, clock: FixedClock, role: str) -> None:
