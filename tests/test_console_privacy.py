@@ -300,3 +300,25 @@ def test_the_records_of_processing_as_tables(rt: Runtime, clock: FixedClock) -> 
     assert "<style" not in page.text  # the console's stylesheet, no inline style (CSP)
     generated = actions(rt, "ropa.generated")
     assert generated and str(generated[0]["actor"]) == rt.users.get("pia").id
+
+
+def test_an_agent_reads_consent_of_their_regions_customers_only(rt: Runtime,
+                                                                clock: FixedClock) -> None:
+    def in_region(region: str) -> str:
+        subject = rt.vault.create_subject(SYSTEM).id
+        rt.vault.create_record(SYSTEM, "persons", subject, {
+            "first_name": "Vera", "last_name": "Ortiz", "region": region}, "legal_obligation")
+        rt.consent_desk.record(SYSTEM, subject, "marketing", True, None, "2026-01",
+                               "web_form", f"{region}-kiosk")
+        return subject
+
+    west, east = in_region("west"), in_region("east")
+    web, r = sign_in(rt, clock, make_staff(rt, clock, "cal", ["call_center_agent"], ["west"]))
+    assert r.status_code == 303
+    home = web.get("/console/").text
+    assert 'href="/console/privacy/consent"' in home and "/console/privacy/dsr" not in home
+    page = web.get("/console/privacy/consent", params={"subject": west})
+    assert page.status_code == 200 and "west-kiosk" in page.text
+    # The attack: another region's customer by typing their id. Not found, as in the API.
+    r = web.get("/console/privacy/consent", params={"subject": east})
+    assert r.status_code == 404 and "east-kiosk" not in r.text and "granted" not in r.text
