@@ -268,6 +268,8 @@ def test_an_incident_is_run_from_its_page(
     assert r.status_code == 422
     assert "<strong>title</strong>" in r.text and "<strong>discovered_at</strong>" in r.text
     assert rt.incidents.list_incidents(SYSTEM) == []
+    r = web.get("/console/security/incidents?status=burning")
+    assert r.status_code == 422 and "<strong>status</strong>" in r.text
     discovered = clock.now() - timedelta(hours=60)
     r = post(web, "/console/security/incidents", "/console/security/incidents", {
         "title": "Adjuster account phished", "kind": "unauthorized_access",

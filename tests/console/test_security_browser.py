@@ -83,8 +83,8 @@ def test_an_analyst_dismisses_one_alert_and_escalates_another_to_an_incident(
     page.goto(queue)
     expect(page.locator("tbody tr")).to_have_count(1)
     page.locator("tbody tr").first.get_by_role("link").click()
-    page.get_by_label("Note (optional)").fill("Investigator read a board member outside "
-                                              "any referral")
+    page.get_by_label("Escalation note (optional)").fill(
+        "Investigator read a board member outside any referral")
     page.get_by_role("button", name="Escalate to an incident").click()
     expect(page).to_have_url(re.compile(r"/console/security/incidents/[0-9a-f-]+$"))
     expect(page.get_by_role("heading", level=1)).to_contain_text("Escalated alert")
