@@ -281,6 +281,13 @@ def test_the_posture_page_shows_controls_failing_first_with_history_and_sections
         assert page.index(f"<code>{failing[-1]}</code>") < page.index(f"<code>{passing[0]}</code>")
     first = results[0]
     assert first.control.sections[0] in page
+    # By regulation: each regulation's failing controls, linked.
+    nydfs = page[page.index('<th scope="row">NYDFS</th>'):]
+    nydfs = nydfs[:nydfs.index("</tr>")]
+    for r in results:
+        listed = f'href="/console/compliance/posture/{r.control.id}">{r.control.id}</a>' in nydfs
+        assert listed == (r.status == "fail" and any(
+            sec.startswith("NYDFS ") for sec in r.control.sections)), r.control.id
     clock.advance(minutes=1)
     rt.posture.check()
     history = web.get(f"/console/compliance/posture/{first.control.id}")

@@ -21,7 +21,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from fiduciary.compliance.evidence import Period
-from fiduciary.compliance.model import Status
+from fiduciary.compliance.model import ControlResult, Status
 from fiduciary.compliance.posture import summary
 from fiduciary.console.pages import ConsolePage, Rt, Signed, page, signed_in
 from fiduciary.errors import FieldProblem, InvalidInput, NotFound
@@ -164,8 +164,19 @@ def posture(request: Request, rt: Rt) -> Response:
     ordered = sorted(results, key=lambda r: _STATUS_ORDER[r.status])
     quarter = Period.last_full_quarter(rt.clock.now())
     return page(request, s, "compliance/posture.html", results=ordered,
-                summary=summary(results), pack_from=quarter.start.date(),
+                summary=summary(results), regulations=_by_regulation(ordered),
+                pack_from=quarter.start.date(),
                 pack_to=(quarter.end - timedelta(days=1)).date())
+
+
+def _by_regulation(results: list[ControlResult]) -> list[tuple[str, list[ControlResult]]]:
+    """The results under each regulation their sections cite ("NYDFS 500.12" is NYDFS's),
+    regulations in alphabetical order, a control under each it serves."""
+    grouped: dict[str, list[ControlResult]] = {}
+    for r in results:
+        for regulation in dict.fromkeys(sec.split(" ")[0] for sec in r.control.sections):
+            grouped.setdefault(regulation, []).append(r)
+    return sorted(grouped.items())
 
 
 @router.get("/compliance/posture/{control_id}")
