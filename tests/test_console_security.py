@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 from datetime import timedelta
 
 import pytest
@@ -23,6 +24,8 @@ from fiduciary.storage.schema import alerts
 from tests.conftest import Staff, make_staff, table_rows
 from tests.test_alerts_api import REASON, SURNAME, customer, raise_alert, status_of
 from tests.test_console import csrf_of, sign_in
+from tests.test_incidents import LETTER
+from tests.test_incidents import customer as incident_customer
 
 PAGES = {"Alerts": "/console/security/alerts", "Incidents": "/console/security/incidents",
          "Break-glass review": "/console/security/break-glass",
@@ -406,3 +409,34 @@ def test_the_watch_list_and_suppressions(
     r = post(sam, page, f"{page}/{subject}/remove", {})
     assert r.status_code == 404
     assert SURNAME not in sam.get(page).text
+
+
+def test_the_incident_page_shows_its_scope_by_jurisdiction_and_letter_batches(
+        rt: Runtime, clock: FixedClock, team: dict[str, Staff]) -> None:
+    for name, where in (("Ada", {"state": "NY"}), ("Bea", {"state": "NY"}),
+                        ("Carl", {"country": "DE"})):
+        incident_customer(rt, name, **where)
+    iid = rt.incidents.create(SYSTEM, {"title": "Backup tape lost", "kind": "lost_device",
+                                       "discovered_at": clock.now()})["id"]
+    rt.incidents.scope(SYSTEM, iid, {"principals": [], "keys_compromised": True,
+                                     "from": clock.now() - timedelta(hours=3),
+                                     "to": clock.now() + timedelta(hours=1)})
+    url = f"/console/security/incidents/{iid}"
+    cora = web_of(rt, clock, team["cora"])
+    assert "No letter batch yet." in cora.get(url).text
+    # The DPO renders the letters (through the API: decrypting addresses is hers to do).
+    r = team["dina"].client.post(f"/v1/incidents/{iid}/letters", json=LETTER)
+    assert r.status_code == 202, r.text
+    batch_id = r.json()["batch_id"]
+    for _ in range(300):
+        if rt.letters.batch(SYSTEM, iid, batch_id)["status"] != "running":
+            break
+        time.sleep(0.1)
+    shown = cora.get(url).text
+    row = re.search(rf"<tr><td><code>{batch_id}</code></td>.*?</tr>", shown, re.S)
+    assert row and ">done<" in row.group(0) and "3 of 3" in row.group(0)
+    assert "user:dina" in row.group(0)
+    assert re.search(r"<td>DE</td><td>1</td>", shown)
+    assert re.search(r"<td>US-NY</td><td>2</td>", shown)
+    # Counts and ids only: no address the letters were sent to.
+    assert "Springfield" not in shown and "Ada" not in shown
