@@ -1,7 +1,8 @@
-"""Equality-search latency through the blind index: ``VaultService.search`` on existing values.
+"""Equality-search latency through the blind index: ``VaultService.search`` on existing values,
+beside the SQLAlchemy-Utils encrypted-columns + HMAC-lookup peer (``_peers.UtilsPeer``).
 
     python bench/search_latency.py --records 1000000 [--queries 2000] [--database-url URL]
-                                   [--data-dir DIR]
+                                   [--data-dir DIR] [--no-peer]
 
 Loads N synthetic persons through the real Importer into a fresh database (rows are generated
 while they stream into the importer, so memory stays flat; the load time reported therefore
@@ -14,6 +15,11 @@ the number of matches: the JSON also breaks latency down by field and by match c
 ``--data-dir DIR`` keeps the loaded store (SQLite in DIR, or the given ``--database-url`` used
 as is) and the query values in DIR, and a later run with the same DIR, N and seed skips the
 load: a 1,000,000-record load takes ~15 minutes on 2 cores, the queries seconds.
+
+The peer holds the same persons in its own table (same database: SQLite file or PostgreSQL
+schema) and answers the same query sequence: one indexed SELECT on the HMAC column, its 14
+encrypted fields decrypted by the column type, no policy, no per-subject key, no audit event.
+The two sides are timed in alternating blocks (A B B A), so a disturbance hits both.
 The last stdout line is one JSON object.
 """
 
@@ -27,7 +33,9 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
+import sqlalchemy as sa
 from _common import (
     COLLECTION,
     PRINCIPAL,
@@ -44,6 +52,7 @@ from _common import (
     temp_root,
     wait_for_quiet,
 )
+from _peers import UtilsPeer
 
 from fiduciary.config import Settings
 from fiduciary.demo import DemoGenerator
@@ -58,13 +67,17 @@ VALUES_FILE = "bench-search-values.json"
 BUCKETS = ((1, 1), (2, 5), (6, 20), (21, 10**9))
 
 
-def streamed_rows(n: int, seed: int, keep: dict[str, list[str]]) -> Iterator[ParsedRow]:
-    """Generate persons one by one for the importer, remembering the searchable values."""
+def streamed_rows(n: int, seed: int, keep: dict[str, list[str]],
+                  people: list[dict[str, Any]] | None = None) -> Iterator[ParsedRow]:
+    """Generate persons one by one for the importer, remembering the searchable values (and
+    the persons, in ``people``, for the peer)."""
     gen = DemoGenerator(seed)
     for i in range(1, n + 1):
         person = gen.person()
         for f in FIELDS:
             keep[f].append(person[f])
+        if people is not None:
+            people.append(dict(person))
         yield make_row(i, person)
 
 
@@ -81,30 +94,64 @@ def stats(ns: list[int]) -> dict[str, float]:
             "mean_ms": round(statistics.fmean(s) / 1e6, 3)}
 
 
-def run_queries(vault: VaultService, values: dict[str, list[str]], count: int,
-                rng: random.Random) -> list[tuple[str, int, int]]:
+def plan(values: dict[str, list[str]], count: int, rng: random.Random) -> list[tuple[str, str]]:
+    """(field, value) of ``count`` queries on random existing records."""
+    out = []
+    for _ in range(count):
+        field = rng.choice(FIELDS)
+        out.append((field, rng.choice(values[field])))
+    return out
+
+
+def run_queries(vault: VaultService, queries: list[tuple[str, str]]) -> list[tuple[str, int, int]]:
     """(field, latency ns, matches) per query."""
     out: list[tuple[str, int, int]] = []
     clock = time.perf_counter_ns
-    for _ in range(count):
-        field = rng.choice(FIELDS)
-        where = {field: rng.choice(values[field])}
+    for field, value in queries:
+        where = {field: value}
         t0 = clock()
         found = vault.search(PRINCIPAL, COLLECTION, where, PURPOSE)
         out.append((field, clock() - t0, len(found)))
     return out
 
 
-def load(rt: Runtime, n: int, seed: int) -> tuple[dict[str, list[str]], float]:
+def run_peer(peer: UtilsPeer, queries: list[tuple[str, str]]) -> list[tuple[str, int, int]]:
+    """The same queries against the peer, each in its own connection checkout (as a request
+    would), the 14 encrypted fields of every match decrypted."""
+    out: list[tuple[str, int, int]] = []
+    clock = time.perf_counter_ns
+    engine = peer.engine
+    for field, value in queries:
+        t0 = clock()
+        with engine.connect() as conn:
+            found = peer.search(conn, field, value)
+        out.append((field, clock() - t0, len(found)))
+    return out
+
+
+def peer_engine(rt: Runtime) -> sa.Engine:
+    """An engine of its own on the runtime's database (same file or schema)."""
+    return sa.create_engine(rt.vault.db.engine.url)
+
+
+def load(rt: Runtime, n: int, seed: int, with_peer: bool
+         ) -> tuple[dict[str, list[str]], float, UtilsPeer | None]:
     values: dict[str, list[str]] = {f: [] for f in FIELDS}
+    people: list[dict[str, Any]] | None = [] if with_peer else None
     log(f"loading {n:,} persons through the importer")
     t0 = time.perf_counter()
-    report = import_encrypted(rt.vault, streamed_rows(n, seed, values),
+    report = import_encrypted(rt.vault, streamed_rows(n, seed, values, people),
                               progress=progress_logger(n, "imported"))
     load_s = time.perf_counter() - t0
     assert report.imported == n, report
     log(f"loaded {n:,} in {load_s:.1f} s")
-    return values, load_s
+    peer = None
+    if people is not None:
+        peer = UtilsPeer(peer_engine(rt), rt.vault.collection(COLLECTION))
+        t0 = time.perf_counter()
+        peer.load(people)
+        log(f"peer loaded {n:,} in {time.perf_counter() - t0:.1f} s")
+    return values, load_s, peer
 
 
 def prewarm(data_dir: Path) -> None:
@@ -117,11 +164,12 @@ def prewarm(data_dir: Path) -> None:
 
 
 def open_store(stack: ExitStack, data_dir: Path | None, url: str | None, n: int,
-               seed: int) -> tuple[Runtime, dict[str, list[str]], float | None]:
-    """(runtime, query values, load seconds or None when a kept store was reused)."""
+               seed: int, with_peer: bool
+               ) -> tuple[Runtime, dict[str, list[str]], float | None, UtilsPeer | None]:
+    """(runtime, query values, load seconds or None when a kept store was reused, peer)."""
     if data_dir is None:
         rt = stack.enter_context(fresh_runtime(url, stack.enter_context(temp_root()), "search"))
-        return rt, *load(rt, n, seed)
+        return rt, *load(rt, n, seed, with_peer)
     settings = Settings(data_dir=data_dir, database_url=url)
     saved = data_dir / VALUES_FILE
     if is_initialised(settings) and saved.exists():
@@ -133,14 +181,21 @@ def open_store(stack: ExitStack, data_dir: Path | None, url: str | None, n: int,
         stack.callback(rt.close)
         log(f"reusing the {n:,} records kept in {data_dir}")
         prewarm(data_dir)
-        return rt, kept["values"], None
+        peer = None
+        if with_peer and kept.get("peer_keys"):
+            peer = UtilsPeer(peer_engine(rt), rt.vault.collection(COLLECTION),
+                             tuple(kept["peer_keys"]))
+        elif with_peer:
+            log("this kept store has no peer table: timing the vault alone")
+        return rt, kept["values"], None, peer
     if data_dir.exists() and any(data_dir.iterdir()):
         raise SystemExit(f"{data_dir} is neither empty nor a store kept by this benchmark")
     rt = open_runtime(settings, create=True)
     stack.callback(rt.close)
-    values, load_s = load(rt, n, seed)
-    saved.write_text(json.dumps({"records": n, "seed": seed, "values": values}))
-    return rt, values, load_s
+    values, load_s, peer = load(rt, n, seed, with_peer)
+    saved.write_text(json.dumps({"records": n, "seed": seed, "values": values,
+                                 "peer_keys": [peer.key, peer.hkey.hex()] if peer else None}))
+    return rt, values, load_s, peer
 
 
 def main() -> None:
@@ -149,23 +204,47 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=500, help="untimed searches first (default 500)")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="keep the loaded store here and reuse it on later runs")
+    p.add_argument("--no-peer", action="store_true",
+                   help="time the vault alone (no SQLAlchemy-Utils peer table)")
     args = p.parse_args()
     n = args.records
 
+    peer_timed: list[tuple[str, int, int]] = []
     with ExitStack() as stack:
-        rt, values, load_s = open_store(stack, args.data_dir, args.database_url, n, args.seed)
+        rt, values, load_s, peer = open_store(stack, args.data_dir, args.database_url, n,
+                                              args.seed, not args.no_peer)
         log(f"warming up with {args.warmup} searches")
         gc.collect()
         rng = random.Random(args.seed + 1)
-        run_queries(rt.vault, values, args.warmup, rng)
+        warm = plan(values, args.warmup, rng)
+        run_queries(rt.vault, warm)
+        if peer is not None:
+            run_peer(peer, warm)
+        queries = plan(values, args.queries, rng)
         waited = wait_for_quiet(args.quiet_wait)
-        log(f"timing {args.queries} searches")
+        log(f"timing {args.queries} searches" + (" on each side, A B B A" if peer else ""))
         watch = CpuWatch()
-        timed = run_queries(rt.vault, values, args.queries, rng)
+        timed: list[tuple[str, int, int]] = []
+        if peer is None:
+            timed = run_queries(rt.vault, queries)
+        else:
+            half = len(queries) // 2
+            timed += run_queries(rt.vault, queries[:half])
+            peer_timed += run_peer(peer, queries[:half])
+            peer_timed += run_peer(peer, queries[half:])
+            timed += run_queries(rt.vault, queries[half:])
+            peer.engine.dispose()
         foreign = watch.foreign_s()
 
     every = sorted(ns for _, ns, _ in timed)
     hits = [m for _, _, m in timed]
+    peer_side: dict[str, Any] | None = None
+    if peer_timed:
+        peer_every = sorted(ns for _, ns, _ in peer_timed)
+        peer_side = {**stats(peer_every),
+                     "matches_agree": [m for _, _, m in peer_timed] == hits,
+                     "what": "SQLAlchemy-Utils StringEncryptedType (AesGcmEngine, one key) + "
+                             "HMAC lookup columns, 14 fields decrypted"}
     emit({
         "benchmark": "search_latency",
         "records": n,
@@ -175,6 +254,9 @@ def main() -> None:
         "mean_ms": round(statistics.fmean(every) / 1e6, 3),
         "max_ms": round(every[-1] / 1e6, 3),
         "target_p99_ms": 2.0,
+        "peer": peer_side,
+        "p50_vs_peer": (round(percentile(every, 50) / peer_side["p50_ms"], 3)
+                        if peer_side else None),
         "by_field": {f: stats([ns for g, ns, _ in timed if g == f]) for f in FIELDS
                      if any(g == f for g, _, _ in timed)},
         "by_matches": {(f"{lo}" if lo == hi else f"{lo}+" if hi > 10**6 else f"{lo}-{hi}"):
