@@ -115,6 +115,8 @@ def test_a_dpo_takes_an_access_request_to_fulfilled_and_another_dpo_downloads_it
     second = signed_in(rt, clock, "quinn", ["dpo"])
     page = second.get(f"/console/privacy/dsr/{request_id}").text
     assert f"/console/privacy/dsr/{request_id}/package?format=json" in page
+    # The request's pages name ids and counts, never the customer's data.
+    assert "Philippa" not in page and "Philippa" not in second.get("/console/privacy/dsr").text
     r = second.get(f"/console/privacy/dsr/{request_id}/package?format=json")
     assert r.status_code == 200 and r.headers["content-type"] == "application/json"
     assert r.headers["content-disposition"] == f'attachment; filename="access-{request_id}.json"'
