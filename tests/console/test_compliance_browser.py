@@ -105,7 +105,6 @@ def test_an_officer_verifies_the_proof_of_a_read_in_the_page(
     expect(result).to_have_text("does not verify: the audit path does not lead to the "
                                 "checkpoint's root")
     expect(result).to_have_class(re.compile(r"\bbad\b"))
-    page.unroute("**/console/compliance/proof?*")
     # The dashboard's trends, drawn on the server, with their numbers a click away.
     page.get_by_role("link", name="Dashboard").click()
     chart = page.get_by_role("img", name="Data-subject requests answered on time, per month, "
@@ -115,4 +114,10 @@ def test_an_officer_verifies_the_proof_of_a_read_in_the_page(
     expect(page.get_by_role("cell", name=re.compile(r"^0% \(0 of \d\)$")).first).to_be_visible()
     expect(page.get_by_text("No alert was raised in these days.")).to_be_visible()
     shot("compliance-dashboard-charts")
+    # A session that ended meanwhile: the proof is not checked, and the page says why.
+    page.go_back()
+    page.context.clear_cookies()
+    page.unroute("**/console/compliance/proof?*")
+    row.get_by_role("link", name="Verify proof").click()
+    expect(result).to_have_text("not checked: your session has ended: sign in again")
     assert tab.console_errors == [] and tab.page_errors == []

@@ -120,7 +120,12 @@
     try {
       const response = await fetch(link.href, {credentials: "same-origin",
         headers: {Accept: "application/json"}});
-      const body = await response.json().catch(() => ({}));
+      // A session that ended was sent to the sign-in page: HTML, not a proof.
+      if (!(response.headers.get("content-type") || "").startsWith("application/json")) {
+        throw new Error(response.ok ? "your session has ended: sign in again"
+          : `the server answered ${response.status}`);
+      }
+      const body = await response.json();
       if (!response.ok) {
         throw new Error(body.problem || `the server answered ${response.status}`);
       }
