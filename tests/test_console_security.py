@@ -436,6 +436,7 @@ def test_the_incident_page_shows_its_scope_by_jurisdiction_and_letter_batches(
     row = re.search(rf"<tr><td><code>{batch_id}</code></td>.*?</tr>", shown, re.S)
     assert row and ">done<" in row.group(0) and "3 of 3" in row.group(0)
     assert "user:dina" in row.group(0)
+    assert 'hx-trigger="every 3s"' not in shown  # polled only while a batch runs
     assert re.search(r"<td>DE</td><td>1</td>", shown)
     assert re.search(r"<td>US-NY</td><td>2</td>", shown)
     # Counts and ids only: no address the letters were sent to.
