@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
@@ -51,9 +51,34 @@ def audit_actor(principal: Principal) -> Principal | None:
     return principal
 
 
-# Built once: on the path of every audited read.
-_INSERT_EVENT = audit_events.insert()
-_INSERT_SUBJECT = audit_subjects.insert()
+#: The columns an append writes, in the order of each row's values.
+_EVENT_COLUMNS = ("event_id", "at", "action", "actor", "subject_ids", "record_ids", "event")
+_SUBJECT_COLUMNS = ("subject_id", "event_id")
+
+
+class _Inserts:
+    """An append's two INSERTs compiled once per dialect, for the driver's executemany:
+    on the path of every audited read, SQLAlchemy's per-statement machinery cost more than
+    the database's own work. Values go through the columns' own bind processing (``at``)."""
+
+    def __init__(self, dialect: sa.Dialect) -> None:
+        def compiled(table: sa.Table, columns: tuple[str, ...]) -> str:
+            stmt = table.insert().inline().values({c: sa.bindparam(c) for c in columns})
+            done = stmt.compile(dialect=dialect)
+            assert done.positiontup in (None, list(columns)), done.positiontup
+            return str(done)
+
+        self.events = compiled(audit_events, _EVENT_COLUMNS)
+        self.subjects = compiled(audit_subjects, _SUBJECT_COLUMNS)
+        self.named = dialect.paramstyle in ("named", "pyformat")
+        self.at = audit_events.c.at.type.bind_processor(dialect)
+        self.dbapi_error = dialect.loaded_dbapi.Error
+
+    def params(self, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[Any]:
+        return [dict(zip(columns, r, strict=True)) for r in rows] if self.named else rows
+
+
+_INSERTS: dict[str, _Inserts] = {}
 
 
 class AuditActor(TypedDict):
@@ -145,15 +170,12 @@ class AuditLog:
         }
 
     @staticmethod
-    def _row(event: AuditEvent) -> dict[str, Any]:
+    def _row(event: AuditEvent, at: Callable[[Any], Any] | None) -> tuple[Any, ...]:
         actor = event["actor"]
-        return {
-            "event_id": event["id"], "at": datetime.fromisoformat(event["time"]),
-            "action": event["action"], "actor": str(actor["id"] or actor["kind"])[:128],
-            "subject_ids": " ".join(event["subject_ids"]),
-            "record_ids": " ".join(event["record_ids"]),
-            "event": canonical(event).decode(),
-        }
+        when = datetime.fromisoformat(event["time"])
+        return (event["id"], at(when) if at else when, event["action"],
+                str(actor["id"] or actor["kind"])[:128], " ".join(event["subject_ids"]),
+                " ".join(event["record_ids"]), canonical(event).decode())
 
     def append(self, conn: Connection, event: AuditEvent) -> None:
         if not self.enabled:
@@ -167,11 +189,24 @@ class AuditLog:
 
     def _insert(self, conn: Connection, events: list[AuditEvent]) -> None:
         """Insert events and index them by subject, for a subject's trail without a scan."""
-        conn.execute(_INSERT_EVENT, [self._row(e) for e in events])
-        by_subject = [{"subject_id": sid, "event_id": e["id"]}
-                      for e in events for sid in e["subject_ids"]]
-        if by_subject:
-            conn.execute(_INSERT_SUBJECT, by_subject)
+        ins = _INSERTS.get(conn.dialect.name)
+        if ins is None:
+            ins = _INSERTS[conn.dialect.name] = _Inserts(conn.dialect)
+        rows = [self._row(e, ins.at) for e in events]
+        by_subject = [(sid, e["id"]) for e in events for sid in e["subject_ids"]]
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        sql = ins.events
+        try:
+            cursor.executemany(sql, ins.params(_EVENT_COLUMNS, rows))
+            if by_subject:
+                sql = ins.subjects
+                cursor.executemany(sql, ins.params(_SUBJECT_COLUMNS, by_subject))
+        except ins.dbapi_error as exc:
+            # What SQLAlchemy raises for the same failure, as callers and the API expect.
+            raise sa.exc.DBAPIError.instance(sql, None, exc, ins.dbapi_error,
+                                             dialect=conn.dialect) from exc
+        finally:
+            cursor.close()
 
     def append_committed(self, event: AuditEvent) -> None:
         """Returns once the event is committed (or raises). Concurrent callers share one
