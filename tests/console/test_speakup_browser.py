@@ -93,5 +93,6 @@ def test_a_reporter_uses_the_public_page_and_reads_the_officers_answer_with_the_
     assert not tab.page_errors
     assert not [e for e in tab.console_errors if "401" not in e], tab.console_errors
     output = console.output()
-    for canary in (REPORT, REPLY, receipt, "/console/speakup"):
+    assert b"/console/login" in output  # the access log is on, for the officer's sign-in …
+    for canary in (REPORT, REPLY, receipt, "/console/speakup"):  # … not for the channel
         assert canary.encode() not in output, canary
