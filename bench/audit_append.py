@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,22 +49,28 @@ def load(rt: Runtime, n: int) -> list[str]:
     return [r.id for r in rt.vault.export(SYSTEM, "persons", "policy_administration")]
 
 
-def phase(rt: Runtime, ids: list[str], threads: int, seconds: float) -> int:
+def hammer(threads: int, seconds: float, work: Callable[[random.Random], None]) -> int:
+    """Calls of ``work`` completed by ``threads`` threads calling it for ``seconds``."""
     done = [0] * threads
     stop = time.monotonic() + seconds
 
-    def reader(k: int) -> None:
+    def worker(k: int) -> None:
         rng = random.Random(k)
         while time.monotonic() < stop:
-            rt.vault.get_record(SYSTEM, "persons", rng.choice(ids), PURPOSE)
+            work(rng)
             done[k] += 1
 
-    pool = [threading.Thread(target=reader, args=(k,)) for k in range(threads)]
+    pool = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
     for t in pool:
         t.start()
     for t in pool:
         t.join()
     return sum(done)
+
+
+def phase(rt: Runtime, ids: list[str], threads: int, seconds: float) -> int:
+    return hammer(threads, seconds,
+                  lambda rng: rt.vault.get_record(SYSTEM, "persons", rng.choice(ids), PURPOSE))
 
 
 def read_event(rt: Runtime, rng: random.Random) -> AuditEvent:
@@ -84,21 +91,7 @@ def single_append_us(rt: Runtime, n: int) -> float:
 
 
 def concurrent_appends(rt: Runtime, threads: int, seconds: float) -> int:
-    done = [0] * threads
-    stop = time.monotonic() + seconds
-
-    def appender(k: int) -> None:
-        rng = random.Random(k)
-        while time.monotonic() < stop:
-            rt.audit.append_committed(read_event(rt, rng))
-            done[k] += 1
-
-    pool = [threading.Thread(target=appender, args=(k,)) for k in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    return sum(done)
+    return hammer(threads, seconds, lambda rng: rt.audit.append_committed(read_event(rt, rng)))
 
 
 def appends(rt: Runtime, threads: int, seconds: float) -> dict[str, Any]:
