@@ -97,6 +97,10 @@ def test_an_adjuster_sees_a_record_masked_for_the_chosen_purpose_and_no_unrelate
         assert "Ortiz-CLM-7002" not in content and OTHER_SSN not in content
         assert "9999" not in content
     shot("customer-unrelated")
+    # Nothing of either customer reached the server's log (addresses carry ids and purposes).
+    output = console.output()
+    for value in (SSN, OTHER_SSN, "Ortiz-CLM-7001", "Ortiz-CLM-7002", "1234.56"):
+        assert value.encode() not in output, value
     # A missing page answers 404 in the console log: the only errors allowed.
     errors = [e for e in tab.console_errors if "404" not in e]
     assert not errors and not tab.page_errors, (errors, tab.page_errors)
