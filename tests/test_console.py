@@ -333,3 +333,19 @@ def test_markup_typed_into_the_sign_in_form_comes_back_escaped(rt: Runtime) -> N
                                          "password": "x" * 12, "totp": "123456"})
     assert r.status_code == 401
     assert attack not in r.text and "&#34;&gt;&lt;script" in r.text
+
+
+def test_an_unknown_console_address_is_an_html_404_page_or_the_sign_in(
+        rt: Runtime, clock: FixedClock) -> None:
+    dpo = make_staff(rt, clock, "nora", ["dpo"])
+    r = browser(rt).get("/console/no-such-page", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/console/login"
+    web, _ = sign_in(rt, clock, dpo)
+    r = web.get("/console/no-such-page")
+    assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")
+    assert "Not found" in r.text and 'href="/console/privacy/dsr"' in r.text  # with the nav
+    assert "content-security-policy" in r.headers
+    # The static files and the API's own 404 are untouched by the console's fallback.
+    assert web.get("/console/static/console.css").status_code == 200
+    assert web.get("/console/static/nothing.css").status_code == 404
+    assert web.get("/v1/nothing").headers["content-type"].startswith("application/")
