@@ -41,6 +41,20 @@ from fiduciary.ids import ordered_id
 BATCH = 1000
 
 
+def peer_engine(url: sa.URL | str) -> sa.Engine:
+    """An engine of the peer's own on the same database; on SQLite with the settings a team
+    would pick and Fiduciary uses (WAL, ``synchronous=NORMAL``), so only the work differs."""
+    engine = sa.create_engine(url)
+    if engine.dialect.name == "sqlite":
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+    return engine
+
+
 def _hmac(key: bytes, value: Any) -> bytes:
     return hmac.new(key, str(value).strip().lower().encode(), hashlib.sha256).digest()[:16]
 

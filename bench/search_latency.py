@@ -35,7 +35,6 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 from _common import (
     COLLECTION,
     PRINCIPAL,
@@ -52,7 +51,7 @@ from _common import (
     temp_root,
     wait_for_quiet,
 )
-from _peers import UtilsPeer
+from _peers import UtilsPeer, peer_engine
 
 from fiduciary.config import Settings
 from fiduciary.demo import DemoGenerator
@@ -129,11 +128,6 @@ def run_peer(peer: UtilsPeer, queries: list[tuple[str, str]]) -> list[tuple[str,
     return out
 
 
-def peer_engine(rt: Runtime) -> sa.Engine:
-    """An engine of its own on the runtime's database (same file or schema)."""
-    return sa.create_engine(rt.vault.db.engine.url)
-
-
 def load(rt: Runtime, n: int, seed: int, with_peer: bool
          ) -> tuple[dict[str, list[str]], float, UtilsPeer | None]:
     values: dict[str, list[str]] = {f: [] for f in FIELDS}
@@ -147,7 +141,7 @@ def load(rt: Runtime, n: int, seed: int, with_peer: bool
     log(f"loaded {n:,} in {load_s:.1f} s")
     peer = None
     if people is not None:
-        peer = UtilsPeer(peer_engine(rt), rt.vault.collection(COLLECTION))
+        peer = UtilsPeer(peer_engine(rt.vault.db.engine.url), rt.vault.collection(COLLECTION))
         t0 = time.perf_counter()
         peer.load(people)
         log(f"peer loaded {n:,} in {time.perf_counter() - t0:.1f} s")
@@ -183,7 +177,7 @@ def open_store(stack: ExitStack, data_dir: Path | None, url: str | None, n: int,
         prewarm(data_dir)
         peer = None
         if with_peer and kept.get("peer_keys"):
-            peer = UtilsPeer(peer_engine(rt), rt.vault.collection(COLLECTION),
+            peer = UtilsPeer(peer_engine(rt.vault.db.engine.url), rt.vault.collection(COLLECTION),
                              tuple(kept["peer_keys"]))
         elif with_peer:
             log("this kept store has no peer table: timing the vault alone")

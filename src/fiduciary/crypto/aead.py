@@ -85,6 +85,17 @@ class FieldCipher:
         return associated_data(_FIELD_LABEL, collection, record_id, field,
                                self.subject_id, dek_version)
 
+    def _ad_around(self, collection: str, record_id: str,
+                   record_version: int) -> tuple[bytes, bytes]:
+        """The associated data of a record's fields before and after the field name (at this
+        cipher's DEK version): ``prefix + _ad_part(field) + suffix == _ad(...)``."""
+        label = _VERSIONED_LABEL if record_version else _FIELD_LABEL
+        prefix = label + _ad_part(collection) + _ad_part(record_id)
+        suffix = _ad_part(self.subject_id) + _ad_part(self.dek_version)
+        if record_version:
+            suffix += _ad_part(record_version)
+        return prefix, suffix
+
     def encrypt(self, collection: str, record_id: str, field: str, plaintext: bytes,
                 record_version: int = 0) -> bytes:
         """``record_version``: the write of the record that seals the field (0: none, the
@@ -106,11 +117,7 @@ class FieldCipher:
         12-byte pieces.
         """
         version = self.dek_version
-        label = _VERSIONED_LABEL if record_version else _FIELD_LABEL
-        prefix = label + _ad_part(collection) + _ad_part(record_id)
-        suffix = _ad_part(self.subject_id) + _ad_part(version)
-        if record_version:
-            suffix += _ad_part(record_version)
+        prefix, suffix = self._ad_around(collection, record_id, record_version)
         header = _HEADER.pack(FIELD_FORMAT, version)
         nonces = os.urandom(_NONCE * len(items))
         seal = self._aead.encrypt
@@ -120,6 +127,29 @@ class FieldCipher:
             nonce = nonces[at:at + _NONCE]
             at += _NONCE
             out.append(header + nonce + seal(nonce, plaintext, prefix + _ad_part(field) + suffix))
+        return out
+
+    def decrypt_many(self, collection: str, record_id: str,
+                     items: Sequence[tuple[str, bytes]], record_version: int = 0
+                     ) -> list[bytes | None]:
+        """``decrypt`` of each (field, blob) of one record, the associated data's shared prefix
+        and suffix encoded once (as :meth:`encrypt_many`); ``None`` for a blob that does not
+        open, so the caller names every failing field."""
+        prefix, suffix = self._ad_around(collection, record_id, record_version)
+        header = _HEADER.pack(FIELD_FORMAT, self.dek_version)
+        start = _HEADER.size
+        body = start + _NONCE
+        open_ = self._aead.decrypt
+        out: list[bytes | None] = []
+        for field, blob in items:
+            if blob[:start] != header:  # another format or DEK version: as decrypt fails
+                out.append(None)
+                continue
+            try:
+                out.append(open_(blob[start:body], blob[body:],
+                                 prefix + _ad_part(field) + suffix))
+            except (InvalidTag, ValueError):
+                out.append(None)
         return out
 
     def decrypt(self, collection: str, record_id: str, field: str, blob: bytes,

@@ -31,7 +31,7 @@ from fiduciary.errors import (
     RateLimited,
     Reason,
 )
-from fiduciary.ids import is_id, new_id, shown
+from fiduciary.ids import is_id, new_id, ordered_id, shown
 from fiduciary.principal import Permission, Principal, Scope, require_permission, require_training
 from fiduciary.storage import Database
 from fiduciary.vault import store
@@ -65,6 +65,19 @@ class _SubjectRecords:
             found = self._cache[key] = store.clear_records_of(self._conn, subject_id,
                                                               collection)
         return found
+
+
+class _Parsed:
+    """A record row's JSON parsed once (clear part, sealed part, subject attributes), with the
+    read decisions a caller already made for it."""
+
+    __slots__ = ("clear", "decisions", "sealed", "subject")
+
+    def __init__(self, row: Any) -> None:
+        self.clear: dict[str, Any] = json.loads(row.clear)
+        self.sealed: dict[str, str] = json.loads(row.sealed)
+        self.subject: dict[str, Any] = json.loads(row.subject_attributes)
+        self.decisions: dict[str, FieldDecision] | None = None
 
 
 class _Unrelated(NotFound):
@@ -318,7 +331,7 @@ class VaultService:
         if problems:
             raise InvalidInput.from_problems(problems, what="write")
         now = self.clock.now()
-        record_id = new_id()
+        record_id = ordered_id()  # time-ordered, as the importer's (README)
         with self.db.write() as conn:
             # FOR SHARE: an erasure of this subject waits for this write, or this write sees
             # the erasure (PostgreSQL; SQLite write transactions are serial anyway).
@@ -611,17 +624,23 @@ class VaultService:
             self._prefetch_keys(rows)
             related = _SubjectRecords(conn)
             for row in rows:
-                clear = json.loads(row.clear)
-                subject = json.loads(row.subject_attributes)
+                parsed = _Parsed(row)
+                clear, subject = parsed.clear, parsed.subject
                 queried = self.policy.decide(principal, "search", spec, purpose, queried_fields,
                                              clear, subject, row.subject_id, related=related)
-                seen = self.policy.decide(principal, "read", spec, purpose, queried_fields,
-                                          clear, subject, row.subject_id, related=related)
-                if any(d.masking is None for d in queried.values()) or any(
-                        d.masking != "clear" for d in seen.values()):
-                    continue  # not findable by these fields, or not seen in clear (a VIP)
+                if any(d.masking is None for d in queried.values()):
+                    continue  # not findable by these fields
+                # One read decision for the fields shown and the fields queried: a field's
+                # decision does not depend on which others are decided with it.
+                present = self._present(spec, clear, parsed.sealed)
+                parsed.decisions = self.policy.decide(
+                    principal, "read", spec, purpose, [*present, *(
+                        n for n in queried_fields if n not in present)],
+                    clear, subject, row.subject_id, related=related)
+                if any(parsed.decisions[n].masking != "clear" for n in queried_fields):
+                    continue  # not seen in clear (a VIP)
                 record = self._view(row, spec, purpose, principal, "read", required=False,
-                                    related=related)
+                                    related=related, parsed=parsed)
                 if record is not None:
                     found.append(record)
         return found
@@ -782,19 +801,25 @@ class VaultService:
                       [FieldProblem(n, str(d.reason)) for n, d in decisions.items()])
 
     def _view(self, row: Any, spec: CollectionSpec, purpose: str, principal: Principal,
-              action: str, required: bool, related: RelatedRecords) -> Record | None:
+              action: str, required: bool, related: RelatedRecords,
+              parsed: _Parsed | None = None) -> Record | None:
         """Decide, decrypt only what is permitted, mask as decided. With ``required``, a record
-        of which nothing is permitted is a 403; otherwise it is skipped (``None``)."""
+        of which nothing is permitted is a 403; otherwise it is skipped (``None``).
+        ``parsed``: the row already parsed (and decided, for ``action``) by the caller."""
         if not self.gate.may_process(principal, row.subject_status, purpose):
             if required:
                 self.gate.check_process(principal, row.subject_id, row.subject_status, purpose)
             return None
-        clear: dict[str, Any] = json.loads(row.clear)
-        sealed: dict[str, str] = json.loads(row.sealed)
+        if parsed is None:
+            parsed = _Parsed(row)
+        clear, sealed = parsed.clear, parsed.sealed
         present = self._present(spec, clear, sealed)
-        decisions = self.policy.decide(principal, action, spec, purpose, present, clear,
-                                       json.loads(row.subject_attributes), row.subject_id,
-                                       related=related)
+        decisions = parsed.decisions
+        if decisions is None:
+            decisions = self.policy.decide(principal, action, spec, purpose, present, clear,
+                                           parsed.subject, row.subject_id, related=related)
+        else:
+            decisions = {n: decisions[n] for n in present}
         allowed = {n for n, d in decisions.items() if d.masking is not None}
         if not allowed and present:
             if not required:

@@ -131,6 +131,48 @@ def search_rows(conn: Connection, collection: str, digests: Sequence[tuple[str, 
     return conn.execute(search_statement(len(digests)), params).all()
 
 
+@functools.lru_cache(maxsize=8)
+def _many_statement(table: sa.Table, dialect: sa.Dialect) -> tuple[str, tuple[str, ...],
+                                                                  tuple[Any, ...], bool]:
+    """(driver SQL, column keys, bind processor per key or None, positional) of an INSERT of
+    every column of ``table``, compiled once per dialect."""
+    compiled = table.insert().compile(dialect=dialect)
+    keys = tuple(compiled.positiontup or ()) if dialect.positional else tuple(table.c.keys())
+    procs = tuple(table.c[k].type.bind_processor(dialect) for k in keys)
+    return str(compiled), keys, procs, bool(dialect.positional)
+
+
+def insert_many(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+    """``conn.execute(table.insert(), rows)`` handed straight to the driver's ``executemany``:
+    the statement is compiled once, and each column's bind processing (timestamps) runs once
+    per distinct value instead of once per row, so a bulk import spends its time on the data,
+    not on building parameters. Every row must carry every column of ``table``."""
+    if not rows:
+        return
+    sql, keys, procs, positional = _many_statement(table, conn.dialect)
+    # Most processed values (a batch's one timestamp) repeat: process each distinct one once.
+    memo: list[dict[Any, Any]] = [{} for _ in keys]
+    columns: list[list[Any]] = []
+    for i, k in enumerate(keys):
+        proc = procs[i]
+        if proc is None:
+            columns.append([r[k] for r in rows])
+            continue
+        seen = memo[i]
+        col = []
+        for r in rows:
+            v = r[k]
+            out = seen.get(v, seen)
+            if out is seen:
+                out = seen[v] = proc(v)
+            col.append(out)
+        columns.append(col)
+    params: list[Any] = (list(zip(*columns, strict=True)) if positional
+                         else [dict(zip(keys, values, strict=True))
+                               for values in zip(*columns, strict=True)])
+    conn.exec_driver_sql(sql, params)
+
+
 def insert_record(conn: Connection, row: dict[str, Any],
                   index: Sequence[dict[str, Any]]) -> None:
     conn.execute(records.insert(), [row])
