@@ -273,6 +273,16 @@ def test_the_dashboard_shows_each_role_its_own_counts(rt: Runtime, clock: FixedC
     web, _ = sign_in(rt, clock, officer)
     home = web.get("/console/").text
     assert "Compliance controls" in home and "No control has been checked yet." in home
+    assert "Open incidents" in home and "No open incidents." in home
+    # An incident determined 60 hours ago: the 72-hour clocks are in their last day (amber).
+    determined = clock.now() - timedelta(hours=60)
+    rt.incidents.create(SYSTEM, {"title": "Adjuster account phished", "severity": "high",
+                                 "kind": "unauthorized_access", "discovered_at": determined,
+                                 "determined_at": determined})
+    sam, _ = sign_in(rt, clock, analyst)
+    seen = sam.get("/console/").text
+    assert "Adjuster account phished" in seen
+    assert re.search(r'class="badge amber">1[12] h \d+ min left', seen)
     failing = sorted(r.control.id for r in rt.posture.check() if r.outcome.status == "fail")
     assert failing  # a fresh store: attestations never made, no ROPA review yet …
     home = web.get("/console/").text

@@ -11,7 +11,16 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fiduciary import logs
-from fiduciary.console import admin, compliance, fallback, me, privacy, security, speakup
+from fiduciary.console import (
+    admin,
+    compliance,
+    dashboard,
+    fallback,
+    me,
+    privacy,
+    security,
+    speakup,
+)
 from fiduciary.console.pages import router
 
 __all__ = ["HTMX", "SECURITY_HEADERS", "install"]
@@ -58,7 +67,7 @@ class ConsoleHeaders:
 def install(app: FastAPI) -> None:
     """Mounts the console's pages and static files on ``app``."""
     app.include_router(router)
-    for section in (privacy, compliance, security, admin, me):
+    for section in (dashboard, privacy, compliance, security, admin, me):
         app.include_router(section.router)
     app.include_router(speakup.public)
     app.include_router(speakup.cases_router)

@@ -7,7 +7,6 @@ turns them into JSON for the API.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,8 +20,6 @@ from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from fiduciary.compliance.model import Status
-from fiduciary.console import charts
 from fiduciary.console.session import (
     COOKIE_PATH,
     CSRF_FIELD,
@@ -42,10 +39,7 @@ from fiduciary.errors import (
     Unauthenticated,
     WorkflowConflict,
 )
-from fiduciary.monitoring import trends
-from fiduciary.monitoring.alerts import AlertStatus
 from fiduciary.principal import Permission, Principal, require_permission
-from fiduciary.privacy import dsr_trends
 from fiduciary.privacy.dsr import DsrRequest
 from fiduciary.runtime import Runtime
 
@@ -331,31 +325,6 @@ def change_password(request: Request, rt: Rt, fields: Form) -> Response:
 
 
 # -- pages ----------------------------------------------------------------------------------------
-@router.get("/")
-def dashboard(request: Request, rt: Rt) -> Response:
-    """A few counts per role, each from the service that owns them."""
-    s = signed_in(rt, request)
-    who = s.who
-    cards: dict[str, Any] = {}
-    if who.can(Permission.PRIVACY_MANAGE):
-        cards["dsr"] = rt.dsr.due_counts(who, DUE_SOON)
-    if who.can(Permission.ALERTS_READ) or who.can(Permission.ALERTS_MANAGE):
-        cards["alerts"] = Counter(a["severity"] for a in rt.alerts.list_alerts(
-            who, status=AlertStatus.OPEN))
-    if who.can(Permission.COMPLIANCE_READ):
-        latest = rt.posture.latest()
-        cards["controls"] = {"failing": sorted(r.control.id for r in latest
-                                               if r.outcome.status == Status.FAIL),
-                             "total": len(latest)}
-    # Trends (compliance's charts): alerts per day, DSRs answered on time per month.
-    if who.can(Permission.ALERTS_READ) or who.can(Permission.ALERTS_MANAGE):
-        cards["alerts_chart"] = charts.alerts_per_day(trends.alerts_per_day(rt.alerts, who))
-    if who.can(Permission.PRIVACY_MANAGE) or who.can(Permission.COMPLIANCE_READ):
-        cards["dsr_chart"] = charts.on_time_by_month(
-            [(m.month, m.due, m.on_time) for m in dsr_trends.on_time_by_month(rt.dsr, who)])
-    return page(request, s, "dashboard.html", cards=cards)
-
-
 def _due_band(request: DsrRequest, now: datetime) -> str:
     """An open request's band: ``overdue`` (red: a deadline missed, as the service counts
     them), ``soon`` (amber: due within 7 days) or ``later``; a closed one is ``closed``."""

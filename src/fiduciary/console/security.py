@@ -189,7 +189,8 @@ def triage_alert(request: Request, rt: Rt, alert_id: str, action: str, fields: F
 
 
 # -- incidents ---------------------------------------------------------------------------------
-def _nearest(incident: dict[str, Any], now: datetime) -> tuple[dict[str, Any], str, str] | None:
+def nearest_obligation(incident: dict[str, Any], now: datetime
+                       ) -> tuple[dict[str, Any], str, str] | None:
     """The incident's first obligation still due (the service sorts soonest first)."""
     due = [o for o in incident["obligations"] if o["status"] == "due"]
     return (due[0], *obligation_clock(due[0], now)) if due else None
@@ -205,7 +206,8 @@ def _incidents_page(request: Request, s: Signed, status: int = 200, **context: A
     except InvalidInput as exc:  # a status that is not one: said, and nothing listed
         items, status, context = [], _status(exc), {**context, **_problem(exc)}
     context["status"] = status
-    return page(request, s, "security/incidents.html", rows=[(i, _nearest(i, now)) for i in items],
+    return page(request, s, "security/incidents.html",
+                rows=[(i, nearest_obligation(i, now)) for i in items],
                 q=q, statuses=STATUSES, kinds=KINDS, severities=SEVERITIES,
                 can_manage=s.who.can(P.INCIDENTS_MANAGE), form=context.pop("form", {}),
                 **context)
