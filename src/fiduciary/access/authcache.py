@@ -33,6 +33,8 @@ from fiduciary.storage import Database
 
 log = logging.getLogger("fiduciary.access.authcache")
 _READ = "SELECT generation FROM auth_generation WHERE id = 1"
+#: PostgreSQL connections a probe opens at most (beside the engine's pool).
+PG_CONNECTIONS = 4
 #: Entries kept at most; past that the cache starts again (a flood of distinct tokens).
 MAX_ENTRIES = 10_000
 
@@ -59,6 +61,7 @@ class GenerationProbe:
         self._open: list[Any] = []  # every connection, to close them all
         self._idle: list[Any] = []  # PostgreSQL connections free for the next read
         self._closed = False
+        self._pg_slots = threading.BoundedSemaphore(PG_CONNECTIONS)
 
     def read(self) -> int | None:
         """The current generation; None when it cannot be read (then nothing is cached)."""
@@ -81,27 +84,30 @@ class GenerationProbe:
             with self._lock:
                 self._open.append(conn)
             self._local.conn = conn
-        row = conn.execute(_READ).fetchone()
-        return None if row is None else int(row[0])
+        # Read to the end: a statement left open would keep a read transaction, pinning
+        # the WAL and this connection's snapshot.
+        rows = conn.execute(_READ).fetchall()
+        return int(rows[0][0]) if rows else None
 
     def _read_postgresql(self, conninfo: str) -> int | None:
         import psycopg
 
-        with self._lock:
-            conn = self._idle.pop() if self._idle else None
-        if conn is None:
-            conn = psycopg.connect(conninfo, autocommit=True, prepare_threshold=0)
+        with self._pg_slots:  # a few connections serve every thread: one round trip each
             with self._lock:
-                self._open.append(conn)
-        try:
-            row = conn.execute(_READ).fetchone()
-        except Exception:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                conn = psycopg.connect(conninfo, autocommit=True, prepare_threshold=0)
+                with self._lock:
+                    self._open.append(conn)
+            try:
+                row = conn.execute(_READ).fetchone()
+            except Exception:
+                with self._lock:
+                    self._open.remove(conn)
+                conn.close()
+                raise
             with self._lock:
-                self._open.remove(conn)
-            conn.close()
-            raise
-        with self._lock:
-            self._idle.append(conn)
+                self._idle.append(conn)
         return None if row is None else int(row[0])
 
     def close(self) -> None:

@@ -47,8 +47,10 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.Float, nullable=False),
     )
     if op.get_bind().dialect.name == "postgresql":
+        # The schema it is created in, whatever search path the changing session has.
         op.execute("CREATE FUNCTION fiduciary_auth_changed() RETURNS trigger "
-                   f"LANGUAGE plpgsql AS $$ BEGIN {_BUMP}; RETURN NULL; END $$")
+                   "LANGUAGE plpgsql SET search_path FROM CURRENT "
+                   f"AS $$ BEGIN {_BUMP}; RETURN NULL; END $$")
         for table, events in WATCHED.items():
             op.execute(f"CREATE TRIGGER tr_auth_{table} AFTER {events} ON {table} "
                        "FOR EACH STATEMENT EXECUTE FUNCTION fiduciary_auth_changed()")
