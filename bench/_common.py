@@ -240,11 +240,12 @@ def temp_root() -> Iterator[Path]:
 # -- loading ----------------------------------------------------------------------------------
 
 def import_encrypted(vault: VaultService, rows: Iterable[ParsedRow], batch_size: int = BATCH_SIZE,
-                     progress: Callable[[int], None] | None = None) -> ImportReport:
+                     progress: Callable[[int], None] | None = None,
+                     pipeline: bool = False) -> ImportReport:
     """The real bulk import: validation, a DEK per subject, every sensitive field sealed,
     every searchable field blind-indexed, policy-checked, audited; one transaction per batch."""
     problems: list[tuple[int, list[FieldProblem]]] = []
-    report = Importer(vault, batch_size=batch_size).run(
+    report = Importer(vault, batch_size=batch_size, pipeline=pipeline).run(
         PRINCIPAL, COLLECTION, rows, IMPORT_PURPOSE, lambda line, p: problems.append((line, p)),
         progress)
     if problems:

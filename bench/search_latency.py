@@ -229,6 +229,13 @@ def main() -> None:
             timed += run_queries(rt.vault, queries[half:])
             peer.engine.dispose()
         foreign = watch.foreign_s()
+        # What the committed audit event costs a search: the same queries with auditing off
+        # (untimed for the headline figures; this is the profile of the gap to the peer).
+        rt.vault.audit.enabled = False
+        try:
+            unaudited = run_queries(rt.vault, queries)
+        finally:
+            rt.vault.audit.enabled = True
 
     every = sorted(ns for _, ns, _ in timed)
     hits = [m for _, _, m in timed]
@@ -249,6 +256,8 @@ def main() -> None:
         "max_ms": round(every[-1] / 1e6, 3),
         "target_p99_ms": 2.0,
         "peer": peer_side,
+        "unaudited": {**stats(sorted(ns for _, ns, _ in unaudited)),
+                      "what": "the same searches with the audit event switched off"},
         "p50_vs_peer": (round(percentile(every, 50) / peer_side["p50_ms"], 3)
                         if peer_side else None),
         "by_field": {f: stats([ns for g, ns, _ in timed if g == f]) for f in FIELDS

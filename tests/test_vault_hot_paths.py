@@ -28,26 +28,42 @@ def person(i: int, **extra: object) -> dict[str, object]:
             "region": "west", **extra}
 
 
-def run_import(rt: Runtime, rows: list[ParsedRow], batch_size: int = 50
+def run_import(rt: Runtime, rows: list[ParsedRow], batch_size: int = 50, pipeline: bool = False
                ) -> tuple[int, dict[int, list[FieldProblem]]]:
     rejected: dict[int, list[FieldProblem]] = {}
-    report = Importer(rt.vault, batch_size=batch_size).run(
+    report = Importer(rt.vault, batch_size=batch_size, pipeline=pipeline).run(
         SYSTEM, "persons", rows, PA, lambda line, problems: rejected.__setitem__(line, problems))
     return report.imported, rejected
 
 
+@pytest.mark.parametrize("pipeline", [False, True], ids=["inline", "pipelined"])
 def test_bulk_import_over_several_batches_stores_good_rows_and_reports_each_bad_one(
-        rt: Runtime) -> None:
+        rt: Runtime, pipeline: bool) -> None:
+    """Inline, and with sealing in a second process: the same rows stored, the same rejects,
+    one import event per batch naming every stored record with its row digest."""
+    existing = rt.vault.create_subject(SYSTEM).id
     rows: list[ParsedRow] = [(i, person(i), []) for i in range(1, 121)]
     rows[9] = (10, person(10, email="not an email"), [])
     rows[60] = (61, person(61, shoe_size=44), [])
     rows[99] = (100, {k: v for k, v in person(100).items() if k != "last_name"}, [])
-    imported, rejected = run_import(rt, rows)
-    assert imported == 117
+    rows[110] = (111, {"subject_id": existing, **person(111)}, [])
+    rows[111] = (112, {"subject_id": "0" * 8 + "-0000-4000-8000-" + "0" * 12, **person(112)},
+                 [])
+    imported, rejected = run_import(rt, rows, pipeline=pipeline)
+    assert imported == 116
     assert {line: [p.field for p in ps] for line, ps in rejected.items()} == {
-        10: ["email"], 61: ["shoe_size"], 100: ["last_name"]}
+        10: ["email"], 61: ["shoe_size"], 100: ["last_name"], 112: ["subject_id"]}
     stored = table_rows(rt, "records")
-    assert len(stored) == 117
+    assert len(stored) == 116
+    assert sum(r["subject_id"] == existing for r in stored) == 1
+    events = [e for e in table_rows(rt, "audit_events") if e["action"] == "records.import"]
+    assert len(events) == 3
+    digests: dict[str, object] = {}
+    for e in events:
+        body = json.loads(str(e["event"])) if isinstance(e["event"], str) else e["event"]
+        assert isinstance(body, dict)
+        digests.update(body["details"]["row_digests"])
+    assert sorted(digests) == sorted(str(r["id"]) for r in stored)
     # Nothing of a rejected row is stored, and no sensitive value in clear anywhere.
     dump = json.dumps([{k: str(v) for k, v in r.items()} for r in stored])
     assert "Ann10" not in dump and "Lee61" not in dump and "Ann100" not in dump

@@ -61,7 +61,8 @@ def import_(
                     TextColumn(f"importing {collection}"), BarColumn(), MofNCompleteColumn(),
                     console=err, disable=json_out or not err.is_terminal))
                 task = progress.add_task("rows", total=total)
-                report = Importer(rt.vault, batch_size=batch_size).run(
+                # Sealing pipelined into a second process (README, "Search and import speed").
+                report = Importer(rt.vault, batch_size=batch_size, pipeline=True).run(
                     who, collection, read_rows(file, spec, fh), purpose, write_reject(rej),
                     lambda n: progress.update(task, completed=n))
         except OSError as exc:

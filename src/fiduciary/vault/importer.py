@@ -6,14 +6,18 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import multiprocessing
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 import sqlalchemy as sa
 
 from fiduciary.access.policy import FieldDecision
+from fiduciary.crypto.aead import FieldCipher
 from fiduciary.datamap import CollectionSpec
 from fiduciary.datamap.values import ValueRejected, from_text
 from fiduciary.errors import FieldProblem, InvalidInput
@@ -93,10 +97,65 @@ def _jsonl_rows(fh: TextIO) -> Iterator[ParsedRow]:
         yield line, {k: v for k, v in obj.items() if v is not None}, []
 
 
+#: (line, subject id or None for a new subject, values, attributes JSON for an existing
+#: subject whose attributes the row changes) of a row admitted to a batch.
+_Admitted = tuple[int, str | None, dict[str, Any], str | None]
+#: (line, its rows, its field names, its row digest for the audit event) of a sealed row.
+_Sealed = tuple[int, Batch, tuple[str, ...], dict[str, Any]]
+
+#: The vault a sealing process works with: set in the parent just before it forks, so the
+#: child inherits the keyring and the blind-index keys without their crossing a pipe.
+_SEALING_VAULT: VaultService | None = None
+
+
+def _seal_row(vault: VaultService, spec: CollectionSpec, now: datetime, line: int,
+              subject_id: str | None, values: dict[str, Any], attributes: str | None,
+              cipher: FieldCipher | None) -> _Sealed:
+    """A row's stored form: a new subject with its data key (``subject_id`` None), or the
+    record of an existing subject under its ``cipher``; sealed, indexed, row-digested."""
+    one = Batch()
+    if subject_id is None:
+        subject_id = new_id()  # subject ids stay random (README, "Search and import speed")
+        key_row, cipher = vault.keys.new_key_row(subject_id, remember=False)
+        one.subjects.append({"id": subject_id, "status": SubjectStatus.ACTIVE,
+                             "created_at": now, "attributes": attributes or "{}"})
+        one.subject_keys.append(key_row)
+    elif attributes is not None:
+        one.subject_attributes[subject_id] = attributes
+    assert cipher is not None
+    # Time-ordered (UUIDv7): each batch appends to the end of the id B-trees instead of
+    # touching pages all over them; the id reveals the creation time, which the record shows
+    # anyway (created_at).
+    record_id = ordered_id()
+    clear, sealed = vault.codec.seal(spec, record_id, cipher, values, 1)
+    row = {"id": record_id, "subject_id": subject_id, "collection": spec.name,
+           "clear": _dumps(clear), "sealed": _dumps(sealed), "created_at": now,
+           "updated_at": now, "version": 1}
+    one.records.append(row)
+    one.index = vault.codec.index_rows(spec, record_id, subject_id, values)
+    return line, one, tuple(values), vault.codec.row_entry(row)
+
+
+def _seal_new_subjects(collection: str, now: datetime,
+                       rows: list[tuple[int, dict[str, Any], str]]) -> list[_Sealed]:
+    """In the sealing process: (line, values, attributes JSON) of rows for new subjects."""
+    vault = _SEALING_VAULT
+    assert vault is not None
+    spec = vault.collection(collection)
+    return [_seal_row(vault, spec, now, line, None, values, attrs, None)
+            for line, values, attrs in rows]
+
+
 class Importer:
-    def __init__(self, vault: VaultService, batch_size: int = 1000) -> None:
+    """``pipeline=True`` seals (data keys, AES-GCM, blind indexes, row digests) in a second
+    process while this one validates, decides and inserts: on a 2-core machine the two halves
+    of an import overlap. For command-line imports (the process forks: not inside a server)."""
+
+    def __init__(self, vault: VaultService, batch_size: int = 1000,
+                 pipeline: bool = False) -> None:
         self.vault = vault
         self.batch_size = batch_size
+        self.pipeline = pipeline and "fork" in multiprocessing.get_all_start_methods()
 
     def run(
         self,
@@ -118,6 +177,39 @@ class Importer:
         self._reusable = not policy.depends_on_record(principal, spec, "import", purpose)
         self._decided: dict[tuple[str, ...], dict[str, FieldDecision]] = {}
         report = ImportReport()
+        with ExitStack() as stack:
+            pool = stack.enter_context(self._sealer()) if self.pipeline else None
+            # The batch being sealed in the other process, stored once the next is handed over.
+            sealing: Callable[[], list[_Sealed]] | None = None
+            for batch in self._batches(spec, rows, report, reject):
+                ready = self._seal(spec, batch, pool, report, reject)
+                if sealing is not None:
+                    self._store(spec, sealing(), report, reject)
+                sealing = ready
+                if progress:
+                    progress(report.read)
+            if sealing is not None:
+                self._store(spec, sealing(), report, reject)
+        if progress:
+            progress(report.read)
+        return report
+
+    @contextmanager
+    def _sealer(self) -> Iterator[Any]:
+        global _SEALING_VAULT
+        _SEALING_VAULT = self.vault
+        pool = multiprocessing.get_context("fork").Pool(1)
+        try:
+            yield pool
+        finally:
+            pool.close()
+            pool.join()
+            _SEALING_VAULT = None
+
+    def _batches(self, spec: CollectionSpec, rows: Iterable[ParsedRow], report: ImportReport,
+                 reject: Callable[[int, list[FieldProblem]], None]
+                 ) -> Iterator[list[tuple[int, str | None, dict[str, Any]]]]:
+        """Validated rows, ``batch_size`` at a time; every bad row reported on the way."""
         pending: list[tuple[int, str | None, dict[str, Any]]] = []
         for line, parsed, problems in rows:
             report.read += 1
@@ -128,7 +220,8 @@ class Importer:
             if subject_id is not None and not isinstance(subject_id, str):
                 problems.append(FieldProblem("subject_id", "expected a string"))
             try:
-                values, _ = self.vault.validate_write(spec, parsed, purpose, partial=False)
+                values, _ = self.vault.validate_write(spec, parsed, self._purpose,
+                                                      partial=False)
             except InvalidInput as exc:
                 # A cell that failed to parse is already reported; skip its "required" echo.
                 named = {p.field for p in problems}
@@ -138,28 +231,20 @@ class Importer:
                 continue
             pending.append((line, subject_id, values))
             if len(pending) >= self.batch_size:
-                self._flush(spec, pending, report, reject)
-                if progress:
-                    progress(report.read)
+                yield pending
                 pending = []
         if pending:
-            self._flush(spec, pending, report, reject)
-        if progress:
-            progress(report.read)
-        return report
+            yield pending
 
-    def _flush(self, spec: CollectionSpec, pending: list[tuple[int, str | None, dict[str, Any]]],
-               report: ImportReport, reject: Callable[[int, list[FieldProblem]], None]) -> None:
+    def _admit(self, spec: CollectionSpec, pending: list[tuple[int, str | None, dict[str, Any]]],
+               report: ImportReport, reject: Callable[[int, list[FieldProblem]], None]
+               ) -> tuple[list[_Admitted], dict[str, Any]]:
+        """The rows of a batch the policy admits for subjects that may take them, and those
+        existing subjects' rows."""
         known = self._existing({s for _, s, _ in pending if s and is_id(s)})
-        keys = self.vault.keys
-        ciphers = keys.ciphers(known)
         attr_names = spec.subject_attributes
-        now = self.vault.clock.now()
-        prepared: list[tuple[int, Batch]] = []
-        #: Field names per record, for the audit event (no parsing of the JSON just built).
-        names: dict[str, tuple[str, ...]] = {}
+        admitted: list[_Admitted] = []
         for line, subject_id, values in pending:
-            one = Batch()
             new_attrs = {n: values[n] for n in attr_names if n in values}
             if subject_id is not None and subject_id not in known:
                 self._reject(report, reject, line, [FieldProblem(
@@ -171,32 +256,44 @@ class Importer:
             if denied:
                 self._reject(report, reject, line, denied)
                 continue
-            if subject_id is None:
-                subject_id = new_id()
-                key_row, cipher = keys.new_key_row(subject_id, remember=False)
-                one.subjects.append({"id": subject_id, "status": SubjectStatus.ACTIVE,
-                                     "created_at": now, "attributes": _dumps(new_attrs)})
-                one.subject_keys.append(key_row)
-            else:
-                cipher = ciphers[subject_id]
-                if new_attrs:
-                    one.subject_attributes[subject_id] = _dumps(subject_attrs)
-            # Time-ordered (UUIDv7): each batch appends to the end of the id B-trees instead of
-            # touching pages all over them; the id reveals the creation time, which the record
-            # shows anyway (created_at).
-            record_id = ordered_id()
-            names[record_id] = tuple(values)
-            clear, sealed = self.vault.codec.seal(spec, record_id, cipher, values, 1)
-            one.records.append({"id": record_id, "subject_id": subject_id,
-                                "collection": spec.name, "clear": _dumps(clear),
-                                "sealed": _dumps(sealed), "created_at": now, "updated_at": now,
-                                "version": 1})
-            one.index = self.vault.codec.index_rows(spec, record_id, subject_id, values)
-            prepared.append((line, one))
+            attributes = (_dumps(subject_attrs) if subject_id is None or new_attrs else None)
+            admitted.append((line, subject_id, values, attributes))
+        return admitted, known
+
+    def _seal(self, spec: CollectionSpec,
+              pending: list[tuple[int, str | None, dict[str, Any]]], pool: Any,
+              report: ImportReport, reject: Callable[[int, list[FieldProblem]], None]
+              ) -> Callable[[], list[_Sealed]]:
+        """Admit a batch and start sealing it: in the other process (rows for new subjects)
+        when pipelined; returns what completes it, in the batch's row order."""
+        admitted, known = self._admit(spec, pending, report, reject)
+        now = self.vault.clock.now()
+        ciphers = self.vault.keys.ciphers(known) if known else {}
+        new = [(line, values, attrs or "{}") for line, sid, values, attrs in admitted
+               if sid is None]
+        if pool is None or not new:
+            done = [_seal_row(self.vault, spec, now, line, sid, values, attrs,
+                              ciphers.get(sid) if sid else None)
+                    for line, sid, values, attrs in admitted]
+            return lambda: done
+        job = pool.apply_async(_seal_new_subjects, (spec.name, now, new))
+        existing = {line: _seal_row(self.vault, spec, now, line, sid, values, attrs,
+                                    ciphers[sid])
+                    for line, sid, values, attrs in admitted if sid is not None}
+
+        def finish() -> list[_Sealed]:
+            sealed = {item[0]: item for item in job.get()}
+            return [sealed.get(line) or existing[line] for line, *_ in admitted]
+        return finish
+
+    def _store(self, spec: CollectionSpec, prepared: list[_Sealed], report: ImportReport,
+               reject: Callable[[int, list[FieldProblem]], None]) -> None:
+        """One transaction for the batch and its event; row by row if that fails."""
         if not prepared:
             return
+        keys = self.vault.keys
         whole = Batch()
-        for _, one in prepared:
+        for _, one, _, _ in prepared:
             whole.extend(one)
         # New subjects' keys are stored before the subjects: none exists without its key.
         keys.store.put(whole.subject_keys)
@@ -205,7 +302,7 @@ class Importer:
                 if not self._still_active(conn, whole):
                     raise _SubjectChanged()
                 _insert(conn, whole)
-                self._audit(conn, spec, whole, names)
+                self._audit(conn, spec, prepared)
             self._count(report, prepared)
             return
         except _SubjectChanged:
@@ -213,14 +310,15 @@ class Importer:
                         "storing row by row")
         except sa.exc.DBAPIError as exc:
             log.warning("batch insert failed (%s); retrying row by row", type(exc).__name__)
-        for line, one in prepared:
+        for item in prepared:
+            line, one = item[0], item[1]
             try:
                 with self.vault.db.write() as conn:
                     if not self._still_active(conn, one):
                         raise _SubjectChanged()
                     _insert(conn, one)
-                    self._audit(conn, spec, one, names)
-                self._count(report, [(line, one)])
+                    self._audit(conn, spec, [item])
+                self._count(report, [item])
             except _SubjectChanged:
                 self._reject(report, reject, line, [FieldProblem(
                     "subject_id", "unknown, restricted or erased subject")])
@@ -240,20 +338,20 @@ class Importer:
             .with_for_update(read=True)).scalars().all()
         return len(active) == len(ids)
 
-    def _audit(self, conn: Any, spec: CollectionSpec, batch: Batch,
-               names: dict[str, tuple[str, ...]]) -> None:
-        """The batch and its event commit together. ``names``: each record's field names."""
+    def _audit(self, conn: Any, spec: CollectionSpec, stored: list[_Sealed]) -> None:
+        """The rows and their event commit together."""
         audit = self.vault.audit
+        rows = [r for _, one, _, _ in stored for r in one.records]
         audit.append(conn, audit.event(
             self._principal, "records.import", collection=spec.name,
-            record_ids=[r["id"] for r in batch.records],
-            subject_ids=[r["subject_id"] for r in batch.records],
-            fields={f for r in batch.records for f in names[r["id"]]},
+            record_ids=[r["id"] for r in rows], subject_ids=[r["subject_id"] for r in rows],
+            fields={f for _, _, names, _ in stored for f in names},
             purpose=self._purpose, details={
-                "rows": len(batch.records), "subjects_created": len(batch.subjects),
+                "rows": len(rows),
+                "subjects_created": sum(len(one.subjects) for _, one, _, _ in stored),
                 # Each row's keyed digest as stored (vault.rollback checks rows against it).
-                "row_digests": {r["id"]: self.vault.codec.row_entry(r)
-                                for r in batch.records}}))
+                "row_digests": {one.records[0]["id"]: entry
+                                for _, one, _, entry in stored}}))
 
     def _reject(self, report: ImportReport, reject: Callable[[int, list[FieldProblem]], None],
                 line: int, problems: list[FieldProblem]) -> None:
@@ -280,9 +378,9 @@ class Importer:
         return [FieldProblem(n, str(d.reason)) for n, d in decisions.items() if d.masking is None]
 
     @staticmethod
-    def _count(report: ImportReport, stored: list[tuple[int, Batch]]) -> None:
+    def _count(report: ImportReport, stored: list[_Sealed]) -> None:
         report.imported += len(stored)
-        for _, b in stored:
+        for _, b, _, _ in stored:
             report.created_subject_ids += [s["id"] for s in b.subjects]
         report.subjects_created = len(report.created_subject_ids)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -150,23 +151,14 @@ def insert_many(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]
     if not rows:
         return
     sql, keys, procs, positional = _many_statement(table, conn.dialect)
-    # Most processed values (a batch's one timestamp) repeat: process each distinct one once.
-    memo: list[dict[Any, Any]] = [{} for _ in keys]
     columns: list[list[Any]] = []
-    for i, k in enumerate(keys):
-        proc = procs[i]
-        if proc is None:
-            columns.append([r[k] for r in rows])
-            continue
-        seen = memo[i]
-        col = []
-        for r in rows:
-            v = r[k]
-            out = seen.get(v, seen)
-            if out is seen:
-                out = seen[v] = proc(v)
-            col.append(out)
-        columns.append(col)
+    for key, proc in zip(keys, procs, strict=True):
+        values = list(map(operator.itemgetter(key), rows))
+        if proc is not None:
+            # Most processed values (a batch's one timestamp) repeat: each distinct one once.
+            done = {v: proc(v) for v in set(values)}
+            values = list(map(done.__getitem__, values))
+        columns.append(values)
     params: list[Any] = (list(zip(*columns, strict=True)) if positional
                          else [dict(zip(keys, values, strict=True))
                                for values in zip(*columns, strict=True)])
