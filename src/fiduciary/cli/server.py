@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import socket
 import sys
 from typing import Annotated
 
 import typer
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from fiduciary import logs
 from fiduciary.cli.common import DataDir, JsonFlag, err, out, runtime, settings
@@ -175,9 +178,16 @@ def _serve_workers(s: Settings, create: bool, demo: bool, subjects: int) -> None
     _announce(s, banner)
     # uvicorn kills a worker that does not answer its health check in time: a loaded
     # machine, or a long schedule round holding the GIL, must not cost a worker.
-    uvicorn.run("fiduciary.api.app:create_app", factory=True, workers=s.workers,
-                host=s.host, port=s.port, log_config=None, log_level=s.log_level,
-                server_header=False, timeout_worker_healthcheck=60)
+    config = uvicorn.Config("fiduciary.api.app:create_app", factory=True, workers=s.workers,
+                            host=s.host, port=s.port, log_config=None, log_level=s.log_level,
+                            server_header=False, timeout_worker_healthcheck=60)
+    sock = config.bind_socket()
+    # uvicorn's shared socket is made without IPPROTO_TCP, so asyncio never sets
+    # TCP_NODELAY on its connections and each keep-alive response waited ~40 ms for the
+    # client's delayed ACK; accepted connections inherit the listener's option (Linux).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    with contextlib.suppress(KeyboardInterrupt):
+        Multiprocess(config, sockets=[sock]).run()
 
 
 @commands.command()
