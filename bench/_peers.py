@@ -148,7 +148,7 @@ def raw_floor(db_path: str, spec: CollectionSpec, rows: Sequence[dict[str, Any]]
                              dumps({n: values[n] for n in attributes if n in values})))
                 recs.append((rid, sid, collection, dumps(values), "{}", now, now, 1))
                 idx += [(rid, f, collection, sid,
-                         index_form(fields[f], values[f]).encode()) for f in searchable
+                         index_form(fields[f], values[f])) for f in searchable
                         if f in values]
             conn.execute("BEGIN")
             conn.executemany("INSERT INTO subjects (id, status, created_at, attributes) "
