@@ -184,3 +184,15 @@ def test_a_failed_group_fails_every_read_in_it_and_stores_none(
     # Reads work again once the trail accepts events.
     rt.audit.append_committed(rt.audit.event(SYSTEM, "record.read", record_ids=["after"]))
     assert _read_events(witness, "after") == 1
+
+
+def test_event_times_are_stored_as_sqlalchemy_writes_them(rt: Runtime) -> None:
+    """Appends go through the driver: times on a whole second must still compare with the
+    trail's time index as every other timestamp column does (SQLite stores text)."""
+    rt.audit.append_committed(rt.audit.event(SYSTEM, "record.read", record_ids=["on-the-second"]))
+    now = rt.clock.now()
+    assert now.microsecond == 0
+    with rt.db.read() as conn:
+        found = conn.execute(sa.select(audit_events.c.at).where(
+            audit_events.c.record_ids == "on-the-second", audit_events.c.at >= now)).scalar()
+    assert found == now

@@ -71,7 +71,8 @@ class _Inserts:
         self.events = compiled(audit_events, _EVENT_COLUMNS)
         self.subjects = compiled(audit_subjects, _SUBJECT_COLUMNS)
         self.named = dialect.paramstyle in ("named", "pyformat")
-        self.at = audit_events.c.at.type.bind_processor(dialect)
+        # The dialect's own type: SQLite stores SQLAlchemy's fixed-width text, not the driver's.
+        self.at = audit_events.c.at.type.dialect_impl(dialect).bind_processor(dialect)
         self.dbapi_error = dialect.loaded_dbapi.Error
 
     def params(self, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[Any]:
