@@ -357,6 +357,12 @@ class Detectors:
                 kept.append(f)
         return kept
 
+    def _may_fire(self, detection: str, key: str) -> bool:
+        """Whether a finding with this key could still be kept (see :meth:`_keep`): a burst
+        past its threshold would otherwise build, on every further read, a finding listing
+        the whole window's events only to drop it as already raised."""
+        return not self.warming and f"{detection}:{key}" not in self._fired
+
     def suppressed(self, f: Finding) -> bool:
         return any(s.covers(f) for s in self.profiles.suppressions)
 
@@ -663,18 +669,20 @@ class Detectors:
             w = self._window("export", p.id, 60)
             w.add(at, (ev["id"], n), n)
             total = w.total
-            if total >= spec.export_records:
+            key = f"{p.id}:export:{self._bucket(at, 60)}"
+            if total >= spec.export_records and self._may_fire("bulk_export", key):
                 out.append(self._finding(
-                    "bulk_export", p, f"{p.id}:export:{self._bucket(at, 60)}",
+                    "bulk_export", p, key,
                     f"{total} records exported within an hour",
                     [x[1][0] for x in w.items], [], records=total))
             return
         w = self._window("reads", p.id, spec.window_minutes)
         w.add(at, (ev["id"], n), n)
         total = w.total
-        if total >= spec.read_records:
+        key = f"{p.id}:reads:{self._bucket(at, spec.window_minutes)}"
+        if total >= spec.read_records and self._may_fire("bulk_export", key):
             out.append(self._finding(
-                "bulk_export", p, f"{p.id}:reads:{self._bucket(at, spec.window_minutes)}",
+                "bulk_export", p, key,
                 f"{total} records read within {spec.window_minutes} minutes",
                 [x[1][0] for x in w.items], [], records=total))
 
