@@ -12,15 +12,23 @@ person approved. A new API key's secret is shown once, on the answer to the form
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
-from urllib.parse import parse_qsl, urlencode
+from typing import Any
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 
 from fiduciary.access.approvals import PENDING, Approval
 from fiduciary.access.policy import ACTIONS
-from fiduciary.console.pages import ConsolePage, Rt, Signed, _status, page, signed_in
+from fiduciary.console.pages import (
+    ConsolePage,
+    FormPairs,
+    Rt,
+    Signed,
+    page,
+    refusal,
+    signed_in,
+)
 from fiduciary.errors import FieldProblem, Forbidden, InvalidInput, NotFound, WorkflowConflict
 from fiduciary.principal import Permission, Principal
 from fiduciary.runtime import Runtime
@@ -32,15 +40,6 @@ P = Permission
 #: Who reads the approvals (as ``GET /v1/admin/approvals``); deciding needs approvals:decide.
 APPROVAL_READERS = (P.APPROVALS_DECIDE, P.USERS_MANAGE, P.APIKEYS_MANAGE)
 _REFUSED = (InvalidInput, Forbidden, NotFound, WorkflowConflict)
-
-
-async def _pairs(request: Request) -> list[tuple[str, str]]:
-    """Every field of an urlencoded form, repeated ones (role checkboxes) included."""
-    body = (await request.body()).decode("utf-8", errors="replace")
-    return parse_qsl(body, keep_blank_values=True)
-
-
-Fields = Annotated[list[tuple[str, str]], Depends(_pairs)]
 
 
 def _one(fields: list[tuple[str, str]], name: str) -> str:
@@ -102,7 +101,7 @@ def users_page(request: Request, rt: Rt) -> Response:
 
 
 @router.post("/users")
-def create_user(request: Request, rt: Rt, fields: Fields) -> Response:
+def create_user(request: Request, rt: Rt, fields: FormPairs) -> Response:
     """As ``POST /v1/admin/users``: in force at once unless a role reaches customer data
     (then a proposal another person approves). No enrolment code is shown to anyone here."""
     s = signed_in(rt, request, P.USERS_MANAGE)
@@ -111,7 +110,7 @@ def create_user(request: Request, rt: Rt, fields: Fields) -> Response:
     try:
         outcome = rt.approvals.request_user(s.who, username, roles, regions)
     except _REFUSED as exc:
-        return _users_page(request, s, _status(exc), problem=exc.message, fields=exc.fields,
+        return _users_page(request, s, **refusal(exc),
                            form={"username": username, "roles": roles,
                                  "regions": ", ".join(regions)})
     if outcome.approval is not None:
@@ -136,15 +135,14 @@ def _user_page(request: Request, s: Signed, username: str, status: int = 200,
 
 
 @router.post("/users/{username}/roles")
-def set_roles(request: Request, rt: Rt, username: str, fields: Fields) -> Response:
+def set_roles(request: Request, rt: Rt, username: str, fields: FormPairs) -> Response:
     """As ``PUT /v1/admin/users/{u}/roles``: a role reaching customer data added is a
     proposal; the service refuses nothing less for one's own account."""
     s = signed_in(rt, request, P.USERS_MANAGE)
     try:
         outcome = rt.approvals.request_roles(s.who, username, _many(fields, "role"))
     except (InvalidInput, WorkflowConflict) as exc:
-        return _user_page(request, s, username, _status(exc), problem=exc.message,
-                          fields=exc.fields)
+        return _user_page(request, s, username, **refusal(exc))
     path = f"/console/admin/users/{username}"
     if outcome.approval is not None:
         return _done(path, proposed=outcome.approval.id)
@@ -166,8 +164,7 @@ def re_enrol_user(request: Request, rt: Rt, username: str) -> Response:
     try:
         outcome = rt.approvals.request_re_enrol(s.who, username)
     except InvalidInput as exc:
-        return _user_page(request, s, username, _status(exc), problem=exc.message,
-                          fields=exc.fields)
+        return _user_page(request, s, username, **refusal(exc))
     assert outcome.approval is not None
     return _done(f"/console/admin/users/{username}", proposed=outcome.approval.id)
 
@@ -199,7 +196,7 @@ def _days(text: str) -> int | None:
 
 
 @router.post("/api-keys")
-def create_api_key(request: Request, rt: Rt, fields: Fields) -> Response:
+def create_api_key(request: Request, rt: Rt, fields: FormPairs) -> Response:
     """As ``POST /v1/admin/apikeys``: the secret is on this answer and nowhere else (a key
     with a data role authenticates once another person approves it)."""
     s = signed_in(rt, request, P.APIKEYS_MANAGE)
@@ -209,7 +206,7 @@ def create_api_key(request: Request, rt: Rt, fields: Fields) -> Response:
         outcome = rt.approvals.request_api_key(s.who, name, role, _days(_one(fields, "days")),
                                                scopes)
     except _REFUSED as exc:
-        return _keys_page(request, s, _status(exc), problem=exc.message, fields=exc.fields,
+        return _keys_page(request, s, **refusal(exc),
                           form={"name": name, "role": role, "scopes": scopes or [],
                                 "days": _one(fields, "days")})
     return page(request, s, "admin/api_key_created.html", key=outcome.key,
@@ -246,7 +243,7 @@ def approvals_page(request: Request, rt: Rt) -> Response:
 
 
 @router.post("/approvals/{approval_id}/{verdict}")
-def decide(request: Request, rt: Rt, approval_id: str, verdict: str, fields: Fields
+def decide(request: Request, rt: Rt, approval_id: str, verdict: str, fields: FormPairs
            ) -> Response:
     """As ``POST /v1/admin/approvals/{id}/approve|reject``: a person holding
     approvals:decide other than the proposer and the user whose access changes."""
@@ -286,7 +283,7 @@ def reviews_page(request: Request, rt: Rt) -> Response:
 
 @router.post("/reviews/{campaign_id}/items/{item_id}/decide")
 def decide_review_item(request: Request, rt: Rt, campaign_id: str, item_id: str,
-                       fields: Fields) -> Response:
+                       fields: FormPairs) -> Response:
     """Keep or revoke (a reason required to revoke), as
     ``POST /v1/reviews/{c}/items/{i}/decide``; a revocation takes effect at once."""
     s = signed_in(rt, request)
@@ -294,8 +291,7 @@ def decide_review_item(request: Request, rt: Rt, campaign_id: str, item_id: str,
         rt.campaigns.decide(s.who, campaign_id, item_id, _one(fields, "decision"),
                             _one(fields, "note") or None)
     except InvalidInput as exc:
-        return _reviews_page(request, s, _status(exc), problem=exc.message,
-                             fields=exc.fields, failed=item_id)
+        return _reviews_page(request, s, **refusal(exc), failed=item_id)
     return _done("/console/admin/reviews", decided=item_id)
 
 
@@ -312,7 +308,7 @@ def _hr_page(request: Request, s: Signed, status: int = 200, **context: Any) -> 
 
 
 @router.post("/hr/check")
-def hr_check(request: Request, rt: Rt, fields: Fields) -> Response:
+def hr_check(request: Request, rt: Rt, fields: FormPairs) -> Response:
     """A dry run of an HR feed pasted in the form: the leavers it would disable, the movers,
     the rows naming nobody, the accounts it does not name. Nothing is applied (the sync
     itself is the operator's, ``fiduciary users sync-hr``)."""
@@ -321,7 +317,7 @@ def hr_check(request: Request, rt: Rt, fields: Fields) -> Response:
     try:
         report = rt.hr.sync_text(text, s.who, dry_run=True)
     except InvalidInput as exc:
-        return _hr_page(request, s, _status(exc), problem=exc.message, fields=exc.fields,
+        return _hr_page(request, s, **refusal(exc),
                         feed=text)
     return _hr_page(request, s, report=report, feed=text)
 

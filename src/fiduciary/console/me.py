@@ -15,7 +15,7 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 
-from fiduciary.console.pages import ConsolePage, Form, Rt, Signed, _status, page, signed_in
+from fiduciary.console.pages import ConsolePage, Form, Rt, Signed, page, refusal, signed_in
 from fiduciary.console.session import COOKIE_PATH, SESSION_COOKIE
 from fiduciary.errors import (
     FieldProblem,
@@ -97,8 +97,7 @@ def search_customers(request: Request, rt: Rt, fields: Form) -> Response:
         found = rt.vault.search(s.who, collection, {field: fields.get("value", "")}, purpose,
                                 SEARCH_LIMIT)
     except _REFUSED as exc:
-        return _customers(request, s, status=_status(exc), problem=exc.message,
-                          fields=exc.fields)
+        return _customers(request, s, **refusal(exc))
     return _customers(request, s, searched=(collection, field), purpose=purpose,
                       found=[(r, record_url(r.subject_id, r.collection, r.id, str(purpose)))
                              for r in found])
@@ -189,8 +188,7 @@ def attempt(request: Request, rt: Rt, course_id: str, fields: Form) -> Response:
     try:
         result = rt.training.attempt(s.who, course_id, _answers(course, fields))
     except (InvalidInput, RateLimited) as exc:
-        return page(request, s, "me/course.html", status=_status(exc), course=course,
-                    problem=exc.message, fields=exc.fields)
+        return page(request, s, "me/course.html", course=course, **refusal(exc))
     return page(request, s, "me/attempt.html", course=course, result=result)
 
 
@@ -242,8 +240,7 @@ def request_break_glass(request: Request, rt: Rt, fields: Form) -> Response:
         rt.users.break_glass(s.who, subject_ids, fields.get("justification", ""),
                              int(minutes))
     except _REFUSED as exc:
-        return _break_glass(request, s, status=_status(exc), problem=exc.message,
-                            fields=exc.fields, form=fields)
+        return _break_glass(request, s, **refusal(exc), form=fields)
     return RedirectResponse("/console/me/break-glass", status_code=303)
 
 

@@ -166,13 +166,19 @@ async def runtime(request: Request) -> Runtime:
 Rt = Annotated[Runtime, Depends(runtime)]
 
 
+async def form_pairs(request: Request) -> list[tuple[str, str]]:
+    """Every field of an urlencoded form, repeated ones (checkboxes) included."""
+    body = (await request.body()).decode("utf-8", errors="replace")
+    return parse_qsl(body, keep_blank_values=True)
+
+
 async def form(request: Request) -> dict[str, str]:
     """An urlencoded form's fields (the last value of a repeated one)."""
-    body = (await request.body()).decode("utf-8", errors="replace")
-    return dict(parse_qsl(body, keep_blank_values=True))
+    return dict(await form_pairs(request))
 
 
 Form = Annotated[dict[str, str], Depends(form)]
+FormPairs = Annotated[list[tuple[str, str]], Depends(form_pairs)]
 
 
 def csrf(rt: Runtime) -> CsrfTokens:
@@ -181,6 +187,11 @@ def csrf(rt: Runtime) -> CsrfTokens:
 
 def _status(exc: FiduciaryError) -> int:
     return next((s for cls, s in _STATUS if isinstance(exc, cls)), 400)
+
+
+def refusal(exc: FiduciaryError) -> dict[str, Any]:
+    """What a refused form shows again: the service's message, its fields and its status."""
+    return {"problem": exc.message, "fields": exc.fields, "status": _status(exc)}
 
 
 def error_page(request: Request, exc: FiduciaryError, who: Principal | None = None

@@ -29,8 +29,8 @@ from fiduciary.console.pages import (
     Rt,
     Signed,
     _due_band,
-    _status,
     page,
+    refusal,
     signed_in,
 )
 from fiduciary.errors import FieldProblem, Forbidden, Gone, InvalidInput, NotFound, WorkflowConflict
@@ -131,8 +131,7 @@ def dsr_step(request: Request, rt: Rt, request_id: str, step: str, fields: Form)
     try:
         action(s, request_id, fields)
     except _REFUSED as exc:
-        return _request_page(request, s, request_id, status=_status(exc), problem=exc.message,
-                             fields=exc.fields, form=fields, failed=step)
+        return _request_page(request, s, request_id, **refusal(exc), form=fields, failed=step)
     return RedirectResponse(f"/console/privacy/dsr/{request_id}", status_code=303)
 
 
@@ -159,8 +158,8 @@ def consent(request: Request, rt: Rt, subject: str = "") -> Response:
     try:
         current, history = rt.consent_desk.read(s.who, subject)
     except (NotFound, Gone, InvalidInput) as exc:
-        return page(request, s, "privacy/consent.html", status=_status(exc), subject=subject,
-                    history=None, problem=exc.message, fields=exc.fields)
+        return page(request, s, "privacy/consent.html", subject=subject, history=None,
+                    **refusal(exc))
     return page(request, s, "privacy/consent.html", subject=subject,
                 current=sorted(current.values(), key=lambda e: e.purpose),
                 history=sorted(history, key=_newest_first, reverse=True))
@@ -194,8 +193,7 @@ def add_hold(request: Request, rt: Rt, fields: Form) -> Response:
         rt.holds.add(s.who, fields.get("scope", ""), fields.get("target", "").strip(),
                      fields.get("reason", ""), fields.get("owner", ""))
     except InvalidInput as exc:
-        return _holds_page(request, s, status=422, problem=exc.message, fields=exc.fields,
-                           form=fields)
+        return _holds_page(request, s, **refusal(exc), form=fields)
     return RedirectResponse("/console/privacy/holds", status_code=303)
 
 
@@ -206,7 +204,7 @@ def release_hold(request: Request, rt: Rt, hold_id: str) -> Response:
     try:
         rt.holds.release(s.who, hold_id)
     except Forbidden as exc:
-        return _holds_page(request, s, status=403, problem=exc.message)
+        return _holds_page(request, s, **refusal(exc))
     return RedirectResponse("/console/privacy/holds", status_code=303)
 
 

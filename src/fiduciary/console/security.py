@@ -20,9 +20,8 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 
-from fiduciary.console.pages import ConsolePage, Form, Rt, Signed, _status, page, signed_in
+from fiduciary.console.pages import ConsolePage, Form, Rt, Signed, _status, page, refusal, signed_in
 from fiduciary.errors import (
-    FiduciaryError,
     FieldProblem,
     Forbidden,
     InvalidInput,
@@ -51,11 +50,6 @@ _REFUSED = (InvalidInput, Forbidden, NotFound, WorkflowConflict)
 _ALERT_ACTIONS = ("assign", "comment", "dismiss", "escalate")
 
 
-def _problem(exc: FiduciaryError) -> dict[str, Any]:
-    """What a refused form shows: the service's message, its fields, and its status."""
-    return {"problem": exc.message, "fields": exc.fields, "status": _status(exc)}
-
-
 def _submit(step: Callable[[], object], done: str, again: Callable[..., Response],
             form: dict[str, Any]) -> Response:
     """POST/redirect/GET: runs the service call, then goes to ``done``; a refusal shows the
@@ -63,7 +57,7 @@ def _submit(step: Callable[[], object], done: str, again: Callable[..., Response
     try:
         step()
     except _REFUSED as exc:
-        return again(form=form, **_problem(exc))
+        return again(form=form, **refusal(exc))
     return RedirectResponse(done, status_code=303)
 
 
@@ -132,7 +126,7 @@ def alerts_queue(request: Request, rt: Rt) -> Response:
         problems = exc.fields + problems
     if problems:
         refused = InvalidInput.from_problems(problems, what="query")
-        return page(request, s, "security/alerts.html", **context, **_problem(refused))
+        return page(request, s, "security/alerts.html", **context, **refusal(refused))
     context["truncated"] = len(items) == QUEUE_LIMIT
     context["items"] = [a for a in items
                         if (not q["severity"] or a["severity"] == q["severity"])
@@ -184,7 +178,7 @@ def triage_alert(request: Request, rt: Rt, alert_id: str, action: str, fields: F
                                                    fields.get("incident_id") or None)
             done = f"/console/security/incidents/{quote(str(incident['id']), safe='')}"
     except _REFUSED as exc:
-        return _alert_page(request, s, alert_id, form={action: fields}, **_problem(exc))
+        return _alert_page(request, s, alert_id, form={action: fields}, **refusal(exc))
     return RedirectResponse(done, status_code=303)
 
 
@@ -204,7 +198,7 @@ def _incidents_page(request: Request, s: Signed, status: int = 200, **context: A
         items = s.rt.incidents.list_incidents(s.who, overdue=q["overdue"] == "1",
                                               status=q["status"] or None)
     except InvalidInput as exc:  # a status that is not one: said, and nothing listed
-        items, status, context = [], _status(exc), {**context, **_problem(exc)}
+        items, status, context = [], _status(exc), {**context, **refusal(exc)}
     context["status"] = status
     return page(request, s, "security/incidents.html",
                 rows=[(i, nearest_obligation(i, now)) for i in items],
@@ -232,7 +226,7 @@ def open_incident(request: Request, rt: Rt, fields: Form) -> Response:
     try:
         made = rt.incidents.create(s.who, {k: v for k, v in body.items() if v is not None})
     except _REFUSED as exc:
-        return _incidents_page(request, s, form=fields, **_problem(exc))
+        return _incidents_page(request, s, form=fields, **refusal(exc))
     return RedirectResponse(f"/console/security/incidents/{made['id']}", status_code=303)
 
 
