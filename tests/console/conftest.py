@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pyotp
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, sync_playwright
@@ -206,3 +207,21 @@ def sign_in(tab: Tab, console: Console, user: StaffLogin, totp: str | None = Non
 
 def session_cookies(tab: Tab) -> list[dict[str, object]]:
     return [dict(c) for c in tab.page.context.cookies() if c["name"] == SESSION_COOKIE]
+
+
+def service_key(console: Console, name: str) -> str:
+    """A new service API key, made by the operator's CLI."""
+    key: str = cli(console.env, "apikeys", "create", "--name", name, "--data-dir",
+                   str(console.data))["api_key"]
+    return key
+
+
+def create_customer(api: httpx.Client, last_name: str) -> tuple[str, str]:
+    """A customer and their persons record, entered over the API by ``api``'s service key:
+    (subject id, record id)."""
+    subject = str(api.post("/v1/subjects").json()["id"])
+    r = api.post("/v1/collections/persons/records", params={
+        "purpose": "policy_administration"}, json={
+        "subject_id": subject, "data": {"first_name": "Ada", "last_name": last_name}})
+    assert r.status_code == 201, r.text
+    return subject, str(r.json()["id"])

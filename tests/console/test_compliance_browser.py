@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 from playwright.sync_api import Route, expect
 
-from tests.console.conftest import Console, Tab, sign_in
-from tests.realserver import cli, fiduciary
+from tests.console.conftest import Console, Tab, create_customer, service_key, sign_in
+from tests.realserver import fiduciary
 
 #: Typed into the customer's record: it must never reach the compliance pages.
 CANARY = "Quillfeather-Oakhampton"
@@ -24,15 +24,9 @@ CANARY = "Quillfeather-Oakhampton"
 def seen_customer(console: Console) -> str:
     """A customer, created by a service key; a DPO reads the record through the API; then a
     signed checkpoint over it all (as ``fiduciary audit sequence`` signs one)."""
-    key = cli(console.env, "apikeys", "create", "--name", "intake", "--data-dir",
-              str(console.data))["api_key"]
+    key = service_key(console, "intake")
     with httpx.Client(base_url=console.base, headers={"Authorization": f"Bearer {key}"}) as api:
-        subject = api.post("/v1/subjects").json()["id"]
-        r = api.post("/v1/collections/persons/records", params={
-            "purpose": "policy_administration"}, json={
-            "subject_id": subject, "data": {"first_name": "Ada", "last_name": CANARY}})
-        assert r.status_code == 201, r.text
-        record = r.json()["id"]
+        subject, record = create_customer(api, CANARY)
         # Another customer's requests feed the dashboard's on-time chart.
         other = api.post("/v1/subjects").json()["id"]
     reader = console.staff["comp.reader"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 from playwright.sync_api import Browser, expect
 
-from tests.console.conftest import Console, Tab, sign_in
+from tests.console.conftest import Console, Tab, create_customer, service_key, sign_in
 from tests.realserver import cli
 
 #: Typed into the customer's record: it must reach the package and nothing else.
@@ -22,14 +22,9 @@ CANARY = "Wrenfield-Ottaway"
 def access_request(console: Console) -> tuple[str, str]:
     """A customer entered by a service over the API, and their access request logged by the
     office through the CLI: (subject id, request id)."""
-    key = cli(console.env, "apikeys", "create", "--name", "priv-intake", "--data-dir",
-              str(console.data))["api_key"]
+    key = service_key(console, "priv-intake")
     with httpx.Client(base_url=console.base, headers={"Authorization": f"Bearer {key}"}) as api:
-        subject = api.post("/v1/subjects").json()["id"]
-        r = api.post("/v1/collections/persons/records", params={
-            "purpose": "policy_administration"}, json={
-            "subject_id": subject, "data": {"first_name": "Ada", "last_name": CANARY}})
-        assert r.status_code == 201, r.text
+        subject, _ = create_customer(api, CANARY)
     made = cli(console.env, "dsr", "create", "--subject", subject, "--type", "access",
                "--regime", "gdpr", "--channel", "email", "--data-dir", str(console.data))
     return subject, made["id"]
