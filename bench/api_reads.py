@@ -176,6 +176,17 @@ def run_phase(base: str, token: str, endpoint: str, ids: list[str], concurrency:
     return phase
 
 
+def stop_all(procs: list[subprocess.Popen[bytes]], grace: float = 15.0) -> None:
+    """Terminates the servers, killing any still running after ``grace`` seconds."""
+    for proc in procs:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+
+
 def summarise(phases: list[Phase]) -> dict[str, Any]:
     ok = sum(p.ok for p in phases)
     secs = sum(p.seconds for p in phases)
@@ -297,13 +308,7 @@ def main() -> None:
             log("server log tail:\n" + server_log.read_text(errors="replace")[-3000:])
             raise
         finally:
-            for who in (proc, bare):
-                who.terminate()
-                try:
-                    who.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    who.kill()
-                    who.wait(timeout=15)
+            stop_all([proc, bare])
 
     vault, plain, bare_ = (summarise(phases[e]) for e in (VAULT, PLAIN, BARE))
     kinds: dict[str, int] = {}

@@ -47,6 +47,7 @@ from api_reads import (
     fiduciary_cmd,
     free_port,
     run_phase,
+    stop_all,
     summarise,
     wait_healthy,
 )
@@ -142,13 +143,7 @@ def main() -> None:
             log("server log tail:\n" + server_log.read_text(errors="replace")[-3000:])
             raise
         finally:
-            for proc in servers.values():
-                proc.terminate()
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=15)
+            stop_all(list(servers.values()), grace=30)
     one, two = summarise(phases[1]), summarise(phases[2])
     emit({
         "benchmark": "api_workers",
