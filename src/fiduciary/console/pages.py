@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
@@ -40,7 +40,6 @@ from fiduciary.errors import (
     WorkflowConflict,
 )
 from fiduciary.principal import Permission, Principal, require_permission
-from fiduciary.privacy.dsr import DsrRequest
 from fiduciary.runtime import Runtime
 
 _HERE = Path(__file__).parent
@@ -330,26 +329,15 @@ def change_password(request: Request, rt: Rt, fields: Form) -> Response:
         rt.users.change_password(s.who, fields.get("current", ""), fields.get("new", ""),
                                  keep_session=s.token)
     except InvalidInput as exc:
-        return page(request, s, "password.html", problem=exc.message, fields=exc.fields,
-                    status=422)
+        return page(request, s, "password.html", **refusal(exc))
     return RedirectResponse("/console/", status_code=303)
 
 
 # -- pages ----------------------------------------------------------------------------------------
-def _due_band(request: DsrRequest, now: datetime) -> str:
-    """An open request's band: ``overdue`` (red: a deadline missed, as the service counts
-    them), ``soon`` (amber: due within 7 days) or ``later``; a closed one is ``closed``."""
-    if not request.is_open:
-        return "closed"
-    if request.overdue(now):
-        return "overdue"
-    return "soon" if request.due_at - now <= DUE_SOON else "later"
-
-
 @router.get("/privacy/dsr")
 def dsr_queue(request: Request, rt: Rt) -> Response:
     """Open and closed requests by due date (the service sorts), open ones banded."""
     s = signed_in(rt, request, Permission.PRIVACY_MANAGE)
     now = rt.clock.now()
-    rows = [(r, _due_band(r, now)) for r in rt.dsr.browse(s.who)]
+    rows = [(r, r.band(now, DUE_SOON)) for r in rt.dsr.browse(s.who)]
     return page(request, s, "dsr_queue.html", rows=rows, now=now)

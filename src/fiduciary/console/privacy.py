@@ -28,7 +28,6 @@ from fiduciary.console.pages import (
     Form,
     Rt,
     Signed,
-    _due_band,
     page,
     refusal,
     signed_in,
@@ -91,7 +90,7 @@ def _request_page(request: Request, s: Signed, request_id: str, status: int = 20
     req = s.rt.dsr.read(s.who, request_id)
     now = s.rt.clock.now()
     return page(request, s, "privacy/dsr.html", status=status, r=req, now=now,
-                band=_due_band(req, now), left=req.due_at - now, soon=DUE_SOON,
+                band=req.band(now, DUE_SOON), left=req.due_at - now, soon=DUE_SOON,
                 steps=_steps(req, s.who), four_eyes=_four_eyes(req),
                 is_verifier=_is_verifier(req, s.who), methods=VERIFICATION_METHODS,
                 consent_purposes=s.rt.dsr.consent.consent_purposes, **context)

@@ -166,6 +166,15 @@ class DsrRequest:
             late.append("response")
         return late
 
+    def band(self, now: datetime, soon: timedelta) -> str:
+        """``overdue`` (a deadline missed), ``soon`` (due within ``soon``) or ``later``; a
+        closed request is ``closed``: the bands of the console's queue and dashboard."""
+        if not self.is_open:
+            return "closed"
+        if self.overdue(now):
+            return "overdue"
+        return "soon" if self.due_at - now <= soon else "later"
+
     def as_dict(self, now: datetime) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "id": self.id, "subject_id": self.subject_id, "type": self.type,
@@ -488,12 +497,9 @@ class DsrService:
         require_permission(principal, Permission.PRIVACY_MANAGE, scope=Scope.READ)
         now = self.clock.now()
         counts = {"overdue": 0, "soon": 0, "later": 0}
-        for r in self.list(limit=MAX_LIST):
-            if not r.is_open:
-                continue
-            band = "overdue" if r.overdue(now) else "soon" if r.due_at - now <= soon \
-                else "later"
-            counts[band] += 1
+        for status in OPEN:  # open requests only, each status up to the list's bound
+            for r in self.list(status, limit=MAX_LIST):
+                counts[r.band(now, soon)] += 1
         return counts
 
     def get(self, request_id: str) -> DsrRequest:
