@@ -17,7 +17,12 @@ from fastapi.testclient import TestClient
 from fiduciary.access import SYSTEM
 from fiduciary.api.app import create_app
 from fiduciary.audit import merkle
-from fiduciary.audit.jcs import canonical, canonical_reference, stored_is_canonical
+from fiduciary.audit.jcs import (
+    canonical,
+    canonical_ids,
+    canonical_reference,
+    stored_is_canonical,
+)
 from fiduciary.audit.trail import public_key_bytes
 from fiduciary.audit.verify import verify
 from fiduciary.clock import FixedClock, iso
@@ -96,6 +101,11 @@ def test_every_stored_event_is_rfc8785_both_ways(rt: Runtime, client: TestClient
         # The fast verifier accepts it, or leaves it to the full check (non-ASCII).
         fast = stored_is_canonical(text.encode())
         assert fast == event if text.isascii() else fast in (None, event)
+    # The batch proof verification runs agrees with the proof event by event.
+    texts = [t.encode() for t in stored]
+    assert canonical_ids(texts) == [None if (e := stored_is_canonical(t)) is None else e["id"]
+                                    for t in texts]
+    assert None not in canonical_ids([t for t in texts if t.isascii()])
 
 
 _ALPHABET = ["a", "Z", "0", " ", '"', "\\", "/", "\b", "\t", "\n", "\f", "\r", "\x00",
@@ -160,6 +170,17 @@ def test_integers_beyond_i_json_are_refused_as_before(value: dict[str, Any]) -> 
 ])
 def test_the_fast_proof_never_accepts_a_non_canonical_text(text: bytes) -> None:
     assert stored_is_canonical(text) is None
+    # Nor the batch proof, whether the batch around it is plain or not.
+    good = b'{"id":"e1","n":-3}', b'{"id":"e2","s":"x"}'
+    assert canonical_ids([good[1], text, good[1]]) == ["e2", None, "e2"]
+    assert canonical_ids([good[0], text, good[1]]) == ["e1", None, "e2"]
+
+
+def test_the_batch_proof_reads_a_float_or_a_character_beyond_ascii_event_by_event() -> None:
+    """Both are left to the full check (None), and the rest of the batch is still proved."""
+    texts = [b'{"id":"a","x":1}', '{"id":"b","x":"Zo\u00eb"}'.encode(), b'{"id":"c","x":1.5}',
+             b'{"id":"d","x":"1.5,"}']
+    assert canonical_ids(texts) == ["a", None, None, "d"]
 
 
 # -- verification: the fast path reports what the full check reported --------------------------
@@ -168,7 +189,11 @@ def _sealed(rt: Runtime, client: TestClient, clock: FixedClock) -> tuple[bytes, 
     """A verified trail, and the leaf index of an ASCII event some way into it."""
     _busy_day(rt, client, clock)
     key = public_key_bytes(rt.trail.key)
-    assert verify(rt.db, key).size > 40
+    whole = verify(rt.db, key)
+    assert whole.size > 40
+    # Checked on two cores (this process and a helper), the trail verifies too (the app's
+    # background work may have sequenced an event since).
+    assert verify(rt.db, key, workers=2, split_min=1).size >= whole.size
     with rt.db.read() as conn:
         rows = conn.execute(sa.select(audit_events.c.leaf_index, audit_events.c.event)
                             .where(audit_events.c.leaf_index >= 30)
@@ -184,9 +209,15 @@ def _row(rt: Runtime, index: int) -> Any:
 
 
 def _failure(rt: Runtime, key: bytes) -> str:
-    with pytest.raises(VerificationFailed) as caught:
-        verify(rt.db, key)
-    return str(caught.value)
+    """What verification reports, the same in one pass and split over two processes (the
+    fault in this process's span or in the helper's)."""
+    reports = []
+    for workers in (1, 2):
+        with pytest.raises(VerificationFailed) as caught:
+            verify(rt.db, key, workers=workers, split_min=1)
+        reports.append(str(caught.value))
+    assert reports[0] == reports[1]
+    return reports[0]
 
 
 def _set_event(rt: Runtime, index: int, text: str, also_leaf: bool = False) -> None:
@@ -264,6 +295,7 @@ def test_an_event_edited_deep_in_a_long_trail_is_found(rt: Runtime) -> None:
     key = public_key_bytes(rt.trail.key)
     done = verify(rt.db, key)
     assert done.size >= 25_000 + done.checkpoints
+    assert verify(rt.db, key, workers=3, split_min=1) == done
     row = _row(rt, 23_456)
     _set_event(rt, 23_456, row.event.replace('"record.read"', '"record.reed"'))
     assert _failure(rt, key).startswith(f"event at leaf index 23456 (id {row.event_id}) does "

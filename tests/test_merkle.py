@@ -238,3 +238,15 @@ def test_level_nodes_rebuild_the_same_tree_as_appending() -> None:
         for index in range(size):
             assert inclusion_proof(index, size, built.get_node) == \
                 inclusion_proof(index, size, grown.get_node)
+        # Built in aligned parts (as a verification split over processes builds it).
+        for aligned in (0, 1, 3):
+            step = 1 << aligned
+            for cut in range(0, size + 1, step):
+                for cut2 in range(cut, size + 1, step * 3):
+                    parts = [LevelNodes(leaves[:cut]), LevelNodes(leaves[cut:cut2]),
+                             LevelNodes(leaves[cut2:size])]
+                    assert LevelNodes.joined(parts, aligned).levels == built.levels
+    with pytest.raises(IndexError):
+        LevelNodes(leaves[:5]).get_node(0, 5)
+    with pytest.raises(ValueError, match="multiple"):
+        LevelNodes.joined([LevelNodes(leaves[:3]), LevelNodes(leaves[3:8])], 1)

@@ -282,25 +282,45 @@ class MemoryNodes:
 
 
 class LevelNodes:
-    """Every perfect node of a tree whose leaf hashes are all known, one list per level: a
-    ``get_node`` for a verifier that rebuilds a large tree at once (a list per level costs
-    a fraction of ``MemoryNodes``' dict of tuples, and each level is hashed in one pass)."""
+    """Every perfect node of a tree whose leaf hashes are all known, one byte string of
+    concatenated hashes per level: a ``get_node`` for a verifier that rebuilds a large tree
+    at once (cheaper than ``MemoryNodes``' dict of tuples; each level is hashed in one pass
+    and pickles as one object). ``joined`` assembles trees built over consecutive spans."""
 
-    def __init__(self, leaves: list[bytes]) -> None:
-        self.levels = [leaves]
-        sha256 = hashlib.sha256
-        while len(self.levels[-1]) > 1:
-            lower = self.levels[-1]
+    def __init__(self, leaves: Sequence[bytes] | bytes) -> None:
+        self.levels = [leaves if isinstance(leaves, bytes) else b"".join(leaves)]
+        self._grow()
+
+    def _grow(self) -> None:
+        sha256, pair = hashlib.sha256, 2 * HASH_SIZE
+        while len(lower := self.levels[-1]) > HASH_SIZE:
             # An odd last node has no sibling yet: it is no perfect node's child.
-            pairs = zip(lower[::2], lower[1::2], strict=False)
-            self.levels.append([sha256(b"\x01" + left + right).digest()
-                                for left, right in pairs])
+            self.levels.append(b"".join([sha256(b"\x01" + lower[i:i + pair]).digest()
+                                         for i in range(0, len(lower) - pair + 1, pair)]))
+
+    @classmethod
+    def joined(cls, parts: Sequence[LevelNodes], aligned: int) -> LevelNodes:
+        """The tree over the parts' leaves in order, when every part but the last holds a
+        multiple of ``2**aligned`` leaves: up to that level the parts' nodes are the whole
+        tree's, side by side; the levels above are hashed here."""
+        if any(p.size % (1 << aligned) for p in parts[:-1]):
+            raise ValueError("every part but the last must hold a multiple of 2**aligned leaves")
+        tree = cls.__new__(cls)
+        tree.levels = [b"".join(p.levels[level] for p in parts if level < len(p.levels))
+                       for level in range(aligned + 1)]
+        while len(tree.levels) > 1 and not tree.levels[-1]:
+            tree.levels.pop()
+        tree._grow()
+        return tree
 
     @property
     def size(self) -> int:
         """Number of leaves."""
-        return len(self.levels[0])
+        return len(self.levels[0]) // HASH_SIZE
 
     def get_node(self, level: int, index: int) -> bytes:
         """The perfect node; IndexError if the tree has no such node."""
-        return self.levels[level][index]
+        start = index * HASH_SIZE
+        if level < 0 or index < 0 or start >= len(self.levels[level]):
+            raise IndexError(f"no perfect node at level {level}, index {index}")
+        return self.levels[level][start:start + HASH_SIZE]

@@ -11,6 +11,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import pickle
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.engine import Connection
 
 from fiduciary.audit import merkle
-from fiduciary.audit.jcs import canonical, stored_is_canonical
+from fiduciary.audit.jcs import canonical, canonical_ids
 from fiduciary.audit.trail import (
     CHECKPOINT_ACTION,
     PRUNE_ACTION,
@@ -76,22 +79,29 @@ def _compiled(dialect: sa.Dialect) -> tuple[str, str]:
     text = (sa.cast(e.c.event, sa.LargeBinary) if dialect.name == "sqlite"
             else sa.func.convert_to(e.c.event, sa.literal_column("'UTF8'")))
     events = (sa.select(e.c.leaf_index, e.c.event_id, text, e.c.action)
-              .where(e.c.leaf_index.is_not(None)).order_by(e.c.leaf_index))
+              .where(e.c.leaf_index.between(sa.bindparam("first"), sa.bindparam("last")))
+              .order_by(e.c.leaf_index))
     leaves = (sa.select(n.c["index"], n.c.hash)
               .where(n.c.level == sa.literal_column("0"),
-                     n.c["index"].between(sa.bindparam("lo"), sa.bindparam("hi"))))
-    return (str(events.compile(dialect=dialect)),
+                     n.c["index"].between(sa.bindparam("lo"), sa.bindparam("hi")))
+              .order_by(n.c["index"]))
+    return (str(events.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})),
             str(leaves.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})))
 
 
-def _event_rows(conn: Connection, is_sqlite: bool
-                ) -> Iterator[tuple[list[Any], dict[int, bytes]]]:
-    """Sequenced events in leaf order as raw driver tuples ``(leaf_index, event_id, event
-    bytes or None, action)``, a chunk at a time, with the leaf hashes recorded at sequencing
-    for the chunk's range of indexes. The raw cursor skips SQLAlchemy's per-row objects (a
-    third of the time over a large trail); the bytes come straight from the database, as the
-    leaf hash covers them; one range read of the recorded hashes per chunk is cheaper than a
-    join per event."""
+#: Every leaf index there can be: the whole trail, and whatever an editor put below zero.
+_ALL = (-(2**63), 2**63 - 1)
+
+
+def _event_rows(conn: Connection, is_sqlite: bool, span: tuple[int, int] = _ALL
+                ) -> Iterator[tuple[list[Any], list[Any]]]:
+    """Sequenced events with leaf indexes in ``span`` (inclusive) in leaf order, as raw
+    driver tuples ``(leaf_index, event_id, event bytes or None, action)``, a chunk at a
+    time, with the leaf hashes recorded at sequencing
+    for the chunk's range of indexes as ``(index, hash)`` in index order. The raw cursor skips
+    SQLAlchemy's per-row objects (a third of the time over a large trail); the bytes come
+    straight from the database, as the leaf hash covers them; one range read of the recorded
+    hashes per chunk is cheaper than a join per event."""
     sql = _SQL.get(conn.dialect.name)
     if sql is None:
         sql = _SQL[conn.dialect.name] = _compiled(conn.dialect)
@@ -102,11 +112,11 @@ def _event_rows(conn: Connection, is_sqlite: bool
     leaves = raw.cursor()
     bounds = {"lo": 0, "hi": 0}
     try:
-        events.execute(sql[0])
+        events.execute(sql[0], span if is_sqlite else {"first": span[0], "last": span[1]})
         while rows := events.fetchmany(_CHUNK):
             bounds["lo"], bounds["hi"] = rows[0][0], rows[-1][0]
             leaves.execute(sql[1], bounds if not is_sqlite else (bounds["lo"], bounds["hi"]))
-            yield rows, dict(leaves.fetchall())
+            yield rows, leaves.fetchall()
     finally:
         events.close()
         leaves.close()
@@ -142,16 +152,16 @@ class _Leaves:
     pruned: list[int]
 
 
-def _read_leaves(conn: Connection, is_sqlite: bool) -> _Leaves:
-    """Every sequenced event checked (see ``_check_event``) and hashed, in leaf order. A
-    chunk of events takes the fast path (``_chunk_plain``) unless anything in it looks
-    unusual; then the chunk is checked event by event (``_chunk_exact``), so what a
+def _read_leaves(conn: Connection, is_sqlite: bool, span: tuple[int, int] = _ALL) -> _Leaves:
+    """Every sequenced event (in ``span``) checked (see ``_check_event``) and hashed, in leaf
+    order. A chunk of events takes the fast path (``_chunk_plain``) unless anything in it
+    looks unusual; then the chunk is checked event by event (``_chunk_exact``), so what a
     tampered trail reports does not depend on the path."""
     out = _Leaves([], [], [], [])
-    expected = 0
-    for chunk, recorded in _event_rows(conn, is_sqlite):
+    expected = max(span[0], 0)
+    for chunk, recorded in _event_rows(conn, is_sqlite, span):
         if not _chunk_plain(chunk, recorded, expected, out):
-            _chunk_exact(chunk, recorded, expected, out)
+            _chunk_exact(chunk, dict(recorded), expected, out)
         expected += len(chunk)
     return out
 
@@ -159,8 +169,7 @@ def _read_leaves(conn: Connection, is_sqlite: bool) -> _Leaves:
 _SPECIAL = (CHECKPOINT_ACTION, PRUNE_ACTION)
 
 
-def _chunk_plain(chunk: list[Any], recorded: dict[int, bytes], first: int,
-                 out: _Leaves) -> bool:
+def _chunk_plain(chunk: list[Any], recorded: list[Any], first: int, out: _Leaves) -> bool:
     """The whole chunk at once, when it is what the audit log writes: contiguous indexes,
     no pruned event, every text provably canonical (``stored_is_canonical``), its id the
     row's, its leaf hash the one recorded. False (nothing added) at the first doubt."""
@@ -173,19 +182,20 @@ def _chunk_plain(chunk: list[Any], recorded: dict[int, bytes], first: int,
         return False
     # Ids only: a chunk of parsed events kept alive costs more in the garbage collector
     # than the parsing itself.
-    ids = list(map(_canonical_id, texts))
+    ids = canonical_ids(texts)
     if None in ids:
         try:  # the few events (non-ASCII, a float, a surprise) the fast proof left open
             for k, r in enumerate(chunk):
                 if ids[k] is None:
-                    ids[k] = _check_event("", r[1], r[2], recorded.get(r[0]))[0].get("id")
+                    ids[k] = _check_event("", r[1], r[2], None)[0].get("id")
         except VerificationFailed:
             return False  # reported by the exact pass, after whatever fails before it
     if ids != [r[1] for r in chunk]:
         return False
     sha256 = hashlib.sha256
     leaves = [sha256(b"\x00" + t).digest() for t in texts]
-    if [recorded.get(i) for i in range(first, first + n)] != leaves:
+    # (level, index) is the key and the range is the chunk's: n rows are exactly its indexes.
+    if len(recorded) != n or [r[1] for r in recorded] != leaves:
         return False
     out.hashes.extend(leaves)
     for k in [k for k, r in enumerate(chunk) if r[3] in _SPECIAL]:
@@ -195,12 +205,6 @@ def _chunk_plain(chunk: list[Any], recorded: dict[int, bytes], first: int,
         else:
             out.prunes.append((first + k, event))
     return True
-
-
-def _canonical_id(text: bytes) -> Any:
-    """The event's id when the stored text is provably canonical, else None."""
-    event = stored_is_canonical(text)
-    return None if event is None else event.get("id")
 
 
 def _chunk_exact(chunk: list[Any], recorded_hashes: dict[int, bytes], first: int,
@@ -231,16 +235,108 @@ def _chunk_exact(chunk: list[Any], recorded_hashes: dict[int, bytes], first: int
         expected += 1
 
 
+#: Events per process below which starting one costs more than it saves (~0.5 s to start).
+SPLIT_MIN = 100_000
+#: About the events this process checks while a helper process starts (imports, ~0.5 s).
+_HEAD_START = 60_000
+_ALIGNED = 12
+
+
+def span_leaves(url: str, span: tuple[int, int]
+                 ) -> tuple[merkle.LevelNodes, list[Any], list[Any], list[int]] | None:
+    """A helper process's share of ``_read_split`` (run by ``verify_span``): the events in
+    ``span`` through a connection of its own, checked as ``_read_leaves`` checks them; the
+    span's tree comes back too (its levels are byte strings: they pickle at memory speed).
+    None when anything fails."""
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn, conn.begin():
+            part = _read_leaves(conn, engine.dialect.name == "sqlite", span)
+    except VerificationFailed:
+        return None
+    finally:
+        engine.dispose()
+    return merkle.LevelNodes(part.hashes), part.recorded_cps, part.prunes, part.pruned
+
+
+def _read_split(conn: Connection, db: Database, workers: int, split_min: int
+                ) -> tuple[_Leaves, merkle.LevelNodes] | None:
+    """``_read_leaves`` over ``workers`` cores: the trail as it stands is cut into as many
+    index spans; this process checks the first while helper processes (``python -m``, not a
+    fork, which could inherit a lock another thread holds) check the others, each span
+    exactly as the single pass would. None —
+    and the caller verifies in one pass, which names the first fault exactly as always —
+    when the trail is too short to gain, or any span fails or is not whole. Sequenced events
+    never change, so spans read at slightly different moments make one trail; the last span
+    ends at the size seen here, with the checkpoints and counts this connection reads."""
+    top = conn.execute(sa.select(sa.func.max(audit_events.c.leaf_index))).scalar()
+    if top is None or int(top) + 1 < workers * split_min:
+        return None
+    size = int(top) + 1
+    # This process takes _HEAD_START more events than a helper: a helper starts that late.
+    rest = max(size - _HEAD_START, size // 2) // workers
+    # Cuts on multiples of 2**aligned: each span's tree is then the whole tree's, up to there
+    # (a short trail, in the tests, is cut finely all the same).
+    aligned = min(_ALIGNED, max((rest // 8).bit_length() - 1, 0))
+    cuts = [0, *((size - rest * k) >> aligned << aligned for k in range(workers - 1, 0, -1)),
+            size]
+    spans = [(cuts[k], cuts[k + 1] - 1) for k in range(workers)]
+    # Started first, so their start (~0.5 s of imports) overlaps this process's own span.
+    helpers = [subprocess.Popen([sys.executable, "-m", "fiduciary.audit.verify_span"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+               for _ in spans[1:]]
+    try:
+        for helper, span in zip(helpers, spans[1:], strict=True):
+            assert helper.stdin is not None
+            helper.stdin.write(json.dumps([db.url, *span]).encode() + b"\n")
+            helper.stdin.close()
+        try:
+            out = _read_leaves(conn, db.is_sqlite, (_ALL[0], spans[0][1]))
+        except VerificationFailed:
+            return None
+        parts = []
+        for helper in helpers:
+            assert helper.stdout is not None
+            result = helper.stdout.read()
+            if helper.wait() != 0:
+                raise RuntimeError(f"verification helper exited with {helper.returncode}")
+            parts.append(pickle.loads(result))  # noqa: S301 - our own child's answer
+    finally:
+        for helper in helpers:
+            if helper.poll() is None:
+                helper.kill()
+                helper.wait()
+    if len(out.hashes) != cuts[1]:
+        return None
+    trees = [merkle.LevelNodes(out.hashes)]
+    for span, part in zip(spans[1:], parts, strict=True):
+        if part is None or part[0].size != span[1] - span[0] + 1:
+            return None
+        trees.append(part[0])
+        out.recorded_cps.extend(part[1])
+        out.prunes.extend(part[2])
+        out.pruned.extend(part[3])
+    return out, merkle.LevelNodes.joined(trees, aligned)
+
+
 def verify(db: Database, trusted_key: bytes, witness: dict[str, Any] | None = None,
-           retention_days: int = 2191) -> Verified:
+           retention_days: int = 2191, workers: int = 1, split_min: int = SPLIT_MIN
+           ) -> Verified:
+    """Verify the whole trail. ``workers`` > 1 checks the events on that many cores when
+    the trail has at least ``split_min`` events a worker; the result, and what a tampered
+    trail reports, are the same either way."""
     with db.read() as conn:
-        leaves = _read_leaves(conn, db.is_sqlite)
+        split = _read_split(conn, db, workers, split_min) if workers > 1 else None
+        if split is None:
+            leaves = _read_leaves(conn, db.is_sqlite)
+            tree = merkle.LevelNodes(leaves.hashes)
+        else:
+            leaves, tree = split
         stored_cps = [Checkpoint.from_row(r)
                       for r in conn.execute(sa.select(audit_checkpoints)
                                             .order_by(audit_checkpoints.c.size))]
         unsequenced = conn.execute(sa.select(sa.func.count()).select_from(audit_events)
                                    .where(audit_events.c.leaf_index.is_(None))).scalar_one()
-    tree = merkle.LevelNodes(leaves.hashes)
     recorded_cps, prunes, pruned = leaves.recorded_cps, leaves.prunes, leaves.pruned
     previous: Checkpoint | None = None
     for cp in stored_cps:
