@@ -24,7 +24,7 @@ from fiduciary.clock import Clock, iso
 from fiduciary.errors import FieldProblem, InvalidInput, NotFound, Unauthenticated
 from fiduciary.principal import Principal
 from fiduciary.storage import Database
-from fiduciary.storage.schema import api_keys
+from fiduciary.storage.schema import api_keys, users
 
 PREFIX = "fdy"
 #: Lifetime bounds (days) when the runtime gives none (settings ``api_key_default_days`` and
@@ -64,6 +64,20 @@ class ApiKey:
         if self.expires_at and self.expires_at <= now:
             return "expired"
         return "active"
+
+
+#: A key with its holder's standing, read together: a disabled holder's key stops at once
+#: whichever path disabled them (admin, dormant job, HR sync, SQL), and works again when
+#: they are enabled; it is never revoked by this.
+_WITH_OWNER = (sa.select(api_keys, users.c.id.label("owner_found"),
+                         users.c.disabled_at.label("owner_disabled_at"))
+               .select_from(api_keys.outerjoin(users, users.c.id == api_keys.c.owner_id)))
+
+
+def _owner_in_office(row: Any) -> bool:
+    """A service key (no holder), or a key whose holder exists and is not disabled."""
+    return row.owner_id is None or (row.owner_found is not None
+                                    and row.owner_disabled_at is None)
 
 
 def _hash(secret: str) -> bytes:
@@ -173,11 +187,11 @@ class ApiKeyService:
         if len(parts) != 3 or parts[0] != PREFIX or not _KEY_ID.match(parts[1]):
             raise failure
         with self.db.read() as conn:
-            row = conn.execute(sa.select(api_keys).where(api_keys.c.id == parts[1])).first()
+            row = conn.execute(_WITH_OWNER.where(api_keys.c.id == parts[1])).first()
         if row is None or not hmac.compare_digest(row.secret_hash, _hash(parts[2])):
             raise failure
         key = ApiKey.from_row(row)
-        if key.state(now) != "active":
+        if key.state(now) != "active" or not _owner_in_office(row):
             raise failure
         seen = self._note_use(key.id, key.last_used_at, now)
         principal = Principal(id=key.id, kind="api_key", username=key.name, roles=(key.role,),

@@ -55,6 +55,7 @@ from fiduciary.ids import is_id as valid_id
 from fiduciary.principal import Permission, Principal, require_permission
 from fiduciary.storage import Database
 from fiduciary.storage.schema import (
+    api_keys,
     break_glass_grants,
     break_glass_uses,
     enrolments,
@@ -421,9 +422,25 @@ class UserService:
         conn.execute(users.update().where(users.c.id == user.id).values(
             disabled_at=self.clock.now() if disabled else None))
         ended = self._revoke_sessions(conn, user.id) if disabled else 0
+        effect: dict[str, Any] = {"sessions_ended": ended} if disabled else {}
+        # The keys they hold stop with the account and work again with it (never revoked
+        # here: ApiKeyService.authenticate reads the holder); the event names them.
+        held = self._keys_in_force(conn, user.id)
+        if held:
+            effect["api_keys_stopped" if disabled else "api_keys_resumed"] = held
         self._admin_event(conn, "user.disable" if disabled else "user.enable", user, by,
-                          **({"sessions_ended": ended} if disabled else {}), **details)
+                          **effect, **details)
         return self._user(conn, username)
+
+    def _keys_in_force(self, conn: Connection, user_id: str) -> list[str]:
+        """The ids of the API keys the user holds that are neither revoked, expired nor
+        waiting for approval."""
+        k = api_keys.c
+        return list(conn.execute(
+            sa.select(k.id).where(k.owner_id == user_id, k.revoked_at.is_(None),
+                                  k.approval_id.is_(None),
+                                  sa.or_(k.expires_at.is_(None), k.expires_at > self.clock.now()))
+            .order_by(k.created_at)).scalars())
 
     def set_roles(self, username: str, roles: list[str], by: Principal | None = None,
                   authority: dict[str, Any] | None = None) -> User:
