@@ -231,7 +231,7 @@ def re_enrol_user(username: str, ctx: UserAdmin) -> Proposal:
 
 @router.post("/users/{username}/disable", responses=documented(404, 422))
 def disable_user(username: str, ctx: UserAdmin) -> DisabledUser:
-    """Ends the user's sessions."""
+    """Ends the user's sessions; their own API keys stop working until they are enabled again."""
     who = ctx.caller()
     return DisabledUser(username=ctx.rt.users.set_disabled(username, True, by=who).username,
                         disabled=True)
