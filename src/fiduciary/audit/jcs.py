@@ -106,27 +106,51 @@ def stored_is_canonical(text: bytes) -> dict[str, Any] | None:
 #: Digits become ``0``, whatever else may sit in a number token ``.``, whatever may end a
 #: value ``,``: every float orjson writes then reads ``.`` (its point or exponent), digits,
 #: ``,``. An int does not; a negative one does, and so may a string holding such text: those
-#: only cost the event-by-event path.
-_NUMBER_MARK = bytes.maketrans(b"0123456789eE+-.}]", b"0000000000.....,,")
-_MAYBE_FLOAT = re.compile(rb"\.0+,")
+#: only cost the event-by-event path. The lead bytes of a character beyond the Basic
+#: Multilingual Plane in UTF-8 (F0-F4) become ``\x01``, a byte canonical JSON never holds
+#: raw (it writes control characters escaped).
+_NUMBER_MARK = bytes.maketrans(b"0123456789eE+-.}]\xf0\xf1\xf2\xf3\xf4",
+                               b"0000000000.....,,\x01\x01\x01\x01\x01")
 _STRICT = _SORTED | orjson.OPT_STRICT_INTEGER
+
+
+def _doubtful(marked: bytes) -> list[int]:
+    """Offsets in ``marked`` (texts through ``_NUMBER_MARK``) where a text may hold what
+    orjson and RFC 8785 write differently: a float (a digit before ``,`` with a ``.`` before
+    its digits, found from the rare ``0,`` that ends a number, since a search for the
+    frequent ``.``, every ``e``, costs twice as much) or a character beyond the BMP."""
+    hits = []
+    find = marked.find
+    at = find(b"0,")
+    while at >= 0:
+        start = at
+        while start and marked[start] == 0x30:  # "0"
+            start -= 1
+        if marked[start] == 0x2E:  # "."
+            hits.append(at)
+        at = find(b"0,", at + 2)
+    at = find(b"\x01")
+    while at >= 0:
+        hits.append(at)
+        at = find(b"\x01", at + 1)
+    return hits
 
 
 def canonical_ids(texts: Sequence[bytes]) -> list[Any]:
     """For each stored text, its event's ``id`` when the text is provably the event's RFC
     8785 form, else None: ``stored_is_canonical`` for a batch (verification's hot loop). One
-    scan of the joined texts finds the few that may hold a float, which go through
-    ``stored_is_canonical``; every other ASCII text costs one orjson parse and one
-    re-encoding, without a Python call of its own. A text beyond ASCII gets None (the caller
-    settles it in full), as from ``stored_is_canonical``."""
+    scan of the joined texts finds the few that may hold a float or a character beyond the
+    BMP, which go through ``stored_is_canonical``; every other text costs one orjson parse
+    and one re-encoding, without a Python call of its own. Such a text holds only what
+    ``canonical`` writes through orjson (see above), so equal bytes are RFC 8785 bytes."""
     loads, dumps = orjson.loads, orjson.dumps
     try:
-        ids = [o.get("id") if t.isascii() and type(o := loads(t)) is dict
-               and dumps(o, option=_STRICT) == t else None for t in texts]
+        ids = [o.get("id") if type(o := loads(t)) is dict and dumps(o, option=_STRICT) == t
+               else None for t in texts]
     except (orjson.JSONDecodeError, orjson.JSONEncodeError):
         # A text that is not JSON, or an integer beyond I-JSON: settle each on its own.
         return [None if (o := stored_is_canonical(t)) is None else o.get("id") for t in texts]
-    hits = [m.start() for m in _MAYBE_FLOAT.finditer(b"".join(texts).translate(_NUMBER_MARK))]
+    hits = _doubtful(b"".join(texts).translate(_NUMBER_MARK))
     if hits:
         ends = list(accumulate(map(len, texts)))
         for k in {bisect_right(ends, h) for h in hits}:

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -167,6 +168,8 @@ def _read_leaves(conn: Connection, is_sqlite: bool, span: tuple[int, int] = _ALL
 
 
 _SPECIAL = (CHECKPOINT_ACTION, PRUNE_ACTION)
+#: A row's event id (or a recorded leaf's hash) and its text.
+_ID, _TEXT = itemgetter(1), itemgetter(2)
 
 
 def _chunk_plain(chunk: list[Any], recorded: list[Any], first: int, out: _Leaves) -> bool:
@@ -177,7 +180,7 @@ def _chunk_plain(chunk: list[Any], recorded: list[Any], first: int, out: _Leaves
     # Leaf indexes are unique and sorted: contiguous exactly when both ends are where due.
     if chunk[0][0] != first or chunk[-1][0] != first + n - 1:
         return False
-    texts = [r[2] for r in chunk]
+    texts = list(map(_TEXT, chunk))
     if None in texts:
         return False
     # Ids only: a chunk of parsed events kept alive costs more in the garbage collector
@@ -190,12 +193,12 @@ def _chunk_plain(chunk: list[Any], recorded: list[Any], first: int, out: _Leaves
                     ids[k] = _check_event("", r[1], r[2], None)[0].get("id")
         except VerificationFailed:
             return False  # reported by the exact pass, after whatever fails before it
-    if ids != [r[1] for r in chunk]:
+    if ids != list(map(_ID, chunk)):
         return False
     sha256 = hashlib.sha256
     leaves = [sha256(b"\x00" + t).digest() for t in texts]
     # (level, index) is the key and the range is the chunk's: n rows are exactly its indexes.
-    if len(recorded) != n or [r[1] for r in recorded] != leaves:
+    if len(recorded) != n or list(map(_ID, recorded)) != leaves:
         return False
     out.hashes.extend(leaves)
     for k in [k for k, r in enumerate(chunk) if r[3] in _SPECIAL]:
