@@ -257,6 +257,7 @@ class Runtime:
             self.stop()
         finally:
             self.users.auth_cache.close()
+            self.audit.close()
             self.db.dispose()
             self.vault.keys.store.dispose()
 

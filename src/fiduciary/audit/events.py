@@ -74,6 +74,7 @@ class _Inserts:
         # The dialect's own type: SQLite stores SQLAlchemy's fixed-width text, not the driver's.
         self.at = audit_events.c.at.type.dialect_impl(dialect).bind_processor(dialect)
         self.dbapi_error = dialect.loaded_dbapi.Error
+        self.dialect = dialect
 
     def params(self, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[Any]:
         return [dict(zip(columns, r, strict=True)) for r in rows] if self.named else rows
@@ -138,6 +139,9 @@ class AuditLog:
         self._pending: list[tuple[AuditEvent, _Waiter]] = []
         self._pending_lock = threading.Lock()
         self._commit_lock = threading.Lock()
+        #: The driver connection group commits use, kept (under ``_commit_lock``): a pool
+        #: checkout, SQLAlchemy's transaction and its events cost more than the two INSERTs.
+        self._appender: Any = None
 
     def event(self, principal: Principal | None, action: str, *,
               collection: str | None = None, record_ids: Iterable[str] = (),
@@ -188,14 +192,21 @@ class AuditLog:
         if self.enabled and events:
             self._insert(conn, events)
 
+    @staticmethod
+    def _inserts(dialect: sa.Dialect) -> _Inserts:
+        ins = _INSERTS.get(dialect.name)
+        if ins is None:
+            ins = _INSERTS[dialect.name] = _Inserts(dialect)
+        return ins
+
     def _insert(self, conn: Connection, events: list[AuditEvent]) -> None:
         """Insert events and index them by subject, for a subject's trail without a scan."""
-        ins = _INSERTS.get(conn.dialect.name)
-        if ins is None:
-            ins = _INSERTS[conn.dialect.name] = _Inserts(conn.dialect)
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        self._execute(cursor, self._inserts(conn.dialect), events)
+
+    def _execute(self, cursor: Any, ins: _Inserts, events: list[AuditEvent]) -> None:
         rows = [self._row(e, ins.at) for e in events]
         by_subject = [(sid, e["id"]) for e in events for sid in e["subject_ids"]]
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         sql = ins.events
         try:
             cursor.executemany(sql, ins.params(_EVENT_COLUMNS, rows))
@@ -205,7 +216,7 @@ class AuditLog:
         except ins.dbapi_error as exc:
             # What SQLAlchemy raises for the same failure, as callers and the API expect.
             raise sa.exc.DBAPIError.instance(sql, None, exc, ins.dbapi_error,
-                                             dialect=conn.dialect) from exc
+                                             dialect=ins.dialect) from exc
         finally:
             cursor.close()
 
@@ -228,8 +239,7 @@ class AuditLog:
                 with self._pending_lock:
                     batch, self._pending = self._pending, []
                 try:
-                    with self.db.write() as conn:
-                        self._insert(conn, [e for e, _ in batch])
+                    self._commit([e for e, _ in batch])
                 except BaseException as exc:
                     for _, w in batch:
                         w.finish(exc)
@@ -238,6 +248,34 @@ class AuditLog:
                     w.finish(None)
         if mine.error is not None:
             raise mine.error
+
+    def _commit(self, events: list[AuditEvent]) -> None:
+        """One transaction on the kept connection (``_commit_lock`` held): the events, or on
+        any failure none of them and a fresh connection next time."""
+        raw = self._appender
+        if raw is None:
+            # Through the pool, so the connection has the engine's set-up (SQLite pragmas).
+            raw = self._appender = self.db.engine.raw_connection()
+        ins = self._inserts(self.db.engine.dialect)
+        try:
+            if self.db.is_sqlite:  # autocommit mode (set on connect): take the write lock now
+                raw.driver_connection.execute("BEGIN IMMEDIATE")
+            self._execute(raw.cursor(), ins, events)
+            raw.commit()
+        except BaseException:
+            self._appender = None
+            try:
+                raw.rollback()
+            finally:
+                raw.invalidate()  # whatever state it is in, never reused
+            raise
+
+    def close(self) -> None:
+        """Give the kept connection back (the runtime closes the log before the engine)."""
+        with self._commit_lock:
+            if self._appender is not None:
+                self._appender.close()
+                self._appender = None
 
     def reserve(self, event: AuditEvent, limits: Iterable[tuple[int, datetime, str | None]]
                 ) -> tuple[int, datetime] | None:
