@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from datetime import timedelta
 from typing import Any
 
@@ -301,3 +302,18 @@ def test_an_event_edited_deep_in_a_long_trail_is_found(rt: Runtime) -> None:
     _set_event(rt, 23_456, row.event.replace('"record.read"', '"record.reed"'))
     assert _failure(rt, key).startswith(f"event at leaf index 23456 (id {row.event_id}) does "
                                         "not match the leaf hash")
+
+
+def test_a_helper_that_cannot_run_leaves_the_trail_to_one_pass(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A helper process that fails to start is no verdict on the trail: one pass answers."""
+    events = [rt.audit.event(SYSTEM, "record.read", record_ids=[f"r{i}"]) for i in range(300)]
+    with rt.db.write() as conn:
+        rt.audit.append_many(conn, events)
+    rt.trail.sequence()
+    key = public_key_bytes(rt.trail.key)
+    whole = verify(rt.db, key)
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    assert verify(rt.db, key, workers=2, split_min=1) == whole
+    assert "verifying in one process" in caplog.text
