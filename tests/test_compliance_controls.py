@@ -321,6 +321,27 @@ def test_an_old_event_edited_is_found_by_the_full_verification(
     assert facts["verified"] is False and "leaf index 2" in facts["problem"]
 
 
+def test_an_old_event_edited_is_found_by_the_weekly_full_verification_unasked(
+        rt: Runtime, clock: FixedClock) -> None:
+    """The insider edits an event the daily check verified days ago: the incremental runs
+    cannot see it, but no later than 7 days after the last full verification the daily run
+    verifies everything again by itself and the control fails naming the event."""
+    healthy(rt, clock)
+    assert by_id(rt.posture.check())["audit-trail-verifies"].outcome.facts[
+        "verification"] == "full"
+    with rt.db.write() as conn:
+        row = conn.execute(sa.select(audit_events.c.event).where(
+            audit_events.c.leaf_index == 2)).scalar_one()
+        conn.execute(audit_events.update().where(audit_events.c.leaf_index == 2)
+                     .values(event=row.replace('"time":"', '"time":"1')))
+    clock.advance(days=6)
+    facts = by_id(rt.posture.check())["audit-trail-verifies"].outcome.facts
+    assert facts["verification"] == "incremental" and facts["verified"] is True
+    clock.advance(days=1)
+    facts = by_id(rt.posture.check())["audit-trail-verifies"].outcome.facts
+    assert facts["verified"] is False and "leaf index 2" in facts["problem"]
+
+
 def test_the_posture_api_and_its_permissions(rt: Runtime, clock: FixedClock) -> None:
     store = healthy(rt, clock)
     officer: Staff = store["officer"]

@@ -544,14 +544,16 @@ def ropa_current(ctx: CheckContext, control: Control) -> Outcome:
 
 
 # -- audit and monitoring ---------------------------------------------------------------------
-@check("audit_trail_verifies", max_checkpoint_age_hours=int)
+@check("audit_trail_verifies", max_checkpoint_age_hours=int, full_every_days=int)
 def audit_trail_verifies(ctx: CheckContext, control: Control) -> Outcome:
-    """The trail verifies (incrementally from the last verified size, or in full), and the
-    latest signed checkpoint is at most ``max_checkpoint_age_hours`` old unless it already
-    covers every event."""
+    """The trail verifies (incrementally from the last verified size, or in full: asked, or
+    the last full verification ``full_every_days`` old, so an edit to an event verified
+    earlier is found within that many days), and the latest signed checkpoint is at most
+    ``max_checkpoint_age_hours`` old unless it already covers every event."""
     try:
         state = verify_trail(ctx.db, ctx.trail, ctx.settings.audit_retention_days, ctx.now,
-                             full=ctx.full_audit)
+                             full=ctx.full_audit,
+                             full_every=timedelta(days=_param(control, "full_every_days", 7)))
     except VerificationFailed as exc:
         return _outcome(True, {"verified": False, "problem": str(exc)})
     facts = {"verified": True, **state.facts(ctx.now)}

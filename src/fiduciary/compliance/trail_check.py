@@ -14,9 +14,11 @@ trail. The posture remembers the size and root it last verified (``system_state`
   signature and the root of the events they cover, and none covers more events than are
   stored (a checkpoint the rows no longer reach).
 
-An edit to an event verified on an earlier run is found by a full verification
-(``fiduciary compliance check --full``, or ``fiduciary audit verify``), which also starts
-the remembered state afresh; without a remembered state the check verifies in full.
+An edit to an event verified on an earlier run is found only by a full verification, which
+also starts the remembered state afresh. The check runs one when the last was ``full_every``
+or longer ago (the control's ``full_every_days``, 7 by default), when asked
+(``fiduciary compliance check --full``), and when there is no remembered state.
+``fiduciary audit verify`` verifies in full too.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -102,10 +104,23 @@ def remembered(db: Database) -> tuple[int, bytes] | None:
     return int(doc["size"]), base64.b64decode(doc["root"])
 
 
+def last_full(db: Database) -> datetime | None:
+    """When the whole trail was last verified (None: never, or not since this was kept)."""
+    with db.read() as conn:
+        raw = conn.execute(sa.select(system_state.c.value).where(
+            system_state.c.key == STATE_KEY)).scalar()
+    at = None if raw is None else json.loads(raw).get("full_at")
+    return None if at is None else datetime.fromisoformat(at)
+
+
 def verify_trail(db: Database, trail: AuditTrail, retention_days: int, now: datetime,
-                 full: bool = False) -> TrailState:
-    """Verify (incrementally from the remembered state, or in full) and remember the result.
-    Raises :class:`VerificationFailed` naming what does not match."""
+                 full: bool = False, full_every: timedelta | None = None) -> TrailState:
+    """Verify (incrementally from the remembered state, or in full) and remember the result;
+    in full also when the last full verification is ``full_every`` old or older. Raises
+    :class:`VerificationFailed` naming what does not match."""
+    if not full and full_every is not None:
+        last = last_full(db)
+        full = last is None or now - last >= full_every
     start = (None if full else remembered(db)) or (0, merkle.EMPTY_ROOT)
     state = None
     try:
@@ -131,15 +146,18 @@ def verify_trail(db: Database, trail: AuditTrail, retention_days: int, now: date
 
 def _remember(db: Database, state: TrailState, now: datetime) -> None:
     """Keep what was verified; an incremental run never moves it back (a slower concurrent
-    run), a full one starts it afresh (a store restored from a backup is shorter)."""
-    value = json.dumps({"size": state.size, "root": b64(state.root), "at": iso(now)},
-                       sort_keys=True)
+    run), a full one starts it afresh (a store restored from a backup is shorter) and is
+    remembered as the last full verification."""
     with db.write() as conn:
         raw = conn.execute(sa.select(system_state.c.value).where(
             system_state.c.key == STATE_KEY)).scalar()
+        before = {} if raw is None else json.loads(raw)
+        full_at = iso(now) if state.mode == "full" else before.get("full_at")
+        value = json.dumps({"size": state.size, "root": b64(state.root), "at": iso(now),
+                            "full_at": full_at}, sort_keys=True)
         if raw is None:
             conn.execute(system_state.insert(), [{"key": STATE_KEY, "value": value}])
-        elif state.mode == "full" or int(json.loads(raw)["size"]) <= state.size:
+        elif state.mode == "full" or int(before["size"]) <= state.size:
             conn.execute(system_state.update().where(system_state.c.key == STATE_KEY)
                          .values(value=value))
 
