@@ -293,8 +293,12 @@ def _read_split(conn: Connection, db: Database, workers: int, split_min: int
     try:
         for helper, span in zip(helpers, spans[1:], strict=True):
             assert helper.stdin is not None
-            helper.stdin.write(json.dumps([db.url, *span]).encode() + b"\n")
-            helper.stdin.close()
+            try:
+                helper.stdin.write(json.dumps([db.url, *span]).encode() + b"\n")
+                helper.stdin.close()
+            except OSError:  # it ended before reading its span: it cannot run
+                _helper_failed(helper)
+                return None
         try:
             out = _read_leaves(conn, db.is_sqlite, (_ALL[0], spans[0][1]))
         except VerificationFailed:
@@ -304,8 +308,7 @@ def _read_split(conn: Connection, db: Database, workers: int, split_min: int
             assert helper.stdout is not None
             result = helper.stdout.read()
             if helper.wait() != 0:  # it could not run (its own error is on stderr): one pass
-                log.warning("audit verification helper exited with %s; verifying in one "
-                            "process", helper.returncode)
+                _helper_failed(helper)
                 return None
             parts.append(pickle.loads(result))  # noqa: S301 - our own child's answer
     finally:
@@ -324,6 +327,12 @@ def _read_split(conn: Connection, db: Database, workers: int, split_min: int
         out.prunes.extend(part[2])
         out.pruned.extend(part[3])
     return out, merkle.LevelNodes.joined(trees, aligned)
+
+
+def _helper_failed(helper: subprocess.Popen[bytes]) -> None:
+    """A helper that cannot run is no verdict on the trail: the caller checks in one pass."""
+    log.warning("audit verification helper exited with %s; verifying in one process",
+                helper.wait())
 
 
 def verify(db: Database, trusted_key: bytes, witness: dict[str, Any] | None = None,
