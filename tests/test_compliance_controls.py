@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from fiduciary.audit import merkle
 from fiduciary.clock import FixedClock
 from fiduciary.compliance.catalogue import parse_controls
 from fiduciary.compliance.model import ControlResult
@@ -25,6 +26,7 @@ from fiduciary.storage.schema import (
     alerts,
     audit_checkpoints,
     audit_events,
+    audit_nodes,
     break_glass_grants,
     compliance_attestations,
     dsr_requests,
@@ -320,6 +322,32 @@ def test_an_old_event_edited_is_found_by_the_full_verification(
     facts = by_id(rt.posture.check(full_audit=True))["audit-trail-verifies"].outcome.facts
     assert facts["verified"] is False and "leaf index 2" in facts["problem"]
 
+
+
+@pytest.mark.parametrize("edit", ['{"a":1.0,', '{"a":NaN,', '{"a":9007199254740993,'])
+def test_a_new_event_rewritten_in_a_form_rfc_8785_never_writes_fails_the_daily_check(
+        edit: str, rt: Runtime, clock: FixedClock) -> None:
+    """An insider rewrites an event not yet under a checkpoint, and the leaf hash recorded
+    for it, into JSON that parses to another value than its RFC 8785 form says (a float
+    written as 1.0, a NaN, an integer beyond I-JSON): the incremental check names it, as
+    ``audit verify`` does."""
+    healthy(rt, clock)
+    rt.posture.check()
+    rt.vault.create_subject(SYSTEM)
+    rt.trail.sequence()
+    with rt.db.write() as conn:
+        top = conn.execute(sa.select(sa.func.max(audit_events.c.leaf_index))).scalar_one()
+        row = conn.execute(sa.select(audit_events.c.event).where(
+            audit_events.c.leaf_index == top)).scalar_one()
+        text = row.replace("{", edit, 1)
+        conn.execute(audit_events.update().where(audit_events.c.leaf_index == top)
+                     .values(event=text))
+        conn.execute(audit_nodes.update().where(audit_nodes.c.level == 0,
+                                                audit_nodes.c["index"] == top)
+                     .values(hash=merkle.leaf_hash(text.encode())))
+    facts = by_id(rt.posture.check())["audit-trail-verifies"].outcome.facts
+    assert facts["verified"] is False
+    assert f"leaf index {top}" in facts["problem"] and "canonical" in facts["problem"]
 
 def test_an_old_event_edited_is_found_by_the_weekly_full_verification_unasked(
         rt: Runtime, clock: FixedClock) -> None:
