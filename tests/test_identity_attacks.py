@@ -43,9 +43,11 @@ def serving(rt: Runtime) -> Iterator[str]:
     runtime's clock): every client thread gets its own connection, every request its own
     worker thread and database connection."""
     port = _free_port()
+    # log_config=None, as serve runs it: uvicorn's own handlers would otherwise stay in this
+    # worker process and print later tests' tracebacks (test_hygiene's secret) as they are.
     server = uvicorn.Server(uvicorn.Config(create_app(rt), host="127.0.0.1", port=port,
                                            lifespan="off", log_level="warning", ws="none",
-                                           http="h11"))
+                                           http="h11", log_config=None))
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -127,6 +129,32 @@ def test_twenty_parallel_wrong_passwords_count_twenty_and_lock(
     assert statuses[401] + statuses[403] == 20
     assert len(refused) == statuses[403] + 1  # and the right password's attempt
     assert len(events(rt, "auth.lockout")) == 1
+
+
+def test_a_password_typed_as_the_username_is_stored_nowhere(rt: Runtime,
+                                                            clock: FixedClock) -> None:
+    """Staff type a password into the username field: the refusal, the failure counter, the
+    lockout and the trail hold only a keyed digest of it; the same slip repeated still
+    counts to the lock, and a real account's name is kept as it was."""
+    real = make_staff(rt, clock, "victim", ["underwriter"])
+    slip = "Quartz-Lantern-Fig-9"  # what the user meant as a password
+    client = TestClient(create_app(rt))
+    for _ in range(rt.users.settings.lockout_attempts + 1):
+        r = client.post("/v1/auth/login", json={"username": slip, "password": "x",
+                                                 "totp": "000000"})
+        assert r.status_code in (401, 403) and slip not in r.text
+    assert r.status_code == 403 and r.json()["error"]["reason"] == "account_locked"
+    r = client.post("/v1/auth/login", json={"username": "victim", "password": "wrong-wrong",
+                                             "totp": totp(real, clock)})
+    assert r.status_code == 401
+    every = [json.dumps(row, default=str) for table in ("audit_events", "login_failures")
+             for row in table_rows(rt, table)]
+    assert not any(slip in text for text in every)
+    failed = events(rt, "auth.login_failed") + events(rt, "auth.lockout")
+    digests = {e["details"].get("username_digest") for e in failed} - {None}
+    assert len(digests) == 1 and all(len(d) == 16 for d in digests)  # repeats group
+    assert [e["details"]["username"] for e in failed if "username" in e["details"]] == \
+        ["victim"]
 
 
 def test_one_totp_code_opens_one_session_under_six_parallel_logins(

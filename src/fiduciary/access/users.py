@@ -286,6 +286,7 @@ class UserService:
         self._totp_key = keyring.derive_key("credentials/totp")
         self._pepper = keyring.derive_key("credentials/recovery-codes")
         self._enrol_key = keyring.derive_key("credentials/enrolment-codes")
+        self._typed_key = keyring.derive_key("credentials/typed-usernames")
 
     # -- administration ------------------------------------------------------------------------
     def check_roles(self, roles: list[str]) -> None:
@@ -480,7 +481,7 @@ class UserService:
                 raise WorkflowConflict(f"user {username} has not enrolled yet: issue an "
                                        "enrolment code instead", reason="not_enrolled")
             # The failure row before the user row, as a login takes them.
-            conn.execute(login_failures.delete().where(login_failures.c.username == username))
+            self._forget_failures(conn, username)
             conn.execute(users.update().where(users.c.id == user.id).values(
                 password_hash=hashed, must_change_password=True,
                 password_changed_at=self.clock.now()))
@@ -515,7 +516,7 @@ class UserService:
     def _reset_credentials(self, conn: Connection, user: User) -> None:
         """The user must enrol again: no password, no TOTP, no recovery codes, no sessions."""
         # The failure row before the user row, as a login takes them.
-        conn.execute(login_failures.delete().where(login_failures.c.username == user.username))
+        self._forget_failures(conn, user.username)
         conn.execute(users.update().where(users.c.id == user.id).values(
             password_hash=UNUSABLE_PASSWORD, must_change_password=False, totp_sealed=b"",
             totp_last_step=None, mfa_enrolled_at=None, password_changed_at=self.clock.now()))
@@ -600,8 +601,7 @@ class UserService:
                 conn.execute(recovery_codes.insert(), [
                     {"code_hash": self._code_hash(row.id, c), "user_id": row.id}
                     for c in codes])
-                conn.execute(login_failures.delete().where(
-                    login_failures.c.username == username))
+                self._forget_failures(conn, username)
                 who = Principal(id=row.id, kind="user", username=username, roles=())
                 self.audit.append(conn, self.audit.event(who, "auth.enrol"))
         if refused:
@@ -627,6 +627,30 @@ class UserService:
         return hmac.digest(self._pepper, f"{user_id}|{normal}".encode(), "sha256")
 
     # -- lockout -------------------------------------------------------------------------------
+    def _failure_key(self, username: str) -> str:
+        """The key of a username's failure counter: a keyed digest, never the typed text (a
+        password typed into the username field must not sit in the table)."""
+        return hmac.digest(self._typed_key, b"lockout|" + username.encode(), "sha256").hex()
+
+    def _forget_failures(self, conn: Connection, username: str) -> None:
+        conn.execute(login_failures.delete().where(
+            login_failures.c.username == self._failure_key(username)))
+
+    def _typed(self, username: str, conn: Connection | None = None) -> dict[str, str]:
+        """How a refused sign-in names what was typed as the username: the name when such an
+        account exists, otherwise only a keyed digest (64 bits), so that a password typed
+        into the username field never reaches the trail while repeats still group."""
+        query = sa.select(users.c.id).where(users.c.username == username)
+        if conn is None:
+            with self.db.read() as c:
+                found = c.execute(query).first()
+        else:
+            found = conn.execute(query).first()
+        if found is not None:
+            return {"username": username}
+        digest = hmac.digest(self._typed_key, b"typed|" + username.encode(), "sha256")
+        return {"username_digest": digest[:8].hex()}
+
     def _throttle(self) -> None:
         self.throttle.check(request_context.get().client)
 
@@ -640,9 +664,10 @@ class UserService:
         insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)
         for _ in range(100):
             conn.execute(insert(login_failures).values(
-                username=username, failures=0, locked_until=None).on_conflict_do_nothing())
+                username=self._failure_key(username), failures=0, locked_until=None)
+                .on_conflict_do_nothing())
             row = conn.execute(sa.select(login_failures).where(
-                login_failures.c.username == username).with_for_update()).first()
+                login_failures.c.username == self._failure_key(username)).with_for_update()).first()
             if row is not None:
                 return row
             # PostgreSQL: a successful login deleted the row between our insert (which found
@@ -652,7 +677,7 @@ class UserService:
     def _is_locked(self, username: str, now: datetime) -> bool:
         with self.db.read() as conn:
             fail = conn.execute(sa.select(login_failures.c.locked_until).where(
-                login_failures.c.username == username)).first()
+                login_failures.c.username == self._failure_key(username))).first()
         return self._locked(fail, now)
 
     def _refuse_if_locked(self, username: str, now: datetime, action: str,
@@ -660,7 +685,7 @@ class UserService:
         if self._is_locked(username, now):
             self.audit.append_committed(self.audit.event(
                 who, action, decision="deny", reason=Reason.ACCOUNT_LOCKED,
-                details={"username": username}))
+                details=self._typed(username)))
             raise self._locked_error()
 
     @staticmethod
@@ -675,15 +700,17 @@ class UserService:
         failures = (0 if expired else fail.failures) + 1
         locked = (now + timedelta(minutes=self.settings.lockout_minutes)
                   if failures >= self.settings.lockout_attempts else None)
-        conn.execute(login_failures.update().where(login_failures.c.username == username)
+        conn.execute(login_failures.update()
+                     .where(login_failures.c.username == self._failure_key(username))
                      .values(failures=0 if locked else failures, locked_until=locked))
         self.audit.append(conn, self.audit.event(
             who, action, decision="deny", reason=Reason.INVALID_CREDENTIALS,
-            details={"username": username, "failures": failures}))
+            details={**self._typed(username, conn), "failures": failures}))
         if locked:
             self.audit.append(conn, self.audit.event(
                 who, "auth.lockout", decision="deny", reason=Reason.ACCOUNT_LOCKED,
-                details={"username": username, "minutes": self.settings.lockout_minutes}))
+                details={**self._typed(username, conn),
+                         "minutes": self.settings.lockout_minutes}))
         return locked is not None
 
     def _settle_failure(self, username: str, action: str,
@@ -697,7 +724,7 @@ class UserService:
             if self._locked(fail, now):
                 self.audit.append(conn, self.audit.event(
                     who, action, decision="deny", reason=Reason.ACCOUNT_LOCKED,
-                    details={"username": username}))
+                    details=self._typed(username, conn)))
                 already = True
             else:
                 locked = self._count_failure(conn, username, fail, now, action, who)
@@ -736,7 +763,7 @@ class UserService:
             if self._locked(fail, now):
                 self.audit.append(conn, self.audit.event(
                     None, "auth.login_failed", decision="deny", reason=Reason.ACCOUNT_LOCKED,
-                    details={"username": username}))
+                    details=self._typed(username, conn)))
                 outcome = "locked"
             else:
                 user = None
@@ -763,7 +790,7 @@ class UserService:
 
     def _open_session(self, conn: Connection, user: Any, method: str, token: str,
                       now: datetime, expires: datetime) -> None:
-        conn.execute(login_failures.delete().where(login_failures.c.username == user.username))
+        self._forget_failures(conn, user.username)
         values: dict[str, Any] = {"last_login_at": now}
         if user.mfa_enrolled_at is None:
             values["mfa_enrolled_at"] = now
@@ -875,8 +902,7 @@ class UserService:
             if changed.rowcount != 1:  # changed meanwhile by another request
                 raise InvalidInput("current password is wrong",
                                    [FieldProblem("current", "does not match")])
-            conn.execute(login_failures.delete().where(
-                login_failures.c.username == row.username))
+            self._forget_failures(conn, row.username)
             ended = self._revoke_sessions(conn, row.id, keep=keep_session)
             self.audit.append(conn, self.audit.event(principal, "auth.password_change",
                                                      details={"sessions_ended": ended}))

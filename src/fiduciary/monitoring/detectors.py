@@ -747,9 +747,11 @@ class Detectors:
             return
         spec = self.d.failed_login_burst
         client = ev.get("client") or "unknown"
+        # A name that exists, or the keyed digest standing for what else was typed.
         username = str(ev["details"].get("username") or "")
+        typed_as = username or str(ev["details"].get("username_digest") or "")
         w = self._window("login_addr", client, spec.window_minutes)
-        w.add(at, (ev["id"], hashlib.sha256(username.encode()).digest()))
+        w.add(at, (ev["id"], hashlib.sha256(typed_as.encode()).digest()))
         names = {x[1][1] for x in w.items}
         anon = _Principal("anonymous", "", None, "")
         if len(names) >= spec.usernames_per_address:
@@ -762,10 +764,10 @@ class Detectors:
                 failures=len(w.items))
             out.append(dataclasses.replace(f, principal_id=None))
         # What was typed as a username may be a password: keys hold a digest of it.
-        typed = hashlib.sha256(username.encode()).hexdigest()[:16]
+        typed = hashlib.sha256(typed_as.encode()).hexdigest()[:16]
         wu = self._window("login_user", typed, spec.window_minutes)
         wu.add(at, ev["id"])
-        if username and len(wu.items) >= spec.failures_per_user:
+        if typed_as and len(wu.items) >= spec.failures_per_user:
             uid = next((k for k, s in self.profiles.staff.items() if s[0] == username), None)
             who = _Principal("user", uid or "", username if uid else None, "")
             f = self._finding(
