@@ -33,6 +33,7 @@ from fiduciary.storage.schema import (
     incident_obligations,
     incidents,
     records,
+    system_state,
     training_records,
     users,
 )
@@ -365,6 +366,29 @@ def test_an_old_event_edited_is_found_by_the_weekly_full_verification_unasked(
     clock.advance(days=6)
     facts = by_id(rt.posture.check())["audit-trail-verifies"].outcome.facts
     assert facts["verification"] == "incremental" and facts["verified"] is True
+    clock.advance(days=1)
+    facts = by_id(rt.posture.check())["audit-trail-verifies"].outcome.facts
+    assert facts["verified"] is False and "leaf index 2" in facts["problem"]
+
+
+
+def test_a_future_dated_last_full_verification_does_not_postpone_the_next(
+        rt: Runtime, clock: FixedClock) -> None:
+    """An insider with database access dates the last full verification a year ahead to
+    keep an old edit unseen: the next daily run verifies in full all the same."""
+    healthy(rt, clock)
+    rt.posture.check()
+    with rt.db.write() as conn:
+        raw = conn.execute(sa.select(system_state.c.value).where(
+            system_state.c.key == "compliance.audit_verified")).scalar_one()
+        doc = json.loads(raw)
+        doc["full_at"] = (clock.now() + timedelta(days=365)).isoformat()
+        conn.execute(system_state.update().where(
+            system_state.c.key == "compliance.audit_verified").values(value=json.dumps(doc)))
+        row = conn.execute(sa.select(audit_events.c.event).where(
+            audit_events.c.leaf_index == 2)).scalar_one()
+        conn.execute(audit_events.update().where(audit_events.c.leaf_index == 2)
+                     .values(event=row.replace('"time":"', '"time":"1')))
     clock.advance(days=1)
     facts = by_id(rt.posture.check())["audit-trail-verifies"].outcome.facts
     assert facts["verified"] is False and "leaf index 2" in facts["problem"]
