@@ -268,6 +268,29 @@ def test_a_managers_items_go_to_the_pool_when_the_manager_leaves(
     assert r.status_code == 200 and r.json()["decided_by"] == "sam"
 
 
+def test_a_new_manager_takes_over_and_the_former_one_decides_nothing(
+        rt: Runtime, clock: FixedClock, office: dict[str, Any]) -> None:
+    """adam moves to a new manager mid-campaign: mia, his former manager, no longer sees or
+    decides his items (a keep from her is refused); the new manager does; and the move is
+    on the trail."""
+    nora = make_staff(rt, clock, "nora", ["underwriter"])
+    role = item(rt, "adam", "role", "underwriter")
+    rt.users.set_manager("adam", "nora")
+    assert not [i for i in items(office["mia"]) if i["account"]["name"] == "adam"]
+    r = decide(office["mia"], role, "keep")
+    assert r.status_code == 403 and "underwriter" in rt.users.get("adam").roles
+    mine = [i for i in items(nora) if i["account"]["name"] == "adam"]
+    assert mine and all(i["reviewer"]["name"] == "nora" for i in mine)
+    r = decide(nora, role, "keep")
+    assert r.status_code == 200 and r.json()["decided_by"] == "nora"
+    moved = [e for e in audit_events(rt) if e["action"] == "review.reassigned"]
+    assert len(moved) == 1 and role["id"] in moved[0]["details"]["moves"][0]["items"]
+    # With no manager at all, the items go to the pool.
+    rt.users.set_manager("adam", None)
+    left = [i for i in items(office["sam"]) if i["account"]["name"] == "adam"]
+    assert left and all(i["reviewer"]["role"] == "security_analyst" for i in left)
+
+
 def test_the_operator_runs_campaigns_from_the_cli(rt: Runtime) -> None:
     from typer.testing import CliRunner
 

@@ -316,6 +316,7 @@ class ReviewCampaigns:
         if decision == Decision.KEEP and not (note or "").strip():
             note = None  # a blank note on a keep is no note
         text = free_text("note", note, required=decision == Decision.REVOKE, limit=NOTE_LIMIT)
+        self._follow_managers()
         item = self._row(campaign_id, item_id)
         self._may_decide(by, item)
         now = self.clock.now()
@@ -448,6 +449,7 @@ class ReviewCampaigns:
             q = q.where(review_items.c.campaign_id == campaign_id)
         if not decided:
             q = q.where(review_items.c.decision.is_(None))
+        self._follow_managers()
         reviewers = self._reviewers()
         if not reader:
             assigned = review_items.c.reviewer_id == viewer.id
@@ -514,6 +516,38 @@ class ReviewCampaigns:
             raise NotFound(f"review item {item_id} not found in campaign {campaign_id}",
                            code="review_item_not_found")
         return self._view(row, self._reviewers())
+
+    def _follow_managers(self) -> None:
+        """Undecided items about a person whose manager changed since the campaign opened go
+        to the new manager (or the pool when there is none, or none active): the former
+        manager no longer decides that person's access. Done before any item is shown or
+        decided, with one event naming what moved."""
+        by_id = {u.id: u for u in self.users.all()}
+        with self.db.read() as conn:
+            rows = conn.execute(sa.select(
+                review_items.c.id, review_items.c.account_id, review_items.c.reviewer_id,
+                review_items.c.reviewer_role).where(review_items.c.decision.is_(None),
+                                                    review_items.c.account_kind == "user")
+            ).all()
+        moves: dict[tuple[str | None, str | None], list[str]] = {}
+        for r in rows:
+            account = by_id.get(r.account_id)
+            if account is None:
+                continue
+            manager = self._manager(account, by_id)
+            want = (manager.id, None) if manager else (None, POOL_ROLE)
+            if (r.reviewer_id, r.reviewer_role) != want:
+                moves.setdefault(want, []).append(r.id)
+        if not moves:
+            return
+        with self.db.write() as conn:
+            for (reviewer_id, role), ids in moves.items():
+                conn.execute(review_items.update().where(
+                    review_items.c.id.in_(ids), review_items.c.decision.is_(None))
+                    .values(reviewer_id=reviewer_id, reviewer_role=role))
+            self.audit.append(conn, self.audit.event(None, "review.reassigned", details={
+                "moves": [{"reviewer_id": reviewer_id, "reviewer_role": role,
+                           "items": sorted(ids)} for (reviewer_id, role), ids in moves.items()]}))
 
     def _reviewers(self) -> _Reviewers:
         every = self.users.all()
