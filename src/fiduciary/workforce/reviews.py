@@ -541,13 +541,20 @@ class ReviewCampaigns:
         if not moves:
             return
         with self.db.write() as conn:
+            moved = 0
             for (reviewer_id, role), ids in moves.items():
-                conn.execute(review_items.update().where(
-                    review_items.c.id.in_(ids), review_items.c.decision.is_(None))
-                    .values(reviewer_id=reviewer_id, reviewer_role=role))
-            self.audit.append(conn, self.audit.event(None, "review.reassigned", details={
-                "moves": [{"reviewer_id": reviewer_id, "reviewer_role": role,
-                           "items": sorted(ids)} for (reviewer_id, role), ids in moves.items()]}))
+                # Only rows still elsewhere: a concurrent reader may have moved them already
+                # (then nothing moves here, and no second event is written).
+                moved += conn.execute(review_items.update().where(
+                    review_items.c.id.in_(ids), review_items.c.decision.is_(None),
+                    sa.or_(review_items.c.reviewer_id.is_distinct_from(reviewer_id),
+                           review_items.c.reviewer_role.is_distinct_from(role)))
+                    .values(reviewer_id=reviewer_id, reviewer_role=role)).rowcount
+            if moved:
+                self.audit.append(conn, self.audit.event(None, "review.reassigned", details={
+                    "moves": [{"reviewer_id": reviewer_id, "reviewer_role": role,
+                               "items": sorted(ids)}
+                              for (reviewer_id, role), ids in moves.items()]}))
 
     def _reviewers(self) -> _Reviewers:
         every = self.users.all()
