@@ -76,12 +76,15 @@ def _has_float(container: dict[str, Any] | list[Any]) -> bool:
     return False
 
 
-#: With the digits deleted, whatever may sit inside a float token (``.``, ``e``, a sign)
-#: becomes ``.`` and whatever may end a value becomes ``,``: orjson writes every float with a
-#: ``.`` or a signed exponent, so a float leaves ``.,`` behind, an int does not (a negative
-#: one does, and a string holding ``e,`` may: those only cost the walk over the event).
-_FLOAT_MARK = bytes.maketrans(b"eE+-}]", b"....,,")
-_DIGITS = b"0123456789"
+#: Digits become ``0``, whatever else may sit in a number token ``.``, whatever may end a
+#: value ``,``: every float orjson writes then reads ``.`` (its point or exponent), digits,
+#: ``,``. An int does not; a negative one does, and so may a string holding such text: those
+#: only cost the event-by-event path. The lead bytes of a character beyond the Basic
+#: Multilingual Plane in UTF-8 (F0-F4) become ``\x01``, a byte canonical JSON never holds
+#: raw (it writes control characters escaped).
+_NUMBER_MARK = bytes.maketrans(b"0123456789eE+-.}]\xf0\xf1\xf2\xf3\xf4",
+                               b"0000000000.....,,\x01\x01\x01\x01\x01")
+_STRICT = _SORTED | orjson.OPT_STRICT_INTEGER
 
 
 def stored_is_canonical(text: bytes) -> dict[str, Any] | None:
@@ -94,24 +97,13 @@ def stored_is_canonical(text: bytes) -> dict[str, Any] | None:
         return None
     try:
         obj = orjson.loads(text)
-        if type(obj) is not dict or (b".," in text.translate(_FLOAT_MARK, _DIGITS)
+        if type(obj) is not dict or (_doubtful(text.translate(_NUMBER_MARK))
                                      and _has_float(obj)):
             return None
-        again = orjson.dumps(obj, option=_SORTED | orjson.OPT_STRICT_INTEGER)
+        again = orjson.dumps(obj, option=_STRICT)
     except (orjson.JSONDecodeError, orjson.JSONEncodeError):
         return None
     return obj if again == text else None
-
-
-#: Digits become ``0``, whatever else may sit in a number token ``.``, whatever may end a
-#: value ``,``: every float orjson writes then reads ``.`` (its point or exponent), digits,
-#: ``,``. An int does not; a negative one does, and so may a string holding such text: those
-#: only cost the event-by-event path. The lead bytes of a character beyond the Basic
-#: Multilingual Plane in UTF-8 (F0-F4) become ``\x01``, a byte canonical JSON never holds
-#: raw (it writes control characters escaped).
-_NUMBER_MARK = bytes.maketrans(b"0123456789eE+-.}]\xf0\xf1\xf2\xf3\xf4",
-                               b"0000000000.....,,\x01\x01\x01\x01\x01")
-_STRICT = _SORTED | orjson.OPT_STRICT_INTEGER
 
 
 def _doubtful(marked: bytes) -> list[int]:
