@@ -274,6 +274,14 @@ def test_a_changed_policy_leaves_the_records_of_processing_out_of_date(
         changed.close()
 
 
+def edit_event(conn: sa.Connection, index: int) -> None:
+    """What an insider with database access does: one stored event's time changed."""
+    row = conn.execute(sa.select(audit_events.c.event).where(
+        audit_events.c.leaf_index == index)).scalar_one()
+    conn.execute(audit_events.update().where(audit_events.c.leaf_index == index)
+                 .values(event=row.replace('"time":"', '"time":"1')))
+
+
 def test_the_trail_is_verified_incrementally_and_in_full_on_demand(
         rt: Runtime, clock: FixedClock) -> None:
     healthy(rt, clock)
@@ -287,10 +295,7 @@ def test_the_trail_is_verified_incrementally_and_in_full_on_demand(
     rt.trail.sequence(force_checkpoint=True)
     with rt.db.write() as conn:
         top = conn.execute(sa.select(sa.func.max(audit_events.c.leaf_index))).scalar_one()
-        row = conn.execute(sa.select(audit_events.c.event).where(
-            audit_events.c.leaf_index == top - 1)).scalar_one()
-        conn.execute(audit_events.update().where(audit_events.c.leaf_index == top - 1)
-                     .values(event=row.replace('"time":"', '"time":"1')))
+        edit_event(conn, top - 1)
     facts = by_id(rt.posture.check())["audit-trail-verifies"].outcome.facts
     assert facts["verified"] is False and f"leaf index {top - 1}" in facts["problem"]
 
@@ -316,10 +321,7 @@ def test_an_old_event_edited_is_found_by_the_full_verification(
     healthy(rt, clock)
     rt.posture.check()
     with rt.db.write() as conn:
-        row = conn.execute(sa.select(audit_events.c.event).where(
-            audit_events.c.leaf_index == 2)).scalar_one()
-        conn.execute(audit_events.update().where(audit_events.c.leaf_index == 2)
-                     .values(event=row.replace('"time":"', '"time":"1')))
+        edit_event(conn, 2)
     facts = by_id(rt.posture.check(full_audit=True))["audit-trail-verifies"].outcome.facts
     assert facts["verified"] is False and "leaf index 2" in facts["problem"]
 
@@ -359,10 +361,7 @@ def test_an_old_event_edited_is_found_by_the_weekly_full_verification_unasked(
     assert by_id(rt.posture.check())["audit-trail-verifies"].outcome.facts[
         "verification"] == "full"
     with rt.db.write() as conn:
-        row = conn.execute(sa.select(audit_events.c.event).where(
-            audit_events.c.leaf_index == 2)).scalar_one()
-        conn.execute(audit_events.update().where(audit_events.c.leaf_index == 2)
-                     .values(event=row.replace('"time":"', '"time":"1')))
+        edit_event(conn, 2)
     clock.advance(days=6)
     facts = by_id(rt.posture.check())["audit-trail-verifies"].outcome.facts
     assert facts["verification"] == "incremental" and facts["verified"] is True
@@ -385,10 +384,7 @@ def test_a_future_dated_last_full_verification_does_not_postpone_the_next(
         doc["full_at"] = (clock.now() + timedelta(days=365)).isoformat()
         conn.execute(system_state.update().where(
             system_state.c.key == "compliance.audit_verified").values(value=json.dumps(doc)))
-        row = conn.execute(sa.select(audit_events.c.event).where(
-            audit_events.c.leaf_index == 2)).scalar_one()
-        conn.execute(audit_events.update().where(audit_events.c.leaf_index == 2)
-                     .values(event=row.replace('"time":"', '"time":"1')))
+        edit_event(conn, 2)
     clock.advance(days=1)
     facts = by_id(rt.posture.check())["audit-trail-verifies"].outcome.facts
     assert facts["verified"] is False and "leaf index 2" in facts["problem"]

@@ -94,23 +94,13 @@ class _NeedsFull(Exception):
     """The new range holds something only a full verification judges (a pruned event)."""
 
 
-def remembered(db: Database) -> tuple[int, bytes] | None:
+def _remembered(db: Database) -> dict[str, Any] | None:
+    """What the last run verified: ``size``, ``root`` and, since the weekly full run,
+    ``full_at`` (when the whole trail was last verified)."""
     with db.read() as conn:
         raw = conn.execute(sa.select(system_state.c.value).where(
             system_state.c.key == STATE_KEY)).scalar()
-    if raw is None:
-        return None
-    doc = json.loads(raw)
-    return int(doc["size"]), base64.b64decode(doc["root"])
-
-
-def last_full(db: Database) -> datetime | None:
-    """When the whole trail was last verified (None: never, or not since this was kept)."""
-    with db.read() as conn:
-        raw = conn.execute(sa.select(system_state.c.value).where(
-            system_state.c.key == STATE_KEY)).scalar()
-    at = None if raw is None else json.loads(raw).get("full_at")
-    return None if at is None else datetime.fromisoformat(at)
+    return None if raw is None else dict(json.loads(raw))
 
 
 def verify_trail(db: Database, trail: AuditTrail, retention_days: int, now: datetime,
@@ -118,11 +108,15 @@ def verify_trail(db: Database, trail: AuditTrail, retention_days: int, now: date
     """Verify (incrementally from the remembered state, or in full) and remember the result;
     in full also when the last full verification is ``full_every`` old or older. Raises
     :class:`VerificationFailed` naming what does not match."""
-    if not full and full_every is not None:
-        last = last_full(db)
+    doc = None if full else _remembered(db)
+    if doc is not None and full_every is not None:
+        at = doc.get("full_at")
+        last = None if at is None else datetime.fromisoformat(at)
         # A date ahead of now was not written by this check: it would postpone the next.
-        full = last is None or last > now or now - last >= full_every
-    start = (None if full else remembered(db)) or (0, merkle.EMPTY_ROOT)
+        if last is None or last > now or now - last >= full_every:
+            doc = None
+    start = ((int(doc["size"]), base64.b64decode(doc["root"])) if doc is not None
+             else (0, merkle.EMPTY_ROOT))
     state = None
     try:
         state = _incremental(db, trail.public_key, *start)
