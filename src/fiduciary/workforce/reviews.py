@@ -205,9 +205,10 @@ class ReviewCampaigns:
             problems.append(FieldProblem("due", "a date after today"))
         if problems:
             raise InvalidInput.from_problems(problems, "review campaign")
-        people = [u for u in self.users.all()
+        every = self.users.all()
+        people = [u for u in every
                   if u.disabled_at is None and (role is None or role in u.roles)]
-        by_id = {u.id: u for u in self.users.all()}
+        by_id = {u.id: u for u in every}
         keys = [k for k in self.api_keys.all() if k.state(now) in ("active", "pending_approval")]
         held: dict[str, list[ApiKey]] = {}
         for k in keys:
@@ -316,8 +317,9 @@ class ReviewCampaigns:
         if decision == Decision.KEEP and not (note or "").strip():
             note = None  # a blank note on a keep is no note
         text = free_text("note", note, required=decision == Decision.REVOKE, limit=NOTE_LIMIT)
-        self._follow_managers()
-        item = self._row(campaign_id, item_id)
+        every = self.users.all()
+        self._follow_managers(every)
+        item = self._row(campaign_id, item_id, every)
         self._may_decide(by, item)
         now = self.clock.now()
         with self.db.write() as conn:
@@ -449,8 +451,9 @@ class ReviewCampaigns:
             q = q.where(review_items.c.campaign_id == campaign_id)
         if not decided:
             q = q.where(review_items.c.decision.is_(None))
-        self._follow_managers()
-        reviewers = self._reviewers()
+        every = self.users.all()
+        self._follow_managers(every)
+        reviewers = self._reviewers(every)
         if not reader:
             assigned = review_items.c.reviewer_id == viewer.id
             if POOL_ROLE in viewer.roles:
@@ -504,7 +507,8 @@ class ReviewCampaigns:
         return [Uncertified(kind, i, name, last.get(i)) for kind, i, name in accounts
                 if certification_overdue(last.get(i), now)]
 
-    def _row(self, campaign_id: str, item_id: str) -> ReviewItem:
+    def _row(self, campaign_id: str, item_id: str, every: list[User] | None = None
+             ) -> ReviewItem:
         row = None
         if is_id(campaign_id) and is_id(item_id):
             with self.db.read() as conn:
@@ -515,14 +519,14 @@ class ReviewCampaigns:
         if row is None:
             raise NotFound(f"review item {item_id} not found in campaign {campaign_id}",
                            code="review_item_not_found")
-        return self._view(row, self._reviewers())
+        return self._view(row, self._reviewers(self.users.all() if every is None else every))
 
-    def _follow_managers(self) -> None:
+    def _follow_managers(self, every: list[User]) -> None:
         """Undecided items about a person whose manager changed since the campaign opened go
         to the new manager (or the pool when there is none, or none active): the former
         manager no longer decides that person's access. Done before any item is shown or
         decided, with one event naming what moved."""
-        by_id = {u.id: u for u in self.users.all()}
+        by_id = {u.id: u for u in every}
         with self.db.read() as conn:
             rows = conn.execute(sa.select(
                 review_items.c.id, review_items.c.account_id, review_items.c.reviewer_id,
@@ -556,8 +560,8 @@ class ReviewCampaigns:
                                "items": sorted(ids)}
                               for (reviewer_id, role), ids in moves.items()]}))
 
-    def _reviewers(self) -> _Reviewers:
-        every = self.users.all()
+    @staticmethod
+    def _reviewers(every: list[User]) -> _Reviewers:
         return _Reviewers({u.id: u.username for u in every},
                           {u.id for u in every if u.disabled_at is not None})
 
