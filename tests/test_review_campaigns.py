@@ -285,6 +285,7 @@ def test_a_new_manager_takes_over_and_the_former_one_decides_nothing(
     assert r.status_code == 200 and r.json()["decided_by"] == "nora"
     moved = [e for e in audit_events(rt) if e["action"] == "review.reassigned"]
     assert len(moved) == 1 and role["id"] in moved[0]["details"]["moves"][0]["items"]
+    assert moved[0]["actor"]["kind"] == "system"  # not whoever happened to list the items
     # With no manager at all, the items go to the pool.
     rt.users.set_manager("adam", None)
     left = [i for i in items(office["sam"]) if i["account"]["name"] == "adam"]

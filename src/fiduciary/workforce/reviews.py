@@ -555,7 +555,7 @@ class ReviewCampaigns:
                            review_items.c.reviewer_role.is_distinct_from(role)))
                     .values(reviewer_id=reviewer_id, reviewer_role=role)).rowcount
             if moved:
-                self.audit.append(conn, self.audit.event(None, "review.reassigned", details={
+                self.audit.append(conn, self.audit.event(SYSTEM, "review.reassigned", details={
                     "moves": [{"reviewer_id": reviewer_id, "reviewer_role": role,
                                "items": sorted(ids)}
                               for (reviewer_id, role), ids in moves.items()]}))
