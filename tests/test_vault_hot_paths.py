@@ -162,3 +162,30 @@ def _or_none(cipher: FieldCipher, collection: str, record: str, field: str, blob
         return cipher.decrypt(collection, record, field, blob, version)
     except DecryptionError:
         return None
+
+
+def test_reads_on_the_driver_cursor_return_what_sqlalchemy_returns(rt: Runtime) -> None:
+    """The record, search and key reads that skip SQLAlchemy's execution path give the same
+    values as SQLAlchemy (timestamps as aware datetimes), honour the search limit, and a
+    failing statement raises SQLAlchemy's error, not the driver's."""
+    from fiduciary.vault import store
+
+    run_import(rt, [(i, person(i, last_name="Same"), []) for i in range(1, 4)])
+    found = rt.vault.search(SYSTEM, "persons", {"email": "ann.lee.2@example.com"}, CS)
+    with rt.db.read() as conn:
+        fast = store.record_row(conn, "persons", found[0].id)
+        slow = conn.execute(store._BY_ID, {"rid": found[0].id, "col": "persons"}).one()
+        assert fast is not None and tuple(fast) == tuple(slow)
+        assert fast.created_at.utcoffset() is not None and fast.created_at == slow.created_at
+        assert store.record_row(conn, "persons", str(uuid.uuid4())) is None
+        digest = rt.vault.codec.digest(rt.vault.collection("persons"), "date_of_birth",
+                                       "1980-02-03")
+        assert len(store.search_rows(conn, "persons", [("date_of_birth", digest)], 2)) == 2
+        assert len(store.search_rows(conn, "persons", [("date_of_birth", digest)], 9)) == 3
+    with rt.db.write() as conn:  # the locked variant (FOR SHARE on PostgreSQL)
+        locked = store.record_row(conn, "persons", found[0].id, lock=True)
+        assert locked is not None and tuple(locked) == tuple(slow)
+    key = rt.vault.keys.store.get([found[0].subject_id])[found[0].subject_id]
+    assert key.subject_id == found[0].subject_id and isinstance(key.wrapped_dek, bytes)
+    with pytest.raises(sa.exc.DBAPIError), rt.db.read() as conn:
+        store.DriverQuery(sa.select(sa.table("no_such_table", sa.column("x")))).all(conn, {})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -107,5 +108,11 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        write = conn.get_execution_options().get("fiduciary_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        sql = ("BEGIN IMMEDIATE" if conn.get_execution_options().get("fiduciary_write")
+               else "BEGIN")
+        # On the driver: through SQLAlchemy's execution this cost more than a read after it.
+        try:
+            conn.connection.driver_connection.execute(sql)  # type: ignore[union-attr]
+        except sqlite3.Error as exc:  # raised as SQLAlchemy would (a locked database)
+            raise sa.exc.DBAPIError.instance(sql, None, exc, sqlite3.Error,
+                                             dialect=conn.dialect) from exc

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection, Row
 
 from fiduciary.errors import Gone, NotFound
 from fiduciary.ids import is_id, shown
+from fiduciary.storage.driver import DriverQuery
 from fiduciary.storage.schema import blind_index, records, subjects
 
 #: A result row of any width (SQLAlchemy types rows by their columns).
@@ -65,7 +66,7 @@ _RECORD_FROM = records.join(subjects, subjects.c.id == records.c.subject_id)
 
 
 @functools.lru_cache(maxsize=16)
-def search_statement(fields: int) -> sa.Select[Any]:
+def search_statement(fields: int) -> DriverQuery:
     """The search query for ``fields`` equality conditions, built once: building a statement
     costs several times what SQLite takes to run it (parameters: c, lim, f0/d0, f1/d1 …)."""
     query = sa.select(*_RECORD_COLUMNS).select_from(_RECORD_FROM)
@@ -75,14 +76,15 @@ def search_statement(fields: int) -> sa.Select[Any]:
                 blind_index.c.digest == sa.bindparam(f"d{i}"),
                 blind_index.c.collection == sa.bindparam("c"),
                 blind_index.c.field == sa.bindparam(f"f{i}"))))
-    return query.order_by(records.c.id).limit(sa.bindparam("lim"))
+    return DriverQuery(query.order_by(records.c.id).limit(sa.bindparam("lim")))
 
 
-_ROW_BY_ID = (sa.select(*_RECORD_COLUMNS).select_from(_RECORD_FROM)
-              .where(records.c.id == sa.bindparam("rid"),
-                     records.c.collection == sa.bindparam("col")))
+_BY_ID = (sa.select(*_RECORD_COLUMNS).select_from(_RECORD_FROM)
+          .where(records.c.id == sa.bindparam("rid"),
+                 records.c.collection == sa.bindparam("col")))
+_ROW_BY_ID = DriverQuery(_BY_ID)
 # The subject row, shared: an erasure waits for the write that reads it (PostgreSQL).
-_ROW_BY_ID_LOCKED = _ROW_BY_ID.with_for_update(read=True, of=subjects)
+_ROW_BY_ID_LOCKED = DriverQuery(_BY_ID.with_for_update(read=True, of=subjects))
 
 
 def record_row(conn: Connection, collection: str, record_id: str, *,
@@ -91,19 +93,18 @@ def record_row(conn: Connection, collection: str, record_id: str, *,
     until the transaction ends (an erasure waits for the write that read it)."""
     if not is_id(record_id):
         return None
-    return conn.execute(_ROW_BY_ID_LOCKED if lock else _ROW_BY_ID,
-                        {"rid": record_id, "col": collection}).first()
+    return (_ROW_BY_ID_LOCKED if lock else _ROW_BY_ID).first(
+        conn, {"rid": record_id, "col": collection})
 
 
-_CLEAR_OF = sa.select(records.c.clear).where(records.c.subject_id == sa.bindparam("s"),
-                                              records.c.collection == sa.bindparam("c"))
+_CLEAR_OF = DriverQuery(sa.select(records.c.clear).where(
+    records.c.subject_id == sa.bindparam("s"), records.c.collection == sa.bindparam("c")))
 
 
 def clear_records_of(conn: Connection, subject_id: str, collection: str) -> list[dict[str, Any]]:
     """The clear (public and internal) fields of a subject's records in a collection: what
     relationship conditions read. Never a sealed field."""
-    return [json.loads(c) for c in conn.execute(
-        _CLEAR_OF, {"s": subject_id, "c": collection}).scalars()]
+    return [json.loads(r.clear) for r in _CLEAR_OF.all(conn, {"s": subject_id, "c": collection})]
 
 
 def record_rows_of(conn: Connection, subject_id: str) -> Sequence[AnyRow]:
@@ -129,7 +130,7 @@ def search_rows(conn: Connection, collection: str, digests: Sequence[tuple[str, 
     params: dict[str, Any] = {"c": collection, "lim": limit}
     for i, (name, digest) in enumerate(digests):
         params[f"f{i}"], params[f"d{i}"] = name, digest
-    return conn.execute(search_statement(len(digests)), params).all()
+    return search_statement(len(digests)).all(conn, params)
 
 
 @functools.lru_cache(maxsize=8)
