@@ -9,7 +9,8 @@ benchmarks (issue 16). Not a benchmark itself; imported as ``_peers``.
 - :func:`raw_floor`: the same rows and index rows as Fiduciary's plaintext layout (subjects,
   records with every value in ``clear``, one blind-index row per searchable field) written with
   the bare ``sqlite3`` module's ``executemany`` and time-ordered (UUIDv7) ids: nothing a vault
-  could do is cheaper than this.
+  could do is cheaper than this. :func:`pg_floor`: the same on PostgreSQL through bare psycopg,
+  by ``executemany`` or by ``COPY``.
 - :class:`PgcryptoPeer` (PostgreSQL only): ``pgp_sym_encrypt`` per sensitive field and
   ``hmac()`` per searchable one, computed by the server, tuned (``s2k-mode=1``: one salted
   hash per value instead of 65,536 iterations; no compression), rows sent through psycopg's
@@ -23,7 +24,7 @@ import hmac
 import json
 import secrets
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -125,42 +126,86 @@ def _utc_text(now: datetime) -> str:
     return now.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
 
-def raw_floor(db_path: str, spec: CollectionSpec, rows: Sequence[dict[str, Any]],
-              collection: str) -> int:
-    """The plaintext rows and index rows through bare ``sqlite3.executemany``, UUIDv7 ids,
-    ``BATCH`` rows per transaction, into Fiduciary's own (empty) schema."""
+#: Fiduciary's plaintext layout as the floors write it: (table, columns).
+_FLOOR_TABLES = (
+    ("subjects", ("id", "status", "created_at", "attributes")),
+    ("records", ("id", "subject_id", "collection", "clear", "sealed", "created_at",
+                 "updated_at", "version")),
+    ("blind_index", ("record_id", "field", "collection", "subject_id", "digest")),
+)
+
+
+def _floor_batches(spec: CollectionSpec, rows: Sequence[dict[str, Any]], collection: str,
+                   now: Callable[[], Any]) -> Iterator[list[list[tuple[Any, ...]]]]:
+    """Per ``BATCH`` rows: the subjects, records and index rows of ``_FLOOR_TABLES`` (UUIDv7
+    ids, every value in ``clear``, the normalised plaintext as the index digest), each batch
+    stamped with ``now()``."""
     searchable = [f.name for f in spec.searchable_fields]
     attributes = spec.subject_attributes
     fields = spec.fields
     dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+    for start in range(0, len(rows), BATCH):
+        at = now()
+        subs: list[tuple[Any, ...]] = []
+        recs: list[tuple[Any, ...]] = []
+        idx: list[tuple[Any, ...]] = []
+        for values in rows[start:start + BATCH]:
+            sid, rid = ordered_id(), ordered_id()
+            subs.append((sid, "active", at,
+                         dumps({n: values[n] for n in attributes if n in values})))
+            recs.append((rid, sid, collection, dumps(values), "{}", at, at, 1))
+            idx += [(rid, f, collection, sid,
+                     index_form(fields[f], values[f])) for f in searchable
+                    if f in values]
+        yield [subs, recs, idx]
+
+
+def _floor_insert(table: str, columns: Sequence[str], mark: str) -> str:
+    return (f"INSERT INTO {table} ({', '.join(columns)}) "
+            f"VALUES ({', '.join(mark for _ in columns)})")
+
+
+def raw_floor(db_path: str, spec: CollectionSpec, rows: Sequence[dict[str, Any]],
+              collection: str) -> int:
+    """The plaintext rows and index rows through bare ``sqlite3.executemany``, UUIDv7 ids,
+    ``BATCH`` rows per transaction, into Fiduciary's own (empty) schema."""
     conn = sqlite3.connect(db_path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
+    sql = [_floor_insert(t, c, "?") for t, c in _FLOOR_TABLES]
     try:
-        for start in range(0, len(rows), BATCH):
-            now = _utc_text(datetime.now(UTC))
-            subs: list[tuple[Any, ...]] = []
-            recs: list[tuple[Any, ...]] = []
-            idx: list[tuple[Any, ...]] = []
-            for values in rows[start:start + BATCH]:
-                sid, rid = ordered_id(), ordered_id()
-                subs.append((sid, "active", now,
-                             dumps({n: values[n] for n in attributes if n in values})))
-                recs.append((rid, sid, collection, dumps(values), "{}", now, now, 1))
-                idx += [(rid, f, collection, sid,
-                         index_form(fields[f], values[f])) for f in searchable
-                        if f in values]
+        for batch in _floor_batches(spec, rows, collection, lambda: _utc_text(datetime.now(UTC))):
             conn.execute("BEGIN")
-            conn.executemany("INSERT INTO subjects (id, status, created_at, attributes) "
-                             "VALUES (?, ?, ?, ?)", subs)
-            conn.executemany("INSERT INTO records (id, subject_id, collection, clear, sealed, "
-                             "created_at, updated_at, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                             recs)
-            conn.executemany("INSERT INTO blind_index (record_id, field, collection, "
-                             "subject_id, digest) VALUES (?, ?, ?, ?, ?)", idx)
+            for statement, table_rows in zip(sql, batch, strict=True):
+                conn.executemany(statement, table_rows)
             conn.execute("COMMIT")
     finally:
         conn.close()
+    return len(rows)
+
+
+def pg_floor(engine: sa.Engine, spec: CollectionSpec, rows: Sequence[dict[str, Any]],
+             collection: str, copy: bool) -> int:
+    """PostgreSQL: the floor's rows through bare psycopg, ``BATCH`` rows per transaction, into
+    Fiduciary's own (empty) schema: ``executemany`` (which psycopg 3 sends in pipeline mode,
+    as the importer's ``store.insert_many`` does), or ``COPY ... FROM STDIN`` (``copy``)."""
+    raw = engine.raw_connection()
+    try:
+        conn = raw.driver_connection
+        assert conn is not None
+        sql = [_floor_insert(t, c, "%s") for t, c in _FLOOR_TABLES]
+        for batch in _floor_batches(spec, rows, collection, lambda: datetime.now(UTC)):
+            with conn.transaction(), conn.cursor() as cur:
+                for (table, columns), statement, table_rows in zip(
+                        _FLOOR_TABLES, sql, batch, strict=True):
+                    if copy:
+                        with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as out:
+                            for row in table_rows:
+                                out.write_row(row)
+                    else:
+                        cur.executemany(statement, table_rows)
+    finally:
+        raw.close()
     return len(rows)
 
 

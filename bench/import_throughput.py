@@ -15,6 +15,14 @@ Beside them (issue 16, target 6), each in its own fresh database too:
 (``_peers.UtilsPeer``); ``floor`` (SQLite) — the plaintext rows and index rows through bare
 ``sqlite3.executemany`` with time-ordered ids (``_peers.raw_floor``); ``pgcrypto``
 (PostgreSQL) — ``pgp_sym_encrypt`` (tuned) + ``hmac()`` in the server (``_peers.PgcryptoPeer``).
+
+PostgreSQL only: ``--pg-floor`` adds the floor there too, the same plaintext rows through bare
+psycopg ``executemany`` (``floor``) and through ``COPY`` (``floor_copy``), to price that lever;
+``--pg-statements`` profiles each side in the server (``_pgprofile.ServerProfile``: top
+statements by execution time, planning time, commits, WAL, server CPU; the server must preload
+``pg_stat_statements``: ``python bench/_pgprofile.py -- python bench/import_throughput.py
+--pg-statements ...`` starts one), and times, inside the importer's sides, the key store's
+inserts and the database write transactions from the client.
 """
 
 from __future__ import annotations
@@ -42,7 +50,8 @@ from _common import (
     temp_root,
     wait_for_quiet,
 )
-from _peers import PgcryptoPeer, UtilsPeer, peer_engine, raw_floor
+from _peers import PgcryptoPeer, UtilsPeer, peer_engine, pg_floor, raw_floor
+from _pgprofile import ServerProfile, format_profile, timing_calls
 
 from fiduciary.runtime import Runtime
 
@@ -54,8 +63,12 @@ def own_cpu_s() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
-def timed(run: Callable[[], Any]) -> tuple[float, float, float, Any]:
-    """(wall s, our CPU s with our children's, other processes' CPU s, result)."""
+def timed(run: Callable[[], Any],
+          start: Callable[[], None] | None = None) -> tuple[float, float, float, Any]:
+    """(wall s, our CPU s with our children's, other processes' CPU s, result); ``start``
+    runs first, untimed (the server profile's reset, after a side's setup)."""
+    if start is not None:
+        start()
     watch = CpuWatch()
     wall, cpu = time.perf_counter(), own_cpu_s()
     result = run()
@@ -68,14 +81,25 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3,
                    help="timed runs per side, alternating order; the median is reported")
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    p.add_argument("--pg-statements", action="store_true",
+                   help="PostgreSQL: profile each side in the server (pg_stat_statements)")
+    p.add_argument("--pg-floor", action="store_true",
+                   help="PostgreSQL: add the floor by psycopg executemany and by COPY")
     args = p.parse_args()
     n, batch = args.records, args.batch_size
+    postgres = bool(args.database_url) and args.database_url.startswith("postgresql")
+    if (args.pg_statements or args.pg_floor) and not postgres:
+        p.error("--pg-statements and --pg-floor need a postgresql+psycopg:// --database-url")
+    # Before the rows are generated: a server without the extension fails at once.
+    profile = ServerProfile(args.database_url) if args.pg_statements else None
 
     log(f"generating {n:,} persons (seed {args.seed}) before timing")
     rows = as_rows(generate_persons(n, args.seed))
 
-    postgres = bool(args.database_url) and args.database_url.startswith("postgresql")
     sides = ["plaintext", "encrypted", "pipelined", "peer", "pgcrypto" if postgres else "floor"]
+    if args.pg_floor:
+        sides += ["floor", "floor_copy"]
+    profiles: dict[str, list[dict[str, Any]]] = {label: [] for label in sides}
     runs: dict[str, list[tuple[float, float]]] = {label: [] for label in sides}
     people = [values for _, values, _ in rows]
     foreign: list[float] = []
@@ -84,19 +108,31 @@ def main() -> None:
         def side(label: str, rt: Runtime) -> None:
             waited[0] += wait_for_quiet(args.quiet_wait)
             spec = rt.vault.collection("persons")
+            # Client-side seconds in the key store's inserts and in the write transactions.
+            keystore_s, write_s = [0.0], [0.0]
+            if profile is not None:
+                timing_calls(rt.vault.keys.store, "put", keystore_s)
+                timing_calls(rt.vault.db, "write", write_s, context=True)
+            reset = profile.reset if profile is not None else None
             if label in ("encrypted", "pipelined"):
                 wall, cpu, other, report = timed(lambda: import_encrypted(
-                    rt.vault, rows, batch, pipeline=label == "pipelined"))
+                    rt.vault, rows, batch, pipeline=label == "pipelined"), reset)
                 assert report.imported == n, report
             elif label == "peer":
                 utils = UtilsPeer(peer_engine(rt.vault.db.engine.url), spec)
-                wall, cpu, other, done = timed(lambda: utils.load(people))
+                wall, cpu, other, done = timed(lambda: utils.load(people), reset)
                 utils.engine.dispose()
                 assert done == n
             elif label == "pgcrypto":
                 pg = PgcryptoPeer(peer_engine(rt.vault.db.engine.url), spec)
-                wall, cpu, other, done = timed(lambda: pg.load(people))
+                wall, cpu, other, done = timed(lambda: pg.load(people), reset)
                 pg.engine.dispose()
+                assert done == n
+            elif label in ("floor", "floor_copy") and postgres:
+                engine = peer_engine(rt.vault.db.engine.url)
+                wall, cpu, other, done = timed(lambda: pg_floor(
+                    engine, spec, people, "bench_plain_persons", copy=label == "floor_copy"), reset)
+                engine.dispose()
                 assert done == n
             elif label == "floor":
                 path = str(rt.vault.db.engine.url.database)
@@ -104,12 +140,28 @@ def main() -> None:
                     lambda: raw_floor(path, spec, people, "bench_plain_persons"))
                 assert done == n
             else:
-                wall, cpu, other, ids = timed(lambda: insert_plaintext(rt.vault, rows, batch))
+                wall, cpu, other, ids = timed(
+                    lambda: insert_plaintext(rt.vault, rows, batch), reset)
                 assert len(ids) == n
             runs[label].append((wall, cpu))
             foreign.append(other)
             log(f"{label}: {n:,} rows in {wall:.2f} s ({n / wall:,.0f} rows/s, cpu {cpu:.2f} s, "
                 f"other processes' cpu {other:.2f} s)")
+            if profile is not None:
+                # Closed connections hand their transaction counts to the statistics.
+                rt.vault.db.engine.dispose()
+                found = profile.read(wall, cpu)
+                if found["server_cpu_s"] is not None:
+                    found["other_processes_cpu_s"] = round(
+                        max(other - found["server_cpu_s"], 0.0), 2)
+                if label in ("encrypted", "pipelined", "plaintext"):
+                    found["client_write_transactions_s"] = round(write_s[0], 3)
+                    found["client_keystore_put_s"] = round(keystore_s[0], 3)
+                profiles[label].append(found)
+                log(format_profile(label, found))
+                if label in ("encrypted", "pipelined", "plaintext"):
+                    log(f"{label}: client-side {write_s[0]:.2f} s in write transactions, "
+                        f"{keystore_s[0]:.2f} s in the key store's inserts")
 
         # Warm-up (imports, compiled statements, AES-GCM/HMAC objects) on a throwaway database.
         with fresh_runtime(args.database_url, root, "warmup") as rt:
@@ -142,7 +194,7 @@ def main() -> None:
                           for k, v in runs.items()},
         "vs_peer": {k: round(rate[k] / rate["peer"], 3) for k in ("encrypted", "pipelined")},
         "vs_floor": ({k: round(rate[k] / rate["floor"], 3) for k in ("encrypted", "pipelined")}
-                     if "floor" in rate else None),
+                     if "floor" in rate and not postgres else None),
         "vs_pgcrypto": ({k: round(rate[k] / rate["pgcrypto"], 3)
                          for k in ("encrypted", "pipelined")} if "pgcrypto" in rate else None),
         "repeats": args.repeats,
@@ -150,6 +202,11 @@ def main() -> None:
         "waited_for_quiet_s": round(waited[0], 1),
         "batch_size": batch,
         "database": describe_url(args.database_url),
+        "pg_server": profile.settings if profile is not None else None,
+        "pg_statements": profiles if profile is not None else None,
+        "vs_pg_floor": ({k: round(rate[k] / rate["floor"], 3)
+                         for k in ("encrypted", "pipelined", "pgcrypto", "floor_copy")}
+                        if args.pg_floor else None),
         "fresh_database_per_run": True,
         "target": {"ratio_max": 1.5, "records_per_s_min": 20_000, "vs_peer_min": 1.5,
                    "vs_floor_min": 0.5, "vs_pgcrypto_min": 1.0},
