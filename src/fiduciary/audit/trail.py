@@ -27,6 +27,7 @@ from fiduciary.clock import Clock, iso
 from fiduciary.crypto.keyring import Keyring
 from fiduciary.errors import FieldProblem, InvalidInput, NotFound
 from fiduciary.storage import Database
+from fiduciary.storage.driver import DriverQuery
 from fiduciary.storage.schema import (
     audit_checkpoints,
     audit_events,
@@ -92,6 +93,12 @@ def public_key_bytes(key: Ed25519PrivateKey) -> bytes:
     return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
+# The sequencer's writes, a few per event: on the driver's executemany, not SQLAlchemy's.
+_INSERT_NODES = DriverQuery(audit_nodes.insert())
+_SET_LEAF_INDEX = DriverQuery(audit_events.update().where(
+    audit_events.c.seq == sa.bindparam("s")).values(leaf_index=sa.bindparam("i")))
+
+
 class _Nodes:
     """Tree nodes from the database, with what this transaction added kept in memory."""
 
@@ -143,11 +150,9 @@ class AuditTrail:
                     new_nodes.append({"level": level, "index": index, "hash": h})
                 size += 1
             if rows:
-                conn.execute(audit_nodes.insert(), new_nodes)
-                conn.execute(
-                    audit_events.update().where(audit_events.c.seq == sa.bindparam("s"))
-                    .values(leaf_index=sa.bindparam("i")),
-                    [{"s": r.seq, "i": i} for i, r in enumerate(rows, start=size - len(rows))])
+                _INSERT_NODES.many(conn, new_nodes)
+                _SET_LEAF_INDEX.many(conn, [{"s": r.seq, "i": i} for i, r in enumerate(
+                    rows, start=size - len(rows))])
             if self._checkpoint_due(conn, size, force_checkpoint):
                 self._checkpoint(conn, size, nodes)
             return size

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections import namedtuple
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,12 +35,15 @@ class _Compiled:
 
 
 class DriverQuery:
-    """One SELECT, run on the cursor of a connection's driver (inside the caller's
-    transaction) or of a pooled driver connection."""
+    """One statement, run on the cursor of a connection's driver (inside the caller's
+    transaction) or of a pooled driver connection: a SELECT's rows, or a DML statement for
+    many parameter sets at once (:meth:`many`)."""
 
-    def __init__(self, statement: sa.Select[Any]) -> None:
+    def __init__(self, statement: sa.Select[Any] | sa.Insert | sa.Update) -> None:
         self.statement = statement
-        row: Any = namedtuple("Row", [c.key for c in statement.selected_columns],  # type: ignore[misc]
+        self._columns = list(statement.selected_columns) if isinstance(statement, sa.Select) \
+            else []
+        row: Any = namedtuple("Row", [c.key for c in self._columns] or ["_"],  # type: ignore[misc]
                               rename=True)
         self._make: Callable[[Any], Any] = row._make
         self._by_dialect: dict[str, _Compiled] = {}
@@ -64,7 +67,7 @@ class DriverQuery:
                         name in order if order is not None else f"%({name})s" in sql):
                     fixed[name] = bind.value
             results = []
-            for i, column in enumerate(self.statement.selected_columns):
+            for i, column in enumerate(self._columns):
                 proc = column.type.dialect_impl(dialect).result_processor(dialect, None)
                 if proc is not None:
                     results.append((i, proc))
@@ -72,11 +75,15 @@ class DriverQuery:
                 sql, order, binds, fixed, tuple(results), dialect.loaded_dbapi.Error)
         return found
 
-    def _run(self, cursor: Any, c: _Compiled, params: Mapping[str, Any], dialect: sa.Dialect,
-             one: bool) -> list[Any]:
+    @staticmethod
+    def _args(c: _Compiled, params: Mapping[str, Any]) -> Any:
         bound = {k: (c.binds[k](v) if k in c.binds else v)
                  for k, v in ({**c.fixed, **params} if c.fixed else params).items()}
-        args: Any = bound if c.order is None else tuple(bound[k] for k in c.order)
+        return bound if c.order is None else tuple(bound[k] for k in c.order)
+
+    def _run(self, cursor: Any, c: _Compiled, params: Mapping[str, Any], dialect: sa.Dialect,
+             one: bool) -> list[Any]:
+        args = self._args(c, params)
         try:
             cursor.execute(c.sql, args)
             raw = cursor.fetchmany(1) if one else cursor.fetchall()
@@ -119,3 +126,19 @@ class DriverQuery:
         finally:
             raw.close()
         return rows[0] if rows else None
+
+    def many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """The statement once per parameter set, by the driver's ``executemany``, inside
+        ``conn``'s transaction."""
+        if not rows:
+            return
+        c = self._compiled(conn.dialect)
+        args = [self._args(c, r) for r in rows]
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(c.sql, args)
+        except c.error as exc:
+            raise sa.exc.DBAPIError.instance(c.sql, None, exc, c.error,
+                                             dialect=conn.dialect) from exc
+        finally:
+            cursor.close()
