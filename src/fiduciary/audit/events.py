@@ -5,7 +5,6 @@ canonical JSON, exactly the object the API returns under ``event``."""
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from sqlalchemy.engine import Connection
 
 from fiduciary.audit.jcs import canonical as canonical  # re-exported: callers import it here
 from fiduciary.clock import Clock, iso
+from fiduciary.ids import ordered_id
 from fiduciary.principal import ActorKind, Principal
 from fiduciary.storage import Database
 from fiduciary.storage.schema import audit_events, audit_subjects
@@ -158,7 +158,7 @@ class AuditLog:
         else:
             actor = AuditActor(kind=ActorKind.ANONYMOUS, id=None, name=None, roles=[])
         return {
-            "id": str(uuid.uuid4()),
+            "id": ordered_id(),
             "time": iso(self.clock.now()),
             "actor": actor,
             "action": action,
