@@ -169,3 +169,27 @@ def test_a_holder_disabled_on_one_worker_is_refused_by_the_other(
             assert worker.api_keys.authenticate(token).id == key.id
     finally:
         other.close()
+
+
+def test_a_disabled_holders_key_is_listed_as_holder_disabled_not_active(
+        rt: Runtime, clock: FixedClock, client: TestClient) -> None:
+    """An administrator reviewing keys must not read a stopped key as working, nor miss it:
+    the listing says ``holder_disabled`` while its holder is disabled and ``active`` again
+    once they are enabled."""
+    make_staff(rt, clock, "adam", ["claims_adjuster"])
+    boss = make_staff(rt, clock, "boss", ["admin"])
+    key, _ = rt.api_keys.create("adam-script", "claims_adjuster",
+                                owner_id=rt.users.get("adam").id)
+
+    def listed() -> str:
+        r = boss.client.get("/v1/admin/apikeys")
+        assert r.status_code == 200, r.text
+        return str(next(k["state"] for k in r.json()["items"] if k["id"] == key.id))
+
+    assert listed() == "active"
+    rt.users.set_disabled("adam", True)
+    assert listed() == "holder_disabled"
+    assert [k.state(clock.now()) for k in rt.api_keys.owned_by(rt.users.get("adam").id)] == [
+        "holder_disabled"]
+    rt.users.set_disabled("adam", False)
+    assert listed() == "active"

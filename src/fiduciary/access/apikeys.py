@@ -49,12 +49,15 @@ class ApiKey:
     approval_id: str | None = None
     #: The staff user the key belongs to (None: a service key nobody holds personally).
     owner_id: str | None = None
+    #: Its holder is disabled or gone: the key does not authenticate until they are enabled.
+    holder_out: bool = False
 
     @classmethod
     def from_row(cls, r: Any) -> ApiKey:
+        """From a row of ``api_keys``, joined with its holder (``_WITH_OWNER``)."""
         return cls(r.id, r.name, r.role, r.created_at, r.expires_at, r.revoked_at,
                    tuple(json.loads(r.scopes)) if r.scopes else None, r.last_used_at,
-                   r.approval_id, r.owner_id)
+                   r.approval_id, r.owner_id, not _owner_in_office(r))
 
     def state(self, now: datetime) -> str:
         if self.revoked_at:
@@ -63,6 +66,8 @@ class ApiKey:
             return "pending_approval"
         if self.expires_at and self.expires_at <= now:
             return "expired"
+        if self.holder_out:
+            return "holder_disabled"
         return "active"
 
 
@@ -191,7 +196,7 @@ class ApiKeyService:
         if row is None or not hmac.compare_digest(row.secret_hash, _hash(parts[2])):
             raise failure
         key = ApiKey.from_row(row)
-        if key.state(now) != "active" or not _owner_in_office(row):
+        if key.state(now) != "active":  # revoked, waiting, expired, or its holder disabled
             raise failure
         seen = self._note_use(key.id, key.last_used_at, now)
         principal = Principal(id=key.id, kind="api_key", username=key.name, roles=(key.role,),
@@ -212,7 +217,7 @@ class ApiKeyService:
 
     def all(self) -> list[ApiKey]:
         with self.db.read() as conn:
-            rows = conn.execute(sa.select(api_keys).order_by(api_keys.c.created_at)).all()
+            rows = conn.execute(_WITH_OWNER.order_by(api_keys.c.created_at)).all()
         return [ApiKey.from_row(r) for r in rows]
 
     def revoke(self, key_id: str, by: Principal | None = None, **details: Any) -> bool:
@@ -242,6 +247,6 @@ class ApiKeyService:
     def owned_by(self, user_id: str) -> list[ApiKey]:
         """The keys a staff user holds, revoked ones included."""
         with self.db.read() as conn:
-            rows = conn.execute(sa.select(api_keys).where(api_keys.c.owner_id == user_id)
+            rows = conn.execute(_WITH_OWNER.where(api_keys.c.owner_id == user_id)
                                 .order_by(api_keys.c.created_at)).all()
         return [ApiKey.from_row(r) for r in rows]

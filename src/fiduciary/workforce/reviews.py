@@ -209,7 +209,9 @@ class ReviewCampaigns:
         people = [u for u in every
                   if u.disabled_at is None and (role is None or role in u.roles)]
         by_id = {u.id: u for u in every}
-        keys = [k for k in self.api_keys.all() if k.state(now) in ("active", "pending_approval")]
+        # A disabled holder's key is reviewed too: it works again when they are enabled.
+        keys = [k for k in self.api_keys.all()
+                if k.state(now) in ("active", "pending_approval", "holder_disabled")]
         held: dict[str, list[ApiKey]] = {}
         for k in keys:
             if k.owner_id is not None:

@@ -103,7 +103,9 @@ class ApiKeySummary(BaseModel):
     id: str
     name: str
     role: str
-    state: str = Field(description="`active`, `pending_approval`, `expired` or `revoked`")
+    state: str = Field(description="`active`, `pending_approval`, `expired`, `revoked` or "
+                       "`holder_disabled` (its holder is disabled: it works again when they "
+                       "are enabled)")
     scopes: list[str] | None
     expires_at: Timestamp | None
 
