@@ -110,40 +110,59 @@ _SEALING_VAULT: VaultService | None = None
 
 def _seal_row(vault: VaultService, spec: CollectionSpec, now: datetime, line: int,
               subject_id: str | None, values: dict[str, Any], attributes: str | None,
-              cipher: FieldCipher | None) -> _Sealed:
-    """A row's stored form: a new subject with its data key (``subject_id`` None), or the
-    record of an existing subject under its ``cipher``; sealed, indexed, row-digested."""
+              cipher: FieldCipher | None, ids: tuple[str, str] | None = None,
+              index: bool = True) -> _Sealed:
+    """A row's stored form: a new subject with its data key (``subject_id`` None; ``ids``,
+    the new subject's and record's ids when the caller chose them), or the record of an
+    existing subject under its ``cipher``; sealed, and (``index``) indexed and row-digested
+    for the audit event."""
     one = Batch()
     if subject_id is None:
-        subject_id = new_id()  # subject ids stay random (README, "Search and import speed")
+        # Subject ids stay random (README, "Search and import speed"); record ids are
+        # time-ordered (UUIDv7): each batch appends to the end of the id B-trees instead of
+        # touching pages all over them; the id reveals the creation time, which the record
+        # shows anyway (created_at).
+        subject_id, record_id = ids or new_ids()
         key_row, cipher = vault.keys.new_key_row(subject_id, remember=False)
         one.subjects.append({"id": subject_id, "status": SubjectStatus.ACTIVE,
                              "created_at": now, "attributes": attributes or "{}"})
         one.subject_keys.append(key_row)
-    elif attributes is not None:
-        one.subject_attributes[subject_id] = attributes
+    else:
+        record_id = ordered_id()
+        if attributes is not None:
+            one.subject_attributes[subject_id] = attributes
     assert cipher is not None
-    # Time-ordered (UUIDv7): each batch appends to the end of the id B-trees instead of
-    # touching pages all over them; the id reveals the creation time, which the record shows
-    # anyway (created_at).
-    record_id = ordered_id()
     clear, sealed = vault.codec.seal(spec, record_id, cipher, values, 1)
     row = {"id": record_id, "subject_id": subject_id, "collection": spec.name,
            "clear": _dumps(clear), "sealed": _dumps(sealed), "created_at": now,
            "updated_at": now, "version": 1}
     one.records.append(row)
+    if not index:  # the sealing process: the parent indexes and digests the row
+        return line, one, tuple(values), {}
     one.index = vault.codec.index_rows(spec, record_id, subject_id, values)
     return line, one, tuple(values), vault.codec.row_entry(row)
 
 
+def new_ids() -> tuple[str, str]:
+    """A new subject's id (random) and its first record's (time-ordered)."""
+    return new_id(), ordered_id()
+
+
 def _seal_new_subjects(collection: str, now: datetime,
-                       rows: list[tuple[int, dict[str, Any], str]]) -> list[_Sealed]:
-    """In the sealing process: (line, values, attributes JSON) of rows for new subjects."""
+                       rows: list[tuple[int, dict[str, Any], str, tuple[str, str]]]
+                       ) -> list[tuple[_Sealed, list[bytes]]]:
+    """In the sealing process: (line, values, attributes JSON, ids) of rows for new subjects,
+    sealed, with their blind-index digests in field order: the parent makes the index rows
+    (bare digests cross the pipe at a fraction of the rows' cost) and the row digests, so the
+    two processes' shares of the work are about even."""
     vault = _SEALING_VAULT
     assert vault is not None
     spec = vault.collection(collection)
-    return [_seal_row(vault, spec, now, line, None, values, attrs, None)
-            for line, values, attrs in rows]
+    codec = vault.codec
+    return [(_seal_row(vault, spec, now, line, None, values, attrs, None, ids, index=False),
+             [codec.digest(spec, name, value) for name, value in values.items()
+              if spec.fields[name].searchable])
+            for line, values, attrs, ids in rows]
 
 
 class Importer:
@@ -269,7 +288,7 @@ class Importer:
         admitted, known = self._admit(spec, pending, report, reject)
         now = self.vault.clock.now()
         ciphers = self.vault.keys.ciphers(known) if known else {}
-        new = [(line, values, attrs or "{}") for line, sid, values, attrs in admitted
+        new = [(line, values, attrs or "{}", new_ids()) for line, sid, values, attrs in admitted
                if sid is None]
         if pool is None or not new:
             done = [_seal_row(self.vault, spec, now, line, sid, values, attrs,
@@ -280,9 +299,19 @@ class Importer:
         existing = {line: _seal_row(self.vault, spec, now, line, sid, values, attrs,
                                     ciphers[sid])
                     for line, sid, values, attrs in admitted if sid is not None}
+        searchable = {line: [n for n in values if spec.fields[n].searchable]
+                      for line, values, _, _ in new}
+        codec = self.vault.codec
 
         def finish() -> list[_Sealed]:
-            sealed = {item[0]: item for item in job.get()}
+            sealed: dict[int, _Sealed] = {}
+            for (line, one, names, _), digests in job.get():
+                record = one.records[0]
+                one.index = [{"record_id": record["id"], "field": name,
+                              "collection": spec.name, "subject_id": record["subject_id"],
+                              "digest": digest}
+                             for name, digest in zip(searchable[line], digests, strict=True)]
+                sealed[line] = (line, one, names, codec.row_entry(record))
             return [sealed.get(line) or existing[line] for line, *_ in admitted]
         return finish
 

@@ -140,7 +140,9 @@ def _many_statement(table: sa.Table, dialect: sa.Dialect) -> tuple[str, tuple[st
     every column of ``table``, compiled once per dialect."""
     compiled = table.insert().compile(dialect=dialect)
     keys = tuple(compiled.positiontup or ()) if dialect.positional else tuple(table.c.keys())
-    procs = tuple(table.c[k].type.bind_processor(dialect) for k in keys)
+    # Bytes bind as they are on both drivers: LargeBinary's processor only wraps each value.
+    procs = tuple(None if isinstance(table.c[k].type, sa.LargeBinary)
+                  else table.c[k].type.bind_processor(dialect) for k in keys)
     return str(compiled), keys, procs, bool(dialect.positional)
 
 
