@@ -114,8 +114,8 @@ def _seal_row(vault: VaultService, spec: CollectionSpec, now: datetime, line: in
               index: bool = True) -> _Sealed:
     """A row's stored form: a new subject with its data key (``subject_id`` None; ``ids``,
     the new subject's and record's ids when the caller chose them), or the record of an
-    existing subject under its ``cipher``; sealed, and (``index``) indexed and row-digested
-    for the audit event."""
+    existing subject under its ``cipher``; sealed, row-digested for the audit event and
+    (``index``) indexed."""
     one = Batch()
     if subject_id is None:
         # Subject ids stay random (README, "Search and import speed"); record ids are
@@ -137,9 +137,8 @@ def _seal_row(vault: VaultService, spec: CollectionSpec, now: datetime, line: in
            "clear": _dumps(clear), "sealed": _dumps(sealed), "created_at": now,
            "updated_at": now, "version": 1}
     one.records.append(row)
-    if not index:  # the sealing process: the parent indexes and digests the row
-        return line, one, tuple(values), {}
-    one.index = vault.codec.index_rows(spec, record_id, subject_id, values)
+    if index:  # not in the sealing process: the parent makes the index rows
+        one.index = vault.codec.index_rows(spec, record_id, subject_id, values)
     return line, one, tuple(values), vault.codec.row_entry(row)
 
 
@@ -153,8 +152,7 @@ def _seal_new_subjects(collection: str, now: datetime,
                        ) -> list[tuple[_Sealed, list[bytes]]]:
     """In the sealing process: (line, values, attributes JSON, ids) of rows for new subjects,
     sealed, with their blind-index digests in field order: the parent makes the index rows
-    (bare digests cross the pipe at a fraction of the rows' cost) and the row digests, so the
-    two processes' shares of the work are about even."""
+    (bare digests cross the pipe, and are unpickled, at a fraction of the rows' cost)."""
     vault = _SEALING_VAULT
     assert vault is not None
     spec = vault.collection(collection)
@@ -301,17 +299,17 @@ class Importer:
                     for line, sid, values, attrs in admitted if sid is not None}
         searchable = {line: [n for n in values if spec.fields[n].searchable]
                       for line, values, _, _ in new}
-        codec = self.vault.codec
 
         def finish() -> list[_Sealed]:
             sealed: dict[int, _Sealed] = {}
-            for (line, one, names, _), digests in job.get():
+            for item, digests in job.get():
+                line, one = item[0], item[1]
                 record = one.records[0]
                 one.index = [{"record_id": record["id"], "field": name,
                               "collection": spec.name, "subject_id": record["subject_id"],
                               "digest": digest}
                              for name, digest in zip(searchable[line], digests, strict=True)]
-                sealed[line] = (line, one, names, codec.row_entry(record))
+                sealed[line] = item
             return [sealed.get(line) or existing[line] for line, *_ in admitted]
         return finish
 
