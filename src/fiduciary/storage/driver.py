@@ -88,8 +88,9 @@ class DriverQuery:
             cursor.execute(c.sql, args)
             raw = cursor.fetchmany(1) if one else cursor.fetchall()
         except c.error as exc:
-            # What SQLAlchemy raises for the same failure, as callers and the API expect.
-            raise sa.exc.DBAPIError.instance(c.sql, args, exc, c.error,
+            # What SQLAlchemy raises for the same failure, as callers and the API expect;
+            # without the parameters (digests, ids), which would ride along in its message.
+            raise sa.exc.DBAPIError.instance(c.sql, None, exc, c.error,
                                              dialect=dialect) from exc
         finally:
             cursor.close()
