@@ -49,12 +49,16 @@ def test_bulk_import_over_several_batches_stores_good_rows_and_reports_each_bad_
     rows[110] = (111, {"subject_id": existing, **person(111)}, [])
     rows[111] = (112, {"subject_id": "0" * 8 + "-0000-4000-8000-" + "0" * 12, **person(112)},
                  [])
+    # A cell the reader could not parse: named once, not echoed by validation.
+    rows[112] = (113, {k: v for k, v in person(113).items() if k != "date_of_birth"},
+                 [FieldProblem("date_of_birth", "not a valid date")])
     imported, rejected = run_import(rt, rows, pipeline=pipeline)
-    assert imported == 116
+    assert imported == 115
     assert {line: [p.field for p in ps] for line, ps in rejected.items()} == {
-        10: ["email"], 61: ["shoe_size"], 100: ["last_name"], 112: ["subject_id"]}
+        10: ["email"], 61: ["shoe_size"], 100: ["last_name"], 112: ["subject_id"],
+        113: ["date_of_birth"]}
     stored = table_rows(rt, "records")
-    assert len(stored) == 116
+    assert len(stored) == 115
     assert sum(r["subject_id"] == existing for r in stored) == 1
     events = [e for e in table_rows(rt, "audit_events") if e["action"] == "records.import"]
     assert len(events) == 3
@@ -72,6 +76,9 @@ def test_bulk_import_over_several_batches_stores_good_rows_and_reports_each_bad_
     found = rt.vault.search(SYSTEM, "persons", {"email": "ann.lee.77@example.com"}, CS)
     assert [r.data["first_name"] for r in found] == ["Ann77"]
     assert found[0].created_at == rt.vault.clock.now()
+    # The existing subject's new record is indexed too, under that subject.
+    theirs = rt.vault.search(SYSTEM, "persons", {"email": "ann.lee.111@example.com"}, CS)
+    assert [(r.subject_id, r.data["first_name"]) for r in theirs] == [(existing, "Ann111")]
 
 
 def test_imported_record_ids_are_time_ordered_and_subject_ids_random(rt: Runtime) -> None:
