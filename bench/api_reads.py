@@ -10,9 +10,11 @@ client threads (one ``httpx.Client`` each, keep-alive) doing authenticated GETs 
 ids. The baseline a team would build instead is ``bench/_bare_app.py``: a bare FastAPI sync route
 reading the same plaintext row from the same database through SQLAlchemy (no authentication,
 policy or audit), served by uvicorn with the settings ``fiduciary serve`` uses, in its own
-process. The three endpoints run in phases A B C C B A (each ``--seconds / 2`` long; the mirror
-order cancels a linear drift such as a warming page cache), after a short untimed warm-up of
-each. Issue 16's target: the vault GET's server CPU per request <= 2x the bare route's.
+process; the same process serves the issue's ceiling, a bare Starlette route doing one SELECT
+on a driver connection. The four endpoints run in phases A B C D D C B A (each ``--seconds / 2``
+long; the mirror order cancels a linear drift such as a warming page cache), after a short
+untimed warm-up of each. Issue 16's target: the vault GET's server CPU per request <= 2x the
+bare route's.
 The client runs on the same 2-core machine as the server and competes with it for CPU; the
 JSON therefore also reports the server's CPU time per request (from /proc), which does not
 depend on how fast the client is. The last stdout line is one JSON object.
@@ -63,9 +65,12 @@ HOST = "127.0.0.1"
 VAULT = "vault"
 PLAIN = "plaintext"
 BARE = "bare_fastapi"
+#: The issue's ceiling: a bare Starlette route, one SELECT (served by the bare app's process).
+CEILING = "starlette_ceiling"
 PATHS = {VAULT: f"/v1/collections/{COLLECTION}/records/{{id}}?purpose=customer_service",
          PLAIN: f"/v1/_bench/plain/{COLLECTION}/records/{{id}}",
-         BARE: f"/bare/bench_plain_{COLLECTION}/records/{{id}}"}
+         BARE: f"/bare/bench_plain_{COLLECTION}/records/{{id}}",
+         CEILING: f"/ceiling/bench_plain_{COLLECTION}/records/{{id}}"}
 #: Server CPU per audited vault GET against the bare route's (issue 16).
 TARGET_CPU_RATIO = 2.0
 
@@ -253,7 +258,7 @@ def main() -> None:
             PATHS[VAULT] = PATHS[VAULT].replace("purpose=customer_service",
                                                 f"purpose={ROLE_PURPOSE[args.as_role]}")
         assert len(vault_ids) == len(plain_ids) == n, (len(vault_ids), len(plain_ids))
-        ids = {VAULT: vault_ids, PLAIN: plain_ids, BARE: plain_ids}
+        ids = {VAULT: vault_ids, PLAIN: plain_ids, BARE: plain_ids, CEILING: plain_ids}
 
         env = {**os.environ, "FIDUCIARY_BENCH_ENDPOINTS": "true",
                "FIDUCIARY_LOG_LEVEL": args.server_log_level}
@@ -272,7 +277,8 @@ def main() -> None:
 
         port, bare_port = free_port(), free_port()
         base = f"http://{HOST}:{port}"
-        bases = {VAULT: base, PLAIN: base, BARE: f"http://{HOST}:{bare_port}"}
+        bases = {VAULT: base, PLAIN: base, BARE: f"http://{HOST}:{bare_port}",
+                 CEILING: f"http://{HOST}:{bare_port}"}
         server_log = root / "server.log"
         with server_log.open("wb") as out:
             proc = subprocess.Popen(
@@ -281,7 +287,7 @@ def main() -> None:
             bare = subprocess.Popen(
                 [sys.executable, str(Path(__file__).with_name("_bare_app.py")), db_url,
                  str(bare_port)], env=env, stdout=out, stderr=subprocess.STDOUT)
-        pids = {VAULT: proc.pid, PLAIN: proc.pid, BARE: bare.pid}
+        pids = {VAULT: proc.pid, PLAIN: proc.pid, BARE: bare.pid, CEILING: bare.pid}
         try:
             wait_healthy(base, proc)
             wait_healthy(bases[BARE], bare)
@@ -289,13 +295,14 @@ def main() -> None:
                 token = login(base, staff)  # both endpoints are read with this session
             log(f"server pid {proc.pid} on {base}, bare pid {bare.pid}; warming up "
                 f"{args.warmup_seconds:g} s each")
-            for endpoint in (VAULT, PLAIN, BARE):
+            for endpoint in (VAULT, PLAIN, BARE, CEILING):
                 run_phase(bases[endpoint], token, endpoint, ids[endpoint], conc,
                           args.warmup_seconds, pids[endpoint], seed=args.seed)
             waited = wait_for_quiet(args.quiet_wait)
             half = args.seconds / 2
-            phases: dict[str, list[Phase]] = {VAULT: [], PLAIN: [], BARE: []}
-            for i, endpoint in enumerate((VAULT, PLAIN, BARE, BARE, PLAIN, VAULT)):
+            phases: dict[str, list[Phase]] = {VAULT: [], PLAIN: [], BARE: [], CEILING: []}
+            for i, endpoint in enumerate((VAULT, PLAIN, BARE, CEILING, CEILING, BARE, PLAIN,
+                                          VAULT)):
                 ph = run_phase(bases[endpoint], token, endpoint, ids[endpoint], conc, half,
                                pids[endpoint], seed=args.seed + 1 + i)
                 phases[endpoint].append(ph)
@@ -310,9 +317,9 @@ def main() -> None:
         finally:
             stop_all([proc, bare])
 
-    vault, plain, bare_ = (summarise(phases[e]) for e in (VAULT, PLAIN, BARE))
+    vault, plain, bare_, ceiling = (summarise(phases[e]) for e in (VAULT, PLAIN, BARE, CEILING))
     kinds: dict[str, int] = {}
-    for ph in phases[VAULT] + phases[PLAIN] + phases[BARE]:
+    for ph in phases[VAULT] + phases[PLAIN] + phases[BARE] + phases[CEILING]:
         for k, v in ph.error_kinds.items():
             kinds[k] = kinds.get(k, 0) + v
     emit({
@@ -323,7 +330,7 @@ def main() -> None:
         "plaintext_rps": plain["rps"],
         "ratio": round(vault["rps"] / plain["rps"], 3) if plain["rps"] else None,
         "bare_fastapi_rps": bare_["rps"],
-        "errors": vault["errors"] + plain["errors"] + bare_["errors"],
+        "errors": vault["errors"] + plain["errors"] + bare_["errors"] + ceiling["errors"],
         "error_kinds": kinds,
         "server_cpu_ratio": round(plain["server_cpu_ms_per_req"]
                                   / vault["server_cpu_ms_per_req"], 3)
@@ -338,10 +345,14 @@ def main() -> None:
         "vault": vault,
         "plaintext": plain,
         "bare_fastapi": bare_,
+        "starlette_ceiling": ceiling,
+        "vault_to_ceiling_server_cpu": round(vault["server_cpu_ms_per_req"]
+                                             / ceiling["server_cpu_ms_per_req"], 3)
+        if ceiling["server_cpu_ms_per_req"] else None,
         "seconds_per_endpoint": args.seconds,
         "waited_for_quiet_s": waited,
-        "phase_order": "warm-up vault, plaintext, bare; then vault, plaintext, bare, bare, "
-                       "plaintext, vault",
+        "phase_order": "warm-up vault, plaintext, bare, ceiling; then vault, plaintext, bare, "
+                       "ceiling, ceiling, bare, plaintext, vault",
         "server_log_level": args.server_log_level,
         "principal": f"staff session ({args.as_role})" if args.as_role else "service API key",
         "relationship": "one claim per person, assigned to the bench user (vault side)"
