@@ -19,6 +19,7 @@ from fiduciary.clock import Clock, iso
 from fiduciary.ids import ordered_id
 from fiduciary.principal import ActorKind, Principal
 from fiduciary.storage import Database
+from fiduciary.storage.driver import dbapi_error
 from fiduciary.storage.schema import audit_events, audit_subjects
 
 
@@ -214,9 +215,7 @@ class AuditLog:
                 sql = ins.subjects
                 cursor.executemany(sql, ins.params(_SUBJECT_COLUMNS, by_subject))
         except ins.dbapi_error as exc:
-            # What SQLAlchemy raises for the same failure, as callers and the API expect.
-            raise sa.exc.DBAPIError.instance(sql, None, exc, ins.dbapi_error,
-                                             dialect=ins.dialect) from exc
+            raise dbapi_error(sql, exc, ins.dialect) from exc
         finally:
             cursor.close()
 

@@ -16,6 +16,8 @@ from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
+from fiduciary.storage.driver import dbapi_error
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Alembic keeps its context in module globals: one migration at a time per process.
 _MIGRATION_LOCK = threading.Lock()
@@ -114,5 +116,4 @@ def _configure_sqlite(engine: Engine) -> None:
         try:
             conn.connection.driver_connection.execute(sql)  # type: ignore[union-attr]
         except sqlite3.Error as exc:  # raised as SQLAlchemy would (a locked database)
-            raise sa.exc.DBAPIError.instance(sql, None, exc, sqlite3.Error,
-                                             dialect=conn.dialect) from exc
+            raise dbapi_error(sql, exc, conn.dialect) from exc

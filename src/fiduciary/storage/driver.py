@@ -21,6 +21,23 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 
+def bind_processor(type_: sa.types.TypeEngine[Any], dialect: sa.Dialect
+                   ) -> Callable[[Any], Any] | None:
+    """``type_``'s bind processing on ``dialect``; none for bytes, which both drivers bind
+    as they are (``LargeBinary``'s processor only wraps each value)."""
+    if isinstance(type_, sa.LargeBinary):
+        return None
+    proc: Callable[[Any], Any] | None = type_.dialect_impl(dialect).bind_processor(dialect)
+    return proc
+
+
+def dbapi_error(sql: str, exc: Exception, dialect: sa.Dialect) -> sa.exc.StatementError:
+    """What SQLAlchemy raises for the driver's ``exc``, as callers and the API expect;
+    without the parameters (digests, ids), which would ride along in its message."""
+    return sa.exc.DBAPIError.instance(sql, None, exc, dialect.loaded_dbapi.Error,
+                                      dialect=dialect)
+
+
 @dataclass(frozen=True)
 class _Compiled:
     sql: str
@@ -60,7 +77,7 @@ class DriverQuery:
             binds: dict[str, Callable[[Any], Any]] = {}
             fixed: dict[str, Any] = {}
             for name, bind in compiled.binds.items():
-                proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
+                proc = bind_processor(bind.type, dialect)
                 if proc is not None:
                     binds[name] = proc
                 if not bind.required and bind.callable is None and (
@@ -88,10 +105,7 @@ class DriverQuery:
             cursor.execute(c.sql, args)
             raw = cursor.fetchmany(1) if one else cursor.fetchall()
         except c.error as exc:
-            # What SQLAlchemy raises for the same failure, as callers and the API expect;
-            # without the parameters (digests, ids), which would ride along in its message.
-            raise sa.exc.DBAPIError.instance(c.sql, None, exc, c.error,
-                                             dialect=dialect) from exc
+            raise dbapi_error(c.sql, exc, dialect) from exc
         finally:
             cursor.close()
         if not c.results:
@@ -139,7 +153,6 @@ class DriverQuery:
         try:
             cursor.executemany(c.sql, args)
         except c.error as exc:
-            raise sa.exc.DBAPIError.instance(c.sql, None, exc, c.error,
-                                             dialect=conn.dialect) from exc
+            raise dbapi_error(c.sql, exc, conn.dialect) from exc
         finally:
             cursor.close()

@@ -149,17 +149,15 @@ def new_ids() -> tuple[str, str]:
 
 def _seal_new_subjects(collection: str, now: datetime,
                        rows: list[tuple[int, dict[str, Any], str, tuple[str, str]]]
-                       ) -> list[tuple[_Sealed, list[bytes]]]:
+                       ) -> list[tuple[_Sealed, list[tuple[str, bytes]]]]:
     """In the sealing process: (line, values, attributes JSON, ids) of rows for new subjects,
-    sealed, with their blind-index digests in field order: the parent makes the index rows
-    (bare digests cross the pipe, and are unpickled, at a fraction of the rows' cost)."""
+    sealed, with their blind-index digests: the parent makes the index rows (bare digests
+    cross the pipe, and are unpickled, at a fraction of the rows' cost)."""
     vault = _SEALING_VAULT
     assert vault is not None
     spec = vault.collection(collection)
-    codec = vault.codec
     return [(_seal_row(vault, spec, now, line, None, values, attrs, None, ids, index=False),
-             [codec.digest(spec, name, value) for name, value in values.items()
-              if spec.fields[name].searchable])
+             vault.codec.digests(spec, values))
             for line, values, attrs, ids in rows]
 
 
@@ -297,18 +295,14 @@ class Importer:
         existing = {line: _seal_row(self.vault, spec, now, line, sid, values, attrs,
                                     ciphers[sid])
                     for line, sid, values, attrs in admitted if sid is not None}
-        searchable = {line: [n for n in values if spec.fields[n].searchable]
-                      for line, values, _, _ in new}
+        index_rows_of = self.vault.codec.index_rows_of
 
         def finish() -> list[_Sealed]:
             sealed: dict[int, _Sealed] = {}
             for item, digests in job.get():
                 line, one = item[0], item[1]
                 record = one.records[0]
-                one.index = [{"record_id": record["id"], "field": name,
-                              "collection": spec.name, "subject_id": record["subject_id"],
-                              "digest": digest}
-                             for name, digest in zip(searchable[line], digests, strict=True)]
+                one.index = index_rows_of(spec, record["id"], record["subject_id"], digests)
                 sealed[line] = item
             return [sealed.get(line) or existing[line] for line, *_ in admitted]
         return finish

@@ -108,12 +108,19 @@ class RecordCodec:
     def index_rows(
         self, spec: CollectionSpec, record_id: str, subject_id: str, values: dict[str, Any]
     ) -> list[dict[str, Any]]:
-        return [
-            {"record_id": record_id, "field": name, "collection": spec.name,
-             "subject_id": subject_id, "digest": self.digest(spec, name, value)}
-            for name, value in values.items()
-            if spec.fields[name].searchable
-        ]
+        return self.index_rows_of(spec, record_id, subject_id, self.digests(spec, values))
+
+    def digests(self, spec: CollectionSpec, values: dict[str, Any]) -> list[tuple[str, bytes]]:
+        """(field, blind-index digest) of each searchable field among ``values``."""
+        return [(name, self.digest(spec, name, value)) for name, value in values.items()
+                if spec.fields[name].searchable]
+
+    @staticmethod
+    def index_rows_of(spec: CollectionSpec, record_id: str, subject_id: str,
+                      digests: list[tuple[str, bytes]]) -> list[dict[str, Any]]:
+        """The ``blind_index`` rows of a record from its :meth:`digests`."""
+        return [{"record_id": record_id, "field": name, "collection": spec.name,
+                 "subject_id": subject_id, "digest": digest} for name, digest in digests]
 
     def digest(self, spec: CollectionSpec, field_name: str, canonical: Any) -> bytes:
         return self._indexer.digest(spec.name, field_name,

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection, Row
 
 from fiduciary.errors import Gone, NotFound
 from fiduciary.ids import is_id, shown
-from fiduciary.storage.driver import DriverQuery
+from fiduciary.storage.driver import DriverQuery, bind_processor
 from fiduciary.storage.schema import blind_index, records, subjects
 
 #: A result row of any width (SQLAlchemy types rows by their columns).
@@ -140,9 +140,7 @@ def _many_statement(table: sa.Table, dialect: sa.Dialect) -> tuple[str, tuple[st
     every column of ``table``, compiled once per dialect."""
     compiled = table.insert().compile(dialect=dialect)
     keys = tuple(compiled.positiontup or ()) if dialect.positional else tuple(table.c.keys())
-    # Bytes bind as they are on both drivers: LargeBinary's processor only wraps each value.
-    procs = tuple(None if isinstance(table.c[k].type, sa.LargeBinary)
-                  else table.c[k].type.bind_processor(dialect) for k in keys)
+    procs = tuple(bind_processor(table.c[k].type, dialect) for k in keys)
     return str(compiled), keys, procs, bool(dialect.positional)
 
 
